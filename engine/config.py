@@ -1,0 +1,413 @@
+"""Resolved configurations: TOML files and presets with `extends`, `--set` overrides, writing.
+
+A config file has one table per category (`[training]`, `[model]`, ...; see
+schema.CATEGORY_TABLES) with keys as in the schema; flat top-level keys are accepted too.
+`extends = "24gb"` (a preset name or a path relative to the file) inherits; `title` and
+`description` describe presets.
+
+Light module: no torch, no textual.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from . import schema
+from .schema import BY_NAME, DEFAULTS, PARAMS, ParamError, coerce
+
+META_KEYS = ("extends", "title", "description")
+PRESET_SUFFIX = ".toml"
+
+
+class ConfigError(Exception):
+    """A user mistake in a config, preset or override: one line, already formatted."""
+
+
+class Config:
+    """A fully resolved set of parameter values, read as attributes (cfg.lr)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any] | None = None):
+        merged = dict(DEFAULTS)
+        if values:
+            unknown = set(values) - set(DEFAULTS)
+            if unknown:
+                raise ConfigError(f"unknown parameter {sorted(unknown)[0]!r}")
+            merged.update(values)
+        object.__setattr__(self, "_values", merged)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Config is immutable; use replace()")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Config) and self._values == other._values
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self._values.items() if v != DEFAULTS[k]}
+        return f"Config({changed})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def replace(self, **changes: Any) -> "Config":
+        values = self.to_dict()
+        for name, value in changes.items():
+            if name not in BY_NAME:
+                raise ConfigError(unknown_message(name))
+            values[name] = coerce(BY_NAME[name], value)
+        return Config(values)
+
+    def changed_from(self, base: "Config") -> dict[str, Any]:
+        return {p.name: self._values[p.name] for p in PARAMS
+                if self._values[p.name] != base._values[p.name]}
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Samples per optimiser step on one process (multiply by the world size under DDP)."""
+        return self.batch_size * self.update_freq * self.gradient_accumulation_steps
+
+    def warnings(self) -> list[str]:
+        """Valid values outside the guide's recommended ranges."""
+        out = []
+        for p in PARAMS:
+            w = schema.recommendation_warning(p, self._values[p.name])
+            if w:
+                out.append(w)
+        return out
+
+
+@dataclass
+class Resolved:
+    """A config with where it came from: for `config show`, diffs and run directories."""
+
+    config: Config
+    source: str  # preset name or file path ("" for defaults)
+    base: Config  # what the source extends (defaults when it extends nothing)
+    title: str = ""
+    description: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def unknown_message(key: str, where: str = "") -> str:
+    near = difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.6)
+    if not near:
+        lowered = {n.lower(): n for n in BY_NAME}
+        near = [lowered[key.lower()]] if key.lower() in lowered else []
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"{where}unknown parameter {key!r}{hint}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets
+
+
+def package_presets_dir() -> Path:
+    from vqatune import presets
+
+    return Path(presets.__file__).parent
+
+
+def user_presets_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return Path(base) / "vqatune" / "presets"
+
+
+def preset_dirs() -> list[Path]:
+    """Where presets are found; a later directory wins for the same name."""
+    return [package_presets_dir(), Path.cwd() / "presets", user_presets_dir()]
+
+
+def preset_paths() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in preset_dirs():
+        if d.is_dir():
+            for path in sorted(d.glob("*" + PRESET_SUFFIX)):
+                found[path.stem] = path
+    return found
+
+
+def find_preset(name: str) -> Path | None:
+    return preset_paths().get(name)
+
+
+@dataclass
+class PresetInfo:
+    name: str
+    title: str
+    description: str
+    path: Path
+
+
+def list_presets() -> list[PresetInfo]:
+    out = []
+    for name, path in preset_paths().items():
+        try:
+            data = _parse_toml(path)
+        except ConfigError:
+            data = {}
+        out.append(PresetInfo(name, str(data.get("title", "")), str(data.get("description", "")),
+                              path))
+    order = {n: i for i, n in enumerate(BUILTIN_ORDER)}
+    out.sort(key=lambda p: (order.get(p.name, len(order)), p.name))
+    return out
+
+
+BUILTIN_ORDER = ("default", "cpu-quick", "smoke", "8gb", "24gb", "high-performance",
+                 "memory-optimized", "gqa", "vqa")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def _parse_toml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        if m:
+            reason = msg[: m.start()].strip()
+            raise ConfigError(f"{path}:{m.group(1)}:{m.group(2)}: invalid TOML: {reason}") from None
+        raise ConfigError(f"{path}: invalid TOML: {msg}") from None
+
+
+def _key_line(path: Path, table: str | None, key: str) -> int | None:
+    """The line of `key = ...` in [table] (or at top level), for error messages."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    current = None
+    key_re = re.compile(r"""^\s*(?:"%s"|'%s'|%s)\s*=""" % ((re.escape(key),) * 3))
+    header_re = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+    dotted_re = re.compile(r"""^\s*%s\s*\.\s*(?:"%s"|'%s'|%s)\s*=""" % (
+        (re.escape(table or ""),) + (re.escape(key),) * 3))
+    for number, line in enumerate(lines, 1):
+        h = header_re.match(line)
+        if h:
+            current = h.group(1).strip().strip('"')
+            continue
+        if current == table and key_re.match(line):
+            return number
+        if table and current is None and dotted_re.match(line):
+            return number
+    return None
+
+
+def _where(path: Path, table: str | None, key: str) -> str:
+    line = _key_line(path, table, key)
+    return f"{path}:{line}: " if line else f"{path}: "
+
+
+def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
+    """Table-or-flat TOML -> {param: (value, table)}; unknown keys and tables are errors."""
+    flat: dict[str, tuple[Any, str | None]] = {}
+    for key, value in data.items():
+        if key in META_KEYS:
+            continue
+        if isinstance(value, dict):
+            if key not in schema.TABLE_CATEGORIES:
+                if key in BY_NAME:
+                    raise ConfigError(f"{_where(path, None, key)}{key}: expected a value, got a table")
+                tables = ", ".join(schema.TABLE_CATEGORIES)
+                near = difflib.get_close_matches(key, list(schema.TABLE_CATEGORIES), n=1)
+                hint = f"; did you mean [{near[0]}]?" if near else f" (tables: {tables})"
+                raise ConfigError(f"{path}: unknown table [{key}]{hint}")
+            for name, v in value.items():
+                if name not in BY_NAME:
+                    raise ConfigError(unknown_message(name, _where(path, key, name)))
+                p = BY_NAME[name]
+                if p.table != key:
+                    raise ConfigError(f"{_where(path, key, name)}{name} belongs in [{p.table}], "
+                                      f"not [{key}]")
+                if name in flat:
+                    raise ConfigError(f"{_where(path, key, name)}{name} is given twice")
+                flat[name] = (v, key)
+        else:
+            if key not in BY_NAME:
+                raise ConfigError(unknown_message(key, _where(path, None, key)))
+            if key in flat:
+                raise ConfigError(f"{_where(path, None, key)}{key} is given twice")
+            flat[key] = (value, None)
+    return flat
+
+
+def _resolve_source(source: str, relative_to: Path | None = None) -> Path:
+    """A preset name or a file path -> the file."""
+    looks_like_path = source.endswith(PRESET_SUFFIX) or "/" in source or os.sep in source
+    if looks_like_path:
+        path = Path(source).expanduser()
+        if relative_to is not None and not path.is_absolute():
+            path = relative_to / path
+        if not path.exists():
+            raise ConfigError(f"{source}: no such file")
+        return path
+    preset = find_preset(source)
+    if preset is not None:
+        return preset
+    path = Path(source)
+    if path.is_file():
+        return path
+    names = list(preset_paths())
+    near = difflib.get_close_matches(source, names, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else f" (presets: {', '.join(names)})"
+    raise ConfigError(f"{source}: no such preset or file{hint}")
+
+
+def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Config, Config, dict]:
+    """Load one file with its extends chain -> (config, base it extends, raw meta)."""
+    resolved_path = path.resolve()
+    if resolved_path in chain:
+        cycle = " -> ".join(str(p) for p in chain + (resolved_path,))
+        raise ConfigError(f"{path}: extends cycle: {cycle}")
+    data = _parse_toml(path)
+    chain = chain + (resolved_path,)
+    base = Config()
+    extends = data.get("extends")
+    if extends is not None:
+        if not isinstance(extends, str) or not extends:
+            raise ConfigError(f"{_where(path, None, 'extends')}extends: expected a preset name or path")
+        base_path = _resolve_extends(extends, path)
+        base, _, _ = _load_file(base_path, chain)
+    for meta in ("title", "description"):
+        if meta in data and not isinstance(data[meta], str):
+            raise ConfigError(f"{_where(path, None, meta)}{meta}: expected a string")
+    values = base.to_dict()
+    for name, (raw, table) in _flatten(path, data).items():
+        try:
+            values[name] = coerce(BY_NAME[name], _toml_value(BY_NAME[name], raw))
+        except ParamError as e:
+            raise ConfigError(f"{_where(path, table, name)}{e}") from None
+    return Config(values), base, data
+
+
+def _resolve_extends(extends: str, path: Path) -> Path:
+    candidate = (path.parent / extends)
+    if extends.endswith(PRESET_SUFFIX) or "/" in extends:
+        if not candidate.exists():
+            raise ConfigError(f"{_where(path, None, 'extends')}extends: no such file {extends!r}")
+        return candidate
+    preset = find_preset(extends)
+    if preset is None:
+        if candidate.with_suffix(PRESET_SUFFIX).exists():
+            return candidate.with_suffix(PRESET_SUFFIX)
+        names = list(preset_paths())
+        near = difflib.get_close_matches(extends, names, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"{_where(path, None, 'extends')}extends: no such preset {extends!r}{hint}")
+    return preset
+
+
+def _toml_value(param: schema.Param, raw: Any) -> Any:
+    """TOML values are typed already: a string for a number is an error, not a parse."""
+    if param.kind in ("int", "float") and isinstance(raw, str):
+        raise ParamError(param.name, f"expected a number, got the string {raw!r}")
+    if param.kind == "bool" and not isinstance(raw, bool):
+        raise ParamError(param.name, f"expected true or false, got {raw!r}")
+    return raw
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """`name=value` from --set -> (name, typed value)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected name=value")
+    name, _, text = item.partition("=")
+    name = name.strip().lstrip("-")
+    if "." in name:  # table.name is accepted
+        table, _, name = name.rpartition(".")
+        if table not in schema.TABLE_CATEGORIES:
+            raise ConfigError(f"--set {item!r}: unknown table {table!r}")
+    if name not in BY_NAME:
+        raise ConfigError("--set: " + unknown_message(name))
+    try:
+        return name, coerce(BY_NAME[name], text.strip())
+    except ParamError as e:
+        raise ConfigError(f"--set: {e}") from None
+
+
+def apply_sets(config: Config, sets: Iterable[str]) -> tuple[Config, dict[str, Any]]:
+    overrides = dict(parse_set(s) for s in sets)
+    values = config.to_dict()
+    values.update(overrides)
+    return Config(values), overrides
+
+
+def resolve(source: str | None = None, sets: Iterable[str] = ()) -> Resolved:
+    """A preset name or file (None: the defaults) plus `--set` overrides -> a resolved config."""
+    if source:
+        path = _resolve_source(source)
+        config, base, data = _load_file(path)
+        label = source if find_preset(source) == path else str(path)
+        title, description = data.get("title", ""), data.get("description", "")
+    else:
+        config, base, label, title, description = Config(), Config(), "", "", ""
+    config, overrides = apply_sets(config, sets)
+    return Resolved(config, label, base, title, description, overrides)
+
+
+def load(source: str | None = None, sets: Iterable[str] = ()) -> Config:
+    return resolve(source, sets).config
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def to_toml_dict(config: Config, base: Config | None = None, extends: str | None = None,
+                 title: str = "", description: str = "", full: bool = False) -> dict:
+    """Schema-ordered tables; only values that differ from `base` unless full."""
+    out: dict[str, Any] = {}
+    if extends:
+        out["extends"] = extends
+    if title:
+        out["title"] = title
+    if description:
+        out["description"] = description
+    base = base or Config()
+    values = config.to_dict()
+    for p in PARAMS:
+        if full or values[p.name] != getattr(base, p.name):
+            out.setdefault(p.table, {})[p.name] = values[p.name]
+    return out
+
+
+def dumps(config: Config, **kw) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(to_toml_dict(config, **kw))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def diff(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
+    return [(p.name, getattr(a, p.name), getattr(b, p.name)) for p in PARAMS
+            if getattr(a, p.name) != getattr(b, p.name)]

@@ -1,0 +1,94 @@
+"""The run directory: the only channel between a training process and any UI.
+
+    RUN_DIR/
+      config.toml      the resolved config (every parameter), written before training starts
+      meta.json        id, name, preset/source, created time, command line, overrides
+      status.json      rewritten atomically: state, pid, pid_start_time, heartbeat, step, epoch, ...
+      metrics.jsonl    append-only, one JSON event a line, flushed after each line
+      train.log        human-readable log (stdout/stderr of the process)
+      checkpoints/     last.pt, best.pt
+      summary.json     written once at the end
+
+Every event in metrics.jsonl has `event` (one of EVENT_TYPES) and `time` (unix seconds).
+
+Light module: no torch, no textual.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.toml"
+META_FILE = "meta.json"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+
+# Events (the `event` field of a metrics line):
+#   start          config summary: params, effective_batch_size, device, dataset sizes
+#   step           step, epoch, loss, losses{fused,ban,graph,xvlm}, lr, xvlm_lr, grad_norm,
+#                  samples_per_s, memory{...}
+#   eval           step, epoch, accuracy, accuracy_branch{...}, accuracy_type{...}, loss
+#   oom            step, batch_size, message, advice
+#   batch_resized  step, old_batch_size, new_batch_size, accumulation
+#   checkpoint     step, epoch, path, best
+#   early_stop     step, epoch, best_accuracy, patience
+#   resumed        step, epoch, from_checkpoint
+#   end            state, step, epoch, best_accuracy, final_accuracy, duration_s, message
+EVENT_TYPES = ("start", "step", "eval", "oom", "batch_resized", "checkpoint", "early_stop",
+               "resumed", "end")
+
+# Run states. `running` and `crashed` are derived by the run store from the pid, its start time
+# and the heartbeat; the others are written by the training process when it ends.
+STATES = ("queued", "running", "done", "stopped", "diverged", "oom", "failed", "crashed")
+FINAL_STATES = ("done", "stopped", "diverged", "oom", "failed")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+class MetricsWriter:
+    """Append-only metrics.jsonl; each line is flushed so tailing readers see it at once."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "a", encoding="utf-8", buffering=1)
+
+    def write(self, event: str, **fields: Any) -> dict:
+        assert event in EVENT_TYPES, event
+        record = {"event": event, "time": round(time.time(), 3), **fields}
+        self._file.write(json.dumps(record, default=_jsonable, allow_nan=False) + "\n")
+        self._file.flush()
+        return record
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _jsonable(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

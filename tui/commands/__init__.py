@@ -1,0 +1,14 @@
+"""Command modules; each exposes `register(app)`. Keep module-level imports light."""
+
+from __future__ import annotations
+
+import typer
+
+from . import config_cmd, presets_cmd
+
+MODULES = (presets_cmd, config_cmd)
+
+
+def register_all(app: typer.Typer) -> None:
+    for module in MODULES:
+        module.register(app)

@@ -1,0 +1,47 @@
+"""Shared CLI helpers: one-line errors with exit codes, warnings, rich output on demand."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any, Iterator, NoReturn
+
+import typer
+
+from vqatune.engine.config import ConfigError
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a user's mistake into one line on stderr and exit code 2."""
+    try:
+        yield
+    except ConfigError as e:
+        fail(str(e))
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def console():
+    from rich.console import Console
+
+    return Console()
+
+
+SetOption = typer.Option(
+    None, "--set", "-s", metavar="NAME=VALUE",
+    help="Override a parameter (repeatable), typed by the schema: --set lr=3e-4.")

@@ -1,0 +1,33 @@
+"""`vqatune presets`: the presets found in the package, ./presets and ~/.config/vqatune/presets."""
+
+from __future__ import annotations
+
+import typer
+
+from .common import console, print_json
+
+
+def presets(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List the presets: name, title, description."""
+    from vqatune.engine.config import list_presets
+
+    found = list_presets()
+    if as_json:
+        print_json([{"name": p.name, "title": p.title, "description": p.description,
+                     "path": str(p.path)} for p in found])
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    table.add_column("name", style="bold")
+    table.add_column("title")
+    table.add_column("description", overflow="fold")
+    for p in found:
+        table.add_row(p.name, p.title, p.description)
+    console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("presets")(presets)
