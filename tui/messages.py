@@ -1,0 +1,76 @@
+"""Messages that workers post to screens: the only way results of blocking work reach widgets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textual.message import Message
+
+
+class PresetsListed(Message):
+    """The preset names with titles, and the one suggested for the detected GPU (or None)."""
+
+    def __init__(self, presets: list[tuple[str, str]], suggested: str | None, gpu: str):
+        super().__init__()
+        self.presets = presets
+        self.suggested = suggested
+        self.gpu = gpu
+
+
+class ConfigLoaded(Message):
+    """A preset or config file was resolved: it becomes the form's base."""
+
+    def __init__(self, resolved: Any, select_preset: str | None):
+        super().__init__()
+        self.resolved = resolved
+        self.select_preset = select_preset
+
+
+class UserError(Message):
+    """A one-line user mistake (bad file, bad name) to show; nothing was changed."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+
+class PresetSaved(Message):
+    def __init__(self, name: str, path: Path):
+        super().__init__()
+        self.name = name
+        self.path = path
+
+
+class RunLaunched(Message):
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = run_dir
+
+
+class RunsListed(Message):
+    def __init__(self, runs: list):
+        super().__init__()
+        self.runs = runs
+
+
+@dataclass
+class RunUpdate:
+    """What a monitor worker read since its last poll."""
+
+    status: Any  # RunInfo
+    events: list[dict] = field(default_factory=list)
+    log_lines: list[str] = field(default_factory=list)
+
+
+class RunUpdated(Message):
+    def __init__(self, update: RunUpdate):
+        super().__init__()
+        self.update = update
+
+
+class CompareLoaded(Message):
+    def __init__(self, comparison: Any):
+        super().__init__()
+        self.comparison = comparison
