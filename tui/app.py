@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from vqatune.tui.screens.compare import CompareScreen
 from vqatune.tui.screens.configure import ConfigureScreen
+from vqatune.tui.screens.monitor import MonitorScreen
+from vqatune.tui.screens.runs import RunsScreen
 
 
 class VQATuneApp(App):
@@ -21,9 +25,10 @@ class VQATuneApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "vqatune"
-    MODES = {"configure": ConfigureScreen}
+    MODES = {"configure": ConfigureScreen, "runs": RunsScreen}
     BINDINGS = [
         Binding("f2", "switch_mode('configure')", "Configure"),
+        Binding("f3", "switch_mode('runs')", "Runs"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -33,15 +38,51 @@ class VQATuneApp(App):
         self.start = start
 
     def on_mount(self) -> None:
-        self.switch_mode("configure" if self.start == "auto" else self.start)
+        if self.start == "auto":
+            self.switch_mode("configure")
+            self.find_running_runs()
+        else:
+            self.switch_mode(self.start)
+
+    @work(thread=True, exclusive=True)
+    def find_running_runs(self) -> None:
+        """Re-attach: when runs are training, open Runs (unless the user already moved on)."""
+        from vqatune.engine import runstore
+
+        running = [r for r in runstore.list_runs(self.runs_dir) if r.state == "running"]
+        if running:
+            self.call_from_thread(self._show_running, len(running))
+
+    def _show_running(self, count: int) -> None:
+        if self.current_mode == "configure" and len(self.screen_stack) == 1:
+            self.switch_mode("runs")
+        self.notify(f"{count} run{'s' if count > 1 else ''} running", timeout=4)
 
     def open_monitor(self, run_dir: Path) -> None:
-        raise NotImplementedError
+        """Show a run's monitor on top of the Runs screen (so escape lands on the list)."""
+        if self.current_mode != "runs":
+            self.switch_mode("runs")
+        self.push_screen(MonitorScreen(run_dir))
+
+    def open_compare(self, run_dirs: list[Path]) -> None:
+        self.push_screen(CompareScreen(run_dirs))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Configure", "Edit parameters, presets, launch (F2)",
                             lambda: self.switch_mode("configure"))
+        yield SystemCommand("Runs", "All runs: monitor, filter, sort, compare (F3)",
+                            lambda: self.switch_mode("runs"))
+        if isinstance(screen, RunsScreen):
+            yield SystemCommand("Compare selected runs", "Parameters, metrics and curves (c)",
+                                screen.action_compare)
+        if isinstance(screen, MonitorScreen):
+            yield SystemCommand("Stop run", "Graceful: checkpoint, then stopped (s)",
+                                screen.action_stop)
+            yield SystemCommand("Kill run", "SIGKILL the training process (k)",
+                                screen.action_kill)
+            yield SystemCommand("Resume run", "Continue a stopped or crashed run (r)",
+                                screen.action_resume)
         configure = self._configure_screen()
         if configure is not None and screen is configure:
             yield SystemCommand("Launch", "Create the run and start it detached",

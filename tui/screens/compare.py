@@ -1,0 +1,102 @@
+"""Compare: the parameters that differ (highlighted), metrics side by side, seed groups as
+mean ± std, and overlaid validation-accuracy and loss curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from vqatune.engine.schema import BY_NAME
+from vqatune.tui import compare as cmp
+from vqatune.tui.form import display
+from vqatune.tui.messages import CompareLoaded
+from vqatune.tui.widgets.charts import MetricChart
+
+
+def short_id(run_id: str) -> str:
+    """Drop the date from `YYYYmmdd-HHMMSS-name-abcd` so columns stay narrow."""
+    parts = run_id.split("-")
+    return "-".join(parts[2:]) if len(parts) > 3 else run_id
+
+
+def _value_text(name: str, value) -> str:
+    if value is None:
+        return "-"
+    return str(display(BY_NAME[name], value)) if name in BY_NAME else str(value)
+
+
+def _acc(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+class CompareScreen(Screen):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+
+    def __init__(self, run_dirs: list[Path]):
+        super().__init__(id="compare")
+        self.run_dirs = [Path(d) for d in run_dirs]
+        self.comparison: cmp.Comparison | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Comparing {len(self.run_dirs)} runs", id="compare-title")
+        with VerticalScroll(id="compare-body"):
+            yield Static("Parameters that differ", classes="section-title")
+            yield DataTable(id="compare-params", cursor_type="row", zebra_stripes=True)
+            yield Static("Metrics", classes="section-title")
+            yield DataTable(id="compare-metrics", cursor_type="row", zebra_stripes=True)
+            with Horizontal(id="compare-charts"):
+                yield MetricChart("val accuracy", id="compare-accuracy")
+                yield MetricChart("loss", id="compare-loss")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True)
+    def load(self) -> None:
+        self.post_message(CompareLoaded(cmp.compare(self.run_dirs)))
+
+    def on_compare_loaded(self, message: CompareLoaded) -> None:
+        c: cmp.Comparison = message.comparison
+        self.comparison = c
+        names = [short_id(r.id) for r in c.runs]
+
+        params = self.query_one("#compare-params", DataTable)
+        params.clear(columns=True)
+        params.add_columns("parameter", *names)
+        for name, values in c.differing:
+            first = values[0]
+            cells = [Text(_value_text(name, v), style="bold reverse" if v != first else "")
+                     for v in values]
+            params.add_row(Text(name, style="bold"), *cells, key=name)
+        if not c.differing:
+            params.add_row("(all parameters equal)", *[""] * len(names))
+
+        metrics = self.query_one("#compare-metrics", DataTable)
+        metrics.clear(columns=True)
+        metrics.add_columns("", *names)
+        metrics.add_row("state", *[r.state for r in c.runs])
+        metrics.add_row("source", *[r.source or "-" for r in c.runs])
+        metrics.add_row("best val acc", *[_acc(r.best_accuracy) for r in c.runs])
+        metrics.add_row("final val acc", *[_acc(r.final_accuracy) for r in c.runs])
+        metrics.add_row("final loss", *["-" if r.final_loss is None else f"{r.final_loss:.4f}"
+                                        for r in c.runs])
+        for g in c.groups:
+            label = f"seeds {', '.join(map(str, g.seeds))}"
+            cells = [f"best {cmp.format_mean_std(g.best)}" if r.id in g.ids else ""
+                     for r in c.runs]
+            metrics.add_row(label, *cells)
+
+        for chart_id, curve in (("#compare-accuracy", "val accuracy"), ("#compare-loss", "loss")):
+            chart = self.query_one(chart_id, MetricChart)
+            chart.clear()
+            for name, r in zip(names, c.runs):
+                if curve in r.curves:
+                    chart.extend(name, *r.curves[curve])

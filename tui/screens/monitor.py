@@ -1,0 +1,206 @@
+"""Monitor: one run live — header, loss / accuracy / memory charts, log tail, stop, kill, resume."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widgets import Footer, Log, Static
+
+from vqatune.engine import config as config_mod
+from vqatune.engine import events as ev
+from vqatune.engine import runstore
+from vqatune.tui.messages import RunUpdate, RunUpdated, UserError
+from vqatune.tui.widgets.charts import MetricChart
+from vqatune.tui.workers import RunWatcher
+
+POLL_S = 0.5  # how often a live run is read
+SMOOTHING = 0.9  # exponential moving average of the loss
+BRANCHES = ("fused", "ban", "graph", "xvlm")
+
+STATE_TEXT = {
+    "queued": "QUEUED: the training process is starting",
+    "running": "RUNNING",
+    "done": "DONE: the run finished",
+    "stopped": "STOPPED: ended on request after a checkpoint; r resumes it",
+    "diverged": "DIVERGED: the loss became NaN or infinite",
+    "oom": "OUT OF MEMORY",
+    "failed": "FAILED",
+    "crashed": "CRASHED: the process died without an end record; r resumes from the last checkpoint",
+}
+RESUMABLE = ("stopped", "crashed")
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def header_lines(info, effective_batch: int | None) -> tuple[str, str]:
+    """The two header lines for a RunInfo: what it is doing, and its state in plain words."""
+    st = info.status or {}
+    epoch = f"epoch {info.epoch if info.epoch is not None else '-'}/{info.epochs or '-'}"
+    step = f"step {info.step if info.step is not None else '-'}/{info.total_steps or '-'}"
+    parts = [info.id, info.state.upper(), epoch, step]
+    if info.state == "running":
+        parts.append(f"ETA {format_duration(st.get('eta_s'))}")
+    sps = st.get("samples_per_s")
+    parts.append(f"{sps:.1f} samples/s" if isinstance(sps, (int, float)) else "- samples/s")
+    if effective_batch is not None:
+        world = st.get("world_size") or 1
+        parts.append(f"eff. batch {effective_batch * world}")
+    line1 = "  ".join(parts)
+    line2 = STATE_TEXT.get(info.state, info.state.upper())
+    if info.state in ("done", "stopped", "diverged", "oom", "failed", "crashed"):
+        line2 += f" · {format_duration(info.duration_s)}"
+        if info.best_accuracy is not None:
+            line2 += f" · best val accuracy {info.best_accuracy:.4f}"
+    if info.message:
+        line2 += f" · {info.message}"
+    return line1, line2
+
+
+class MonitorScreen(Screen):
+    """Reads the run directory in a worker; never owns the training process."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("s", "stop", "Stop"),
+        Binding("k", "kill", "Kill"),
+        Binding("r", "resume", "Resume"),
+    ]
+
+    def __init__(self, run_dir: Path):
+        super().__init__(id="monitor")
+        self.run_dir = Path(run_dir)
+        self.info = None
+        self.effective_batch: int | None = None
+        self.smoothed: float | None = None
+        self.steps_seen = 0
+        self.watcher: RunWatcher | None = None  # kept across resumes: offsets, not a re-read
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.run_dir.name, id="run-header")
+        yield Static("", id="run-state")
+        with Grid(id="charts"):
+            yield MetricChart("loss", id="chart-loss")
+            yield MetricChart("accuracy", id="chart-accuracy")
+            yield MetricChart("memory (MiB)", id="chart-memory")
+            yield Log(id="log-tail", max_lines=2000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch_run()
+
+    @work(thread=True, exclusive=True, group="watch")
+    def watch_run(self, grace_s: float = 0.0) -> None:
+        """Poll until the run is final and fully read; the first poll loads the whole history.
+
+        grace_s keeps polling a just-resumed run whose status still shows its old end state.
+        """
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        if self.watcher is None:
+            try:
+                cfg = config_mod.load(str(self.run_dir / ev.CONFIG_FILE))
+                self.effective_batch = cfg.effective_batch_size
+            except config_mod.ConfigError:
+                self.effective_batch = None
+            self.watcher = RunWatcher(self.run_dir)
+        keep_until = time.time() + grace_s
+        while not worker.is_cancelled:
+            update = self.watcher.poll()
+            self.post_message(RunUpdated(update))
+            ended = update.status.state in ev.FINAL_STATES + ("crashed",)
+            if ended and not update.events and time.time() >= keep_until:
+                return
+            time.sleep(POLL_S)
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        update: RunUpdate = message.update
+        self.info = update.status
+        line1, line2 = header_lines(update.status, self.effective_batch)
+        self.query_one("#run-header", Static).update(line1)
+        state = self.query_one("#run-state", Static)
+        state.update(line2)
+        for s in ev.STATES:
+            state.set_class(s == update.status.state, f"-{s}")
+        self.add_events(update.events)
+        if update.log_lines:
+            self.query_one("#log-tail", Log).write_lines(update.log_lines)
+
+    def add_events(self, records: list[dict]) -> None:
+        loss = self.query_one("#chart-loss", MetricChart)
+        acc = self.query_one("#chart-accuracy", MetricChart)
+        mem = self.query_one("#chart-memory", MetricChart)
+        for r in records:
+            kind, step = r.get("event"), r.get("step")
+            if not isinstance(step, (int, float)):
+                continue
+            if kind == "step":
+                self.steps_seen += 1
+                value = r.get("loss")
+                if isinstance(value, (int, float)):
+                    loss.add("loss", step, value)
+                    self.smoothed = value if self.smoothed is None else (
+                        SMOOTHING * self.smoothed + (1 - SMOOTHING) * value)
+                    loss.add("smoothed", step, self.smoothed)
+                if isinstance(r.get("accuracy"), (int, float)):
+                    acc.add("train", step, r["accuracy"])
+                for key, value in (r.get("memory") or {}).items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        mem.add(key, step, value)
+            elif kind == "eval":
+                if isinstance(r.get("accuracy"), (int, float)):
+                    acc.add("val", step, r["accuracy"])
+                for branch, value in (r.get("accuracy_branch") or {}).items():
+                    if isinstance(value, (int, float)) and branch != "fused":
+                        acc.add(f"val {branch}", step, value)
+
+    # ------------------------------------------------------------------------------------------
+    # Actions: blocking calls in workers
+
+    def action_stop(self) -> None:
+        self.signal_run(kill=False)
+
+    def action_kill(self) -> None:
+        self.signal_run(kill=True)
+
+    @work(thread=True, group="control")
+    def signal_run(self, kill: bool) -> None:
+        info = runstore.run_info(self.run_dir)
+        if info.state not in ("running", "queued"):
+            self.post_message(UserError(f"{info.id} is {info.state}; nothing to stop"))
+            return
+        runstore.stop(self.run_dir, kill=kill)
+        self.app.call_from_thread(self.notify, f"{'killed' if kill else 'stopping'} {info.id}")
+
+    def action_resume(self) -> None:
+        self.resume_run()
+
+    @work(thread=True, group="control")
+    def resume_run(self) -> None:
+        info = runstore.run_info(self.run_dir)
+        if info.state not in RESUMABLE:
+            self.post_message(UserError(f"{info.id} is {info.state}; only stopped or crashed "
+                                        "runs resume"))
+            return
+        runstore.launch(self.run_dir, detach=True, resume=True)
+        self.app.call_from_thread(self.restart_watch)
+
+    def restart_watch(self) -> None:
+        self.notify(f"resuming {self.run_dir.name}")
+        self.watch_run(grace_s=15.0)
+
+    def on_user_error(self, message: UserError) -> None:
+        self.notify(message.text, severity="error", timeout=6)

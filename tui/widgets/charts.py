@@ -1,0 +1,108 @@
+"""Live line charts over textual-plotext, cheap however long the history.
+
+Points are appended to growing numpy buffers; a redraw downsamples every series to about the
+widget's width (the terminal cannot show more) and redraws happen at most `max_fps` times a
+second, however fast events arrive.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from textual_plotext import PlotextPlot
+
+from vqatune.engine.metrics import downsample
+
+
+class Series:
+    """An append-only (x, y) buffer with amortised growth."""
+
+    def __init__(self, capacity: int = 1024):
+        self._x = np.empty(capacity, dtype=np.float64)
+        self._y = np.empty(capacity, dtype=np.float64)
+        self.n = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self.n == len(self._x):
+            self._x = np.concatenate([self._x, np.empty_like(self._x)])
+            self._y = np.concatenate([self._y, np.empty_like(self._y)])
+        self._x[self.n] = x
+        self._y[self.n] = y
+        self.n += 1
+
+    def extend(self, xs, ys) -> None:
+        xs = np.asarray(xs, dtype=np.float64)
+        ys = np.asarray(ys, dtype=np.float64)
+        need = self.n + len(xs)
+        if need > len(self._x):
+            size = max(need, 2 * len(self._x))
+            self._x = np.concatenate([self._x[: self.n], np.empty(size - self.n)])
+            self._y = np.concatenate([self._y[: self.n], np.empty(size - self.n)])
+        self._x[self.n: need] = xs
+        self._y[self.n: need] = ys
+        self.n = need
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[: self.n]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[: self.n]
+
+
+class MetricChart(PlotextPlot):
+    """A titled chart of named series; call `add` freely, it redraws on its own schedule."""
+
+    def __init__(self, title: str, *, xlabel: str = "step", max_fps: float = 4.0,
+                 id: str | None = None, classes: str | None = None):
+        super().__init__(id=id, classes=classes)
+        self.title = title
+        self.xlabel = xlabel
+        self.series: dict[str, Series] = {}
+        self.max_fps = max_fps
+        self.dirty = False
+        self.redraws = 0
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        if self.app.no_color or os.environ.get("NO_COLOR") is not None:
+            self.theme = "clear"
+        self.set_interval(1.0 / self.max_fps, self.redraw_if_dirty)
+        self.redraw()
+
+    def add(self, name: str, x: float, y: float) -> None:
+        self.series.setdefault(name, Series()).append(x, y)
+        self.dirty = True
+
+    def extend(self, name: str, xs, ys) -> None:
+        if len(xs):
+            self.series.setdefault(name, Series()).extend(xs, ys)
+            self.dirty = True
+
+    def clear(self) -> None:
+        self.series.clear()
+        self.dirty = True
+
+    def redraw_if_dirty(self) -> None:
+        if self.dirty:
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Rebuild the plot from downsampled series; plotext draws it at the next render."""
+        self.dirty = False
+        self.redraws += 1
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(self.title)
+        plt.xlabel(self.xlabel)
+        width = max(self.size.width, 20)
+        for name, s in self.series.items():
+            if s.n == 0:
+                continue
+            xs, ys = downsample(s.x, s.y, 2 * width)
+            plt.plot(list(map(float, xs)), list(map(float, ys)), label=name,
+                     marker="braille")
+        self.refresh()
