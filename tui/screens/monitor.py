@@ -15,6 +15,7 @@ from textual.widgets import Footer, Log, Static
 from vqatune.engine import config as config_mod
 from vqatune.engine import events as ev
 from vqatune.engine import runstore
+from vqatune.engine.config import ConfigError
 from vqatune.tui.messages import RunUpdate, RunUpdated, UserError
 from vqatune.tui.widgets.charts import MetricChart
 from vqatune.tui.workers import RunWatcher
@@ -31,7 +32,7 @@ STATE_TEXT = {
     "diverged": "DIVERGED: the loss became NaN or infinite",
     "oom": "OUT OF MEMORY",
     "failed": "FAILED",
-    "crashed": "CRASHED: the process died without an end record; r resumes from the last checkpoint",
+    "crashed": "CRASHED: r resumes from the last checkpoint",
 }
 RESUMABLE = ("stopped", "crashed")
 
@@ -178,12 +179,13 @@ class MonitorScreen(Screen):
 
     @work(thread=True, group="control")
     def signal_run(self, kill: bool) -> None:
-        info = runstore.run_info(self.run_dir)
-        if info.state not in ("running", "queued"):
-            self.post_message(UserError(f"{info.id} is {info.state}; nothing to stop"))
+        try:
+            runstore.stop(self.run_dir, kill=kill)
+        except ConfigError as e:  # not running (any more)
+            self.post_message(UserError(str(e)))
             return
-        runstore.stop(self.run_dir, kill=kill)
-        self.app.call_from_thread(self.notify, f"{'killed' if kill else 'stopping'} {info.id}")
+        self.app.call_from_thread(self.notify,
+                                  f"{'killed' if kill else 'stopping'} {self.run_dir.name}")
 
     def action_resume(self) -> None:
         self.resume_run()
@@ -195,7 +197,11 @@ class MonitorScreen(Screen):
             self.post_message(UserError(f"{info.id} is {info.state}; only stopped or crashed "
                                         "runs resume"))
             return
-        runstore.launch(self.run_dir, detach=True, resume=True)
+        try:
+            runstore.launch(self.run_dir, detach=True, resume=True)
+        except (ConfigError, OSError) as e:
+            self.post_message(UserError(f"cannot resume: {e}"))
+            return
         self.app.call_from_thread(self.restart_watch)
 
     def restart_watch(self) -> None:

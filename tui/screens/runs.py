@@ -83,7 +83,7 @@ def state_text(state: str) -> Text:
 
 class RunsScreen(Screen):
     BINDINGS = [
-        Binding("enter", "open", "Monitor", show=True),
+        Binding("enter", "open", "Monitor", priority=True),
         Binding("space", "toggle_select", "Select"),
         Binding("c", "compare", "Compare"),
         Binding("o", "cycle_sort", "Sort"),
@@ -164,14 +164,6 @@ class RunsScreen(Screen):
         self.filter_text = event.value.strip()
         self.rebuild()
 
-    @on(Input.Submitted, "#runs-filter")
-    def filter_done(self) -> None:
-        self.query_one("#runs-table").focus()
-
-    @on(DataTable.RowSelected, "#runs-table")
-    def row_chosen(self) -> None:
-        self.action_open()
-
     @on(DataTable.HeaderSelected, "#runs-table")
     def header_chosen(self, event: DataTable.HeaderSelected) -> None:
         label = str(event.label)
@@ -181,6 +173,9 @@ class RunsScreen(Screen):
             self.rebuild()
 
     def action_open(self) -> None:
+        if self.focused is self.query_one("#runs-filter"):
+            self.query_one("#runs-table").focus()
+            return
         row = self.current_row()
         if row is not None:
             self.app.open_monitor(row.path)
