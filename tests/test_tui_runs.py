@@ -1,0 +1,241 @@
+"""Runs, Monitor and Compare against run directories written by the tests (and a fake trainer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import pytest
+from textual.widgets import DataTable, Input, Log
+
+from vqatune.engine import runstore
+from vqatune.tui import compare as cmp
+from vqatune.tui import services
+from vqatune.tui.app import VQATuneApp
+from vqatune.tui.screens.compare import CompareScreen
+from vqatune.tui.screens.monitor import MonitorScreen
+from vqatune.tui.screens.runs import RunsScreen
+from vqatune.tui.workers import LogTail, RunWatcher
+
+from tui_fixtures import FAKE_TRAINER, make_run, make_store
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(services, "gpu_suggestion", lambda: (None, "no NVIDIA GPU"))
+    runs = tmp_path / "runs"
+    make_store(runs)
+    return runs
+
+
+async def settle(pilot, app, seconds: float = 0.0):
+    await pilot.pause(seconds)
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def table_rows(table: DataTable) -> list[list[str]]:
+    return [[str(c) for c in table.get_row(k)] for k in table.rows]
+
+
+# ----------------------------------------------------------------------------------------------
+# Readers
+
+
+def test_log_tail_reads_only_complete_new_lines(tmp_path):
+    path = tmp_path / "train.log"
+    tail = LogTail(path, backlog=20)
+    assert tail.read() == []  # no file yet
+    path.write_text("".join(f"line {i}\n" for i in range(10)))
+    first = tail.read()
+    assert first[-1] == "line 9" and len(first) < 10  # only the backlog, from a line start
+    assert all(line.startswith("line ") and len(line) == 6 for line in first)
+    with open(path, "a") as f:
+        f.write("half")
+    assert tail.read() == []
+    with open(path, "a") as f:
+        f.write(" done\nnext\n")
+    assert tail.read() == ["half done", "next"]
+    path.write_text("new\n")  # truncated and rewritten
+    assert tail.read() == ["new"]
+
+
+def test_run_watcher_reads_history_then_only_what_was_appended(store):
+    run = store / "20260101-100000-base-aaaa"
+    watcher = RunWatcher(run)
+    first = watcher.poll()
+    assert first.status.state == "done"
+    assert sum(e["event"] == "step" for e in first.events) == 40
+    assert first.log_lines[-1] == "log line 29"
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"event": "step", "time": 1, "step": 41, "loss": 0.1}) + "\n")
+        f.write('{"event": "step", "ti')  # a line still being written
+    second = watcher.poll()
+    assert [e["step"] for e in second.events] == [41]
+    assert second.log_lines == []
+
+
+def test_compare_lists_differing_params_and_seed_groups(store):
+    dirs = sorted(store.iterdir())[:3]
+    c = cmp.compare(dirs)
+    assert [name for name, _ in c.differing] == ["lr", "seed"]
+    lr = dict(c.differing)["lr"]
+    assert lr == [2.8e-4, 2.8e-4, 5e-4]
+    assert len(c.groups) == 1
+    group = c.groups[0]
+    assert group.ids == [d.name for d in dirs[:2]] and group.seeds == [1, 2]
+    bests = [c.runs[0].best_accuracy, c.runs[1].best_accuracy]
+    assert group.best[0] == pytest.approx(sum(bests) / 2)
+    assert group.best[1] == pytest.approx(abs(bests[0] - bests[1]) / 2 ** 0.5)
+    assert len(c.runs[0].curves["val accuracy"][0]) == 4  # evals at 10, 20, 30, 40
+
+
+# ----------------------------------------------------------------------------------------------
+# Screens
+
+
+def test_runs_table_filter_sort_and_compare(store):
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            screen = app.screen
+            assert isinstance(screen, RunsScreen)
+            table = screen.query_one("#runs-table", DataTable)
+            rows = table_rows(table)
+            assert [r[1] for r in rows][0] == "20260101-130000-died-dddd"  # newest first
+            states = {r[1]: r[2] for r in rows}
+            assert states["20260101-130000-died-dddd"] == "crashed"
+            assert states["20260101-120000-hilr-cccc"] == "done"
+            assert {r[1]: r[4] for r in rows}["20260101-120000-hilr-cccc"] == "5e-4"
+            # filter
+            await pilot.press("slash", *"base")
+            await pilot.pause()
+            assert [r[1] for r in table_rows(table)] == ["20260101-110000-base-bbbb",
+                                                         "20260101-100000-base-aaaa"]
+            await pilot.press("escape")
+            assert table.row_count == 4
+            # sort by best accuracy (cycle: run -> state -> preset -> lr -> batch -> ... )
+            screen.sort_column, screen.sort_reverse = "best acc", True
+            screen.rebuild()
+            assert table_rows(table)[0][1] == "20260101-120000-hilr-cccc"
+            # select two and compare
+            screen.sort_column, screen.sort_reverse = "run", False
+            screen.rebuild()
+            table.move_cursor(row=0)
+            await pilot.pause()
+            assert screen.current_row().id == "20260101-100000-base-aaaa"
+            await pilot.press("space", "down", "down")
+            assert screen.current_row().id == "20260101-120000-hilr-cccc"
+            await pilot.press("space")
+            await pilot.press("c")
+            await settle(pilot, app, 0.1)
+            assert isinstance(app.screen, CompareScreen)
+            params = table_rows(app.screen.query_one("#compare-params", DataTable))
+            assert [r[0] for r in params] == ["lr"]  # both have seed 1
+            assert params[0][1:] == ["2.8e-4", "5e-4"]
+            metrics = table_rows(app.screen.query_one("#compare-metrics", DataTable))
+            assert metrics[0] == ["state", "done", "done"]
+            chart = app.screen.query_one("#compare-accuracy")
+            assert set(chart.series) == {"base-aaaa", "hilr-cccc"}
+    asyncio.run(run())
+
+
+def test_compare_screen_groups_seeds(store):
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            app.open_compare(sorted(store.iterdir())[:3])
+            await settle(pilot, app, 0.1)
+            metrics = table_rows(app.screen.query_one("#compare-metrics", DataTable))
+            seeds = [r for r in metrics if r[0] == "seeds 1, 2"]
+            assert seeds and seeds[0][1].startswith("best 0.") and "±" in seeds[0][1]
+            assert seeds[0][3] == ""  # the third run is not in the group
+    asyncio.run(run())
+
+
+def test_monitor_shows_a_finished_runs_history(store):
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("down", "down", "down", "enter")  # the oldest run
+            await settle(pilot, app, 0.3)
+            screen = app.screen
+            assert isinstance(screen, MonitorScreen)
+            assert screen.run_dir.name == "20260101-100000-base-aaaa"
+            header = str(screen.query_one("#run-header").render())
+            assert "DONE" in header and "step 40/40" in header and "eff. batch 8" in header
+            state = str(screen.query_one("#run-state").render())
+            assert state.startswith("DONE: the run finished") and "best val accuracy" in state
+            loss = screen.query_one("#chart-loss")
+            assert loss.series["loss"].n == 40 and loss.series["smoothed"].n == 40
+            acc = screen.query_one("#chart-accuracy")
+            assert acc.series["val"].n == 4 and "val graph" in acc.series
+            assert screen.query_one("#chart-memory").series["rss_mb"].n == 40
+            assert screen.query_one("#log-tail", Log).lines[-1] == "log line 29"
+            await pilot.press("escape")
+            assert isinstance(app.screen, RunsScreen)
+    asyncio.run(run())
+
+
+def test_monitor_says_crashed_plainly(store):
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            app.open_monitor(store / "20260101-130000-died-dddd")
+            await settle(pilot, app, 0.3)
+            state = app.screen.query_one("#run-state")
+            assert str(state.render()).startswith("CRASHED: r resumes")
+            assert state.has_class("-crashed")
+            await pilot.press("s")  # nothing to stop: an error, not a crash
+            await settle(pilot, app)
+            assert any("not running" in n.message for n in app._notifications)
+    asyncio.run(run())
+
+
+def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
+    trainer = tmp_path / "fake_trainer.py"
+    trainer.write_text(FAKE_TRAINER)
+    monkeypatch.setattr(runstore, "TRAINER", [sys.executable, str(trainer)])
+    monkeypatch.setenv("FAKE_STEPS", "400")
+    monkeypatch.setenv("FAKE_STEP_S", "0.05")
+    from vqatune.engine import config as config_mod
+
+    run_dir = runstore.create_run(config_mod.load("smoke"), source="smoke", runs_dir=store)
+    runstore.launch(run_dir, detach=True)
+
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            app.open_monitor(run_dir)
+            seen = []
+            for _ in range(40):
+                await pilot.pause(0.1)
+                seen.append(app.screen.steps_seen)
+                if seen[-1] > 5 and app.screen.info.state == "running":
+                    break
+            assert app.screen.info.state == "running"
+            assert "RUNNING" in str(app.screen.query_one("#run-header").render())
+            rising = app.screen.steps_seen
+            await pilot.pause(0.6)
+            assert app.screen.steps_seen > rising  # the step count rises
+            await pilot.press("s")
+            for _ in range(50):
+                await pilot.pause(0.1)
+                if runstore.run_info(run_dir).state != "running":
+                    break
+            # the fake trainer has no SIGTERM handler: it dies, the run store says crashed
+            assert runstore.run_info(run_dir).state in ("crashed", "stopped")
+            await pilot.pause(POLL_MARGIN)
+            assert app.screen.info.state in ("crashed", "stopped")
+    asyncio.run(run())
+
+
+POLL_MARGIN = 1.0
