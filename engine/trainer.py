@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from . import checkpoint, events, optim, precision, seeding
 from .config import load as load_config
@@ -121,7 +121,6 @@ class Trainer:
     def __init__(self, run_dir: Path, resume: bool = False):
         self.run_dir = Path(run_dir)
         self.resume = resume
-        self.cfg = load_config(str(self.run_dir / events.CONFIG_FILE))
         self.faults = Faults(os.environ.get(FAULTS_ENV, ""))
         self.stop_requested = False
         self.started = time.time()
@@ -133,10 +132,12 @@ class Trainer:
         """Train to the end; returns the exit code (0 done, 1 failed/diverged/oom, 130 stopped)."""
         _setup_logging(self.run_dir / events.LOG_FILE)
         self.metrics = events.MetricsWriter(self.run_dir / events.METRICS_FILE)
-        self.status = Status(self.run_dir / events.STATUS_FILE, epochs=self.cfg.epochs)
+        self.status = Status(self.run_dir / events.STATUS_FILE)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         state, message = "done", None
         try:
+            self.cfg = load_config(str(self.run_dir / events.CONFIG_FILE))
+            self.status.update(epochs=self.cfg.epochs)
             self.setup()
             self.fit()
         except RunEnd as end:
@@ -175,8 +176,7 @@ class Trainer:
 
         bundle = data.build(cfg)
         self.meta = bundle.meta
-        self.train_set = _limit(bundle.train, cfg.train_limit)
-        self.eval_set = _limit(bundle.eval, cfg.eval_limit)
+        self.train_set, self.eval_set = bundle.train, bundle.eval  # train/eval_limit applied
 
         self.model = model_lib.build_model(cfg, self.meta).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -211,7 +211,7 @@ class Trainer:
         last = self.run_dir / events.CHECKPOINT_DIR / checkpoint.LAST
         if self.resume and last.exists():
             self._restore(checkpoint.load(last, map_location=self.device))
-            self.metrics.write("resumed", step=self.step, epoch=self.epoch + 1,
+            self.metrics.write("resumed", step=self.step, epoch=self.epoch_label,
                                from_checkpoint=str(last), **common)
             log.info("resumed from %s at step %d", last, self.step)
         else:
@@ -223,9 +223,14 @@ class Trainer:
             log.info("training %s parameters on %s (%s), %d steps, effective batch %d",
                      f"{n_params:,}", self.device, self.precision.name, self.total_steps,
                      self.micro_batch * self.accumulation)
-        self.status.update(total_steps=self.total_steps, step=self.step, epoch=self.epoch + 1,
+        self.status.update(total_steps=self.total_steps, step=self.step, epoch=self.epoch_label,
                            best_accuracy=self.best_accuracy, last_accuracy=self.last_accuracy)
         self.train_started, self.steps_this_process = time.time(), 0
+
+    @property
+    def epoch_label(self) -> int:
+        """1-based epoch in progress; after an epoch's last step, that epoch."""
+        return self.epoch + (self.sample > 0)
 
     def _steps_in(self, n_samples: int) -> int:
         micro = n_samples // self.micro_batch if self.drop_last else -(-n_samples // self.micro_batch)
@@ -250,14 +255,15 @@ class Trainer:
         if self.last_eval_step != self.step:
             self.evaluate_and_checkpoint()
 
-    def _epoch_order(self, epoch: int) -> list[int]:
+    def _epoch_order(self, epoch: int) -> np.ndarray:
         """The sample order of an epoch, as the data module's loader would draw it."""
         from . import data
 
         loader = data.make_loader(self.train_set, self.cfg, train=True, seed=self.cfg.seed,
                                   epoch=epoch, batch_size=self.micro_batch)
         self.loader_template = loader
-        return [int(i) for batch in loader.batch_sampler for i in batch]
+        batches = loader.sampler if loader.batch_size is None else loader.batch_sampler
+        return np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])
 
     def _loader_from(self, start: int) -> DataLoader:
         """Micro-batches of the current epoch's order from sample `start` on."""
@@ -272,12 +278,17 @@ class Trainer:
                 self.train_set, self.cfg, train=True, seed=self.cfg.seed, epoch=self.epoch,
                 batch_size=self.micro_batch)
         t = self.loader_template
+        if t.batch_size is None:  # the sampler yields whole batches (the data module's fast path)
+            batching = {"sampler": batches, "batch_size": None}
+        else:
+            batching = {"batch_sampler": batches}
         # Our own generator: iterating never draws from the global RNG (exact resume).
         generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch)
-        return DataLoader(t.dataset, batch_sampler=batches, collate_fn=t.collate_fn,
-                          num_workers=t.num_workers, pin_memory=t.pin_memory,
-                          worker_init_fn=t.worker_init_fn, generator=generator,
-                          prefetch_factor=t.prefetch_factor if t.num_workers else None)
+        return DataLoader(t.dataset, collate_fn=t.collate_fn, num_workers=t.num_workers,
+                          pin_memory=t.pin_memory, worker_init_fn=t.worker_init_fn,
+                          generator=generator,
+                          prefetch_factor=t.prefetch_factor if t.num_workers else None,
+                          **batching)
 
     def train_epoch(self) -> None:
         while True:
@@ -336,7 +347,7 @@ class Trainer:
             self._log_step()
         elapsed = time.time() - self.train_started
         eta = elapsed / self.steps_this_process * (self.total_steps - step)
-        self.status.update(step=step, epoch=self.epoch + 1, eta_s=round(eta, 1))
+        self.status.update(step=step, epoch=self.epoch_label, eta_s=round(eta, 1))
         if self.faults.fire("stop", step):
             self.stop_requested = True
         evaluated = False
@@ -357,7 +368,7 @@ class Trainer:
     def _log_step(self) -> None:
         w = self.window
         record = self.metrics.write(
-            "step", step=self.step, epoch=self.epoch + 1, loss=_finite(w.mean(0)),
+            "step", step=self.step, epoch=self.epoch_label, loss=_finite(w.mean(0)),
             losses={b: _finite(w.mean(i + 1)) for i, b in enumerate(BRANCHES)},
             lr=self.opt.lr("heads"), xvlm_lr=self.opt.lr("backbone"),
             grad_norm=_finite(w.grad_norm), batch_size=self.micro_batch,
@@ -418,14 +429,14 @@ class Trainer:
         else:
             self.evals_since_best += 1
         self.last_accuracy, self.last_eval_step = accuracy, self.step
-        self.metrics.write("eval", step=self.step, epoch=self.epoch + (self.sample > 0), **result)
+        self.metrics.write("eval", step=self.step, epoch=self.epoch_label, **result)
         log.info("step %d: accuracy %.4f (best %.4f at step %d)", self.step, accuracy,
                  self.best_accuracy, self.best_step)
         self.status.update(last_accuracy=accuracy, best_accuracy=self.best_accuracy)
         self.save_checkpoint(best=best)
         patience = self.cfg.patience
         if patience and self.evals_since_best >= patience:
-            self.metrics.write("early_stop", step=self.step, epoch=self.epoch + (self.sample > 0),
+            self.metrics.write("early_stop", step=self.step, epoch=self.epoch_label,
                                best_accuracy=self.best_accuracy, best_step=self.best_step,
                                patience=patience)
             raise RunEnd("done", f"early stop: no better accuracy in {patience} evaluations")
@@ -438,7 +449,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimisation": self.opt.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": seeding.rng_state(),
             "data": {"epoch": self.epoch, "sample": self.sample,
-                     "order": None if self.order is None else np.asarray(self.order, np.int64),
+                     "order": self.order,
                      "batch_size": self.micro_batch, "accumulation": self.accumulation},
             "progress": {"best_accuracy": self.best_accuracy, "best_step": self.best_step,
                          "last_accuracy": self.last_accuracy, "last_eval_step": self.last_eval_step,
@@ -446,14 +457,14 @@ class Trainer:
         }, path)
         if best:
             checkpoint.link(path, folder / checkpoint.BEST)
-        self.metrics.write("checkpoint", step=self.step, epoch=self.epoch + (self.sample > 0),
+        self.metrics.write("checkpoint", step=self.step, epoch=self.epoch_label,
                            path=str(path.relative_to(self.run_dir)), best=best)
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         d = state["data"]
         self.epoch, self.sample, self.step = d["epoch"], d["sample"], state["step"]
-        self.order = None if d["order"] is None else d["order"].tolist()
+        self.order = d["order"]
         if (d["batch_size"], d["accumulation"]) != (self.micro_batch, self.accumulation):
             self.micro_batch, self.accumulation = d["batch_size"], d["accumulation"]
         self.opt.load_state_dict(state["optimisation"])
@@ -495,7 +506,8 @@ class Trainer:
         ended = time.time()
         summary = {"state": state, "message": message, "step": step,
                    "total_steps": getattr(self, "total_steps", None),
-                   "epoch": getattr(self, "epoch", 0), "epochs": self.cfg.epochs,
+                   "epoch": self.epoch_label if hasattr(self, "sample") else 0,
+                   "epochs": self.status.fields["epochs"],
                    "best_accuracy": getattr(self, "best_accuracy", None),
                    "best_step": getattr(self, "best_step", None),
                    "final_accuracy": getattr(self, "last_accuracy", None),
@@ -535,10 +547,6 @@ class _Window:
     @classmethod
     def from_state(cls, s: dict) -> "_Window":
         return cls(list(s["sums"]), s["steps"], s["samples"], s["grad_norm"])
-
-
-def _limit(dataset, n: int):
-    return Subset(dataset, range(n)) if n and len(dataset) > n else dataset
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
