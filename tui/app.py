@@ -10,10 +10,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from vqatune.tui.screens.compare import CompareScreen
 from vqatune.tui.screens.configure import ConfigureScreen
-from vqatune.tui.screens.monitor import MonitorScreen
-from vqatune.tui.screens.runs import RunsScreen
 
 
 class VQATuneApp(App):
@@ -25,7 +22,8 @@ class VQATuneApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "vqatune"
-    MODES = {"configure": ConfigureScreen, "runs": RunsScreen}
+    MODES = {"configure": ConfigureScreen, "runs": lambda: _runs_screen()}
+    DEFAULT_MODE = "configure"  # built directly, without an empty default screen first
     BINDINGS = [
         Binding("f2", "switch_mode('configure')", "Configure"),
         Binding("f3", "switch_mode('runs')", "Runs"),
@@ -39,9 +37,8 @@ class VQATuneApp(App):
 
     def on_mount(self) -> None:
         if self.start == "auto":
-            self.switch_mode("configure")
             self.find_running_runs()
-        else:
+        elif self.start != self.current_mode:
             self.switch_mode(self.start)
 
     @work(thread=True, exclusive=True)
@@ -62,9 +59,13 @@ class VQATuneApp(App):
         """Show a run's monitor on top of the Runs screen (so escape lands on the list)."""
         if self.current_mode != "runs":
             self.switch_mode("runs")
+        from vqatune.tui.screens.monitor import MonitorScreen
+
         self.push_screen(MonitorScreen(run_dir))
 
     def open_compare(self, run_dirs: list[Path]) -> None:
+        from vqatune.tui.screens.compare import CompareScreen
+
         self.push_screen(CompareScreen(run_dirs))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -73,10 +74,10 @@ class VQATuneApp(App):
                             lambda: self.switch_mode("configure"))
         yield SystemCommand("Runs", "All runs: monitor, filter, sort, compare (F3)",
                             lambda: self.switch_mode("runs"))
-        if isinstance(screen, RunsScreen):
+        if screen.id == "runs":
             yield SystemCommand("Compare selected runs", "Parameters, metrics and curves (c)",
                                 screen.action_compare)
-        if isinstance(screen, MonitorScreen):
+        if screen.id == "monitor":
             yield SystemCommand("Stop run", "Graceful: checkpoint, then stopped (s)",
                                 screen.action_stop)
             yield SystemCommand("Kill run", "SIGKILL the training process (k)",
@@ -104,3 +105,10 @@ class VQATuneApp(App):
             if isinstance(screen, ConfigureScreen):
                 return screen
         return None
+
+
+def _runs_screen() -> Screen:
+    # Imported on first use: charts pull in numpy and plotext, which the first frame never needs.
+    from vqatune.tui.screens.runs import RunsScreen
+
+    return RunsScreen()

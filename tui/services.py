@@ -24,7 +24,13 @@ def gpu_suggestion() -> tuple[str | None, str]:
     """The preset suggested for the detected GPU and a one-line description of the GPU."""
     from vqatune.engine import gpu
 
-    return gpu.suggest_preset(), gpu.describe()
+    snapshot = gpu.sample()
+    if not snapshot.gpus:
+        return None, snapshot.no_gpu or gpu.NO_GPU
+    smallest = min(snapshot.gpus, key=lambda g: g.memory_total)
+    count = f"{len(snapshot.gpus)}× " if len(snapshot.gpus) > 1 else ""
+    return (gpu.suggest_preset(snapshot),
+            f"{count}{smallest.name} ({smallest.memory_total / gpu.GIB:.0f} GB)")
 
 
 def resolve(source: str) -> config_mod.Resolved:

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Label, OptionList, Select, Static
+from textual.widgets import Button, ContentSwitcher, Footer, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from vqatune.engine import schema
@@ -38,6 +38,7 @@ class ConfigureScreen(Screen):
         super().__init__(id="configure")
         self.form = FormState()
         self.suggested: str | None = None
+        self.built_panels: set[str] = set()
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="config-bar"):
@@ -49,16 +50,31 @@ class ConfigureScreen(Screen):
             yield Button("Launch", id="launch", variant="primary", compact=True)
         with Horizontal(id="config-body"):
             yield OptionList(*[Option(g, id=g) for g in schema.GROUPS], id="panels")
-            with VerticalScroll(id="fields"):
-                for group, params in schema.iter_groups():
-                    yield Static(group, classes="panel-title", id=_panel_id(group))
-                    for p in params:
-                        yield ParamField(p, self.form.raw[p.name])
+            with ContentSwitcher(id="fields", initial=_panel_id(schema.GROUPS[0])):
+                for group in schema.GROUPS:
+                    yield VerticalScroll(id=_panel_id(group), classes="panel")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.refresh_all_fields()
+    async def on_mount(self) -> None:
+        await self.show_panel(schema.GROUPS[0])
+        self.refresh_summary()
         self.list_presets()
+
+    async def show_panel(self, group: str) -> None:
+        """Switch to a panel, building its fields the first time (a fast first frame)."""
+        panel = self.query_one(f"#{_panel_id(group)}", VerticalScroll)
+        if group not in self.built_panels:
+            self.built_panels.add(group)
+            fields = [ParamField(p, self.form.raw[p.name]) for p in schema.params_in_group(group)]
+            await panel.mount_all([Static(group, classes="panel-title"), *fields])
+            for field in fields:
+                self.refresh_field(field)
+        self.query_one("#fields", ContentSwitcher).current = panel.id
+        panels = self.query_one("#panels", OptionList)
+        index = schema.GROUPS.index(group)
+        if panels.highlighted != index:
+            with self.prevent(OptionList.OptionHighlighted):
+                panels.highlighted = index
 
     # ------------------------------------------------------------------------------------------
     # Workers (blocking I/O off the UI thread)
@@ -170,13 +186,12 @@ class ConfigureScreen(Screen):
 
     @on(OptionList.OptionSelected, "#panels")
     @on(OptionList.OptionHighlighted, "#panels")
-    def panel_chosen(self, event) -> None:
-        title = self.query_one(f"#{_panel_id(event.option.id)}")
-        self.query_one("#fields").scroll_to_widget(title, top=True, animate=False)
+    async def panel_chosen(self, event) -> None:
+        await self.show_panel(event.option.id)
 
     @on(Button.Pressed, "#launch")
-    def launch_pressed(self) -> None:
-        self.action_launch()
+    async def launch_pressed(self) -> None:
+        await self.action_launch()
 
     # ------------------------------------------------------------------------------------------
     # Display
@@ -218,11 +233,12 @@ class ConfigureScreen(Screen):
     # ------------------------------------------------------------------------------------------
     # Actions
 
-    def action_launch(self) -> None:
+    async def action_launch(self) -> None:
         errors = self.form.errors()
         if errors:
             name, error = next(iter(errors.items()))
             self.notify(f"cannot launch: {name}: {error}", severity="error", timeout=8)
+            await self.show_panel(schema.BY_NAME[name].group)
             self.query_one(f"#param-{name}").focus()
             return
         self.start_run()
