@@ -85,6 +85,13 @@ async def settle(pilot, app, seconds: float = 0.0):
     await pilot.pause()
 
 
+async def show(pilot, app, *names):
+    """Build and show the panels of these parameters (panels are built on first view)."""
+    for name in names:
+        await app.screen.show_panel(schema.BY_NAME[name].group)
+    await pilot.pause()
+
+
 def field(app, name) -> ParamField:
     return app.screen.query_one(f"#field-{name}", ParamField)
 
@@ -99,6 +106,7 @@ def test_every_parameter_has_a_field_of_the_right_kind():
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, app)
             for p in schema.PARAMS:
+                await show(pilot, app, p.name)
                 control = app.screen.query_one(f"#param-{p.name}")
                 expected = (Switch if p.kind in ("bool", "int01") else
                             Select if p.choices else Input)
@@ -143,6 +151,7 @@ def test_out_of_range_value_warns_without_blocking():
         app = VQATuneApp(start="configure")
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, app)
+            await show(pilot, app, "dropout")
             app.screen.query_one("#param-dropout", Input).value = "0.9"
             await pilot.pause()
             assert field(app, "dropout").has_class("-warning")
@@ -162,6 +171,8 @@ def test_applying_the_8gb_preset_updates_every_panel():
             screen.query_one("#preset", Select).value = "8gb"
             await settle(pilot, app, 0.1)
             want = config_mod.load("8gb")
+            await show(pilot, app, "gradient_accumulation_steps", "mixed_precision",
+                       "batch_size")
             assert screen.form.source == "8gb"
             assert screen.form.config() == want
             assert screen.query_one("#param-batch_size", Input).value == "16"
@@ -169,6 +180,8 @@ def test_applying_the_8gb_preset_updates_every_panel():
             assert screen.query_one("#param-gradient_accumulation_steps", Input).value == "4"
             assert screen.query_one("#param-mixed_precision", Switch).value is True
             assert screen.query_one("#param-max_memory_usage", Input).value == "0.7"
+            await show(pilot, app, "dropout")  # a panel built after the preset was applied
+            assert screen.query_one("#param-dropout", Input).value == str(want.dropout)
             assert not any(f.has_class("-changed") for f in screen.query(ParamField))
             batch = str(screen.query_one("#effective-batch").render())
             assert batch.startswith(f"effective batch {want.effective_batch_size} ")
@@ -198,10 +211,13 @@ def test_diff_view_lists_changes_against_the_preset():
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, app)
             app.screen.query_one("#param-epochs", Input).value = "30"
+            await show(pilot, app, "use_counter")
             app.screen.query_one("#param-use_counter", Switch).value = True
             await pilot.pause()
             assert str(field(app, "epochs").query_one(".param-changed").render()) == "●"
-            await pilot.press("ctrl+d")
+            panels = app.screen.query_one("#panels")
+            assert str(panels.get_option("BAN").prompt) == "BAN ●"  # the sidebar marks it
+            await pilot.press("ctrl+t")
             await pilot.pause()
             assert isinstance(app.screen, DiffScreen)
             table = app.screen.query_one("#diff-table")
@@ -254,4 +270,29 @@ def test_load_config_file_and_a_bad_one(tmp_path):
             assert screen.query_one("#param-epochs", Input).value == "7"  # unchanged
             notes = [n.message for n in app._notifications]
             assert any(f"{bad}:2: epochs: must be >= 1" in n for n in notes), notes
+    asyncio.run(run())
+
+
+def test_sidebar_switches_panels_and_invalid_field_elsewhere_is_shown():
+    async def run():
+        app = VQATuneApp(start="configure")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            screen = app.screen
+            switcher = screen.query_one("#fields")
+            assert switcher.current == "panel-training-basics"
+            screen.query_one("#panels").focus()
+            await pilot.press("down", "down")  # BAN, then AoA
+            await pilot.pause()
+            assert switcher.current == "panel-aoa"
+            screen.query_one("#param-num_hid", Input).value = "4"  # below its hard bound 8
+            await pilot.pause()
+            assert str(screen.query_one("#panels").get_option("AoA").prompt) == "AoA ✗"
+            screen.query_one("#panels").highlighted = 0
+            await pilot.pause()
+            assert switcher.current == "panel-training-basics"
+            await pilot.press("ctrl+l")  # blocked: shows the panel with the invalid field
+            await pilot.pause()
+            assert switcher.current == "panel-aoa"
+            assert app.focused is screen.query_one("#param-num_hid")
     asyncio.run(run())

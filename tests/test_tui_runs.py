@@ -110,7 +110,7 @@ def test_runs_table_filter_sort_and_compare(store):
             states = {r[1]: r[2] for r in rows}
             assert states["20260101-130000-died-dddd"] == "crashed"
             assert states["20260101-120000-hilr-cccc"] == "done"
-            assert {r[1]: r[4] for r in rows}["20260101-120000-hilr-cccc"] == "5e-4"
+            assert {r[1]: r[6] for r in rows}["20260101-120000-hilr-cccc"] == "5e-4"
             # filter
             await pilot.press("slash", *"base")
             await pilot.pause()

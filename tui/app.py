@@ -25,7 +25,7 @@ class VQATuneApp(App):
     MODES = {"configure": ConfigureScreen, "runs": lambda: _runs_screen()}
     DEFAULT_MODE = "configure"  # built directly, without an empty default screen first
     BINDINGS = [
-        Binding("f2", "switch_mode('configure')", "Configure"),
+        Binding("f2", "switch_mode('configure')", "Config"),
         Binding("f3", "switch_mode('runs')", "Runs"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
@@ -77,6 +77,10 @@ class VQATuneApp(App):
         if screen.id == "runs":
             yield SystemCommand("Compare selected runs", "Parameters, metrics and curves (c)",
                                 screen.action_compare)
+            yield SystemCommand("Sort runs by the next column", "Or click a column header (o)",
+                                screen.action_cycle_sort)
+            yield SystemCommand("Filter runs", "By id, state or preset (/)",
+                                screen.action_focus_filter)
         if screen.id == "monitor":
             yield SystemCommand("Stop run", "Graceful: checkpoint, then stopped (s)",
                                 screen.action_stop)
@@ -94,6 +98,8 @@ class VQATuneApp(App):
                                 configure.action_save_preset)
             yield SystemCommand("Load config file", "Read a TOML config into the form",
                                 configure.action_load_file)
+            yield SystemCommand("Choose preset", "Focus the preset picker (ctrl+g)",
+                                configure.action_focus_preset)
             from vqatune.engine.config import list_presets
 
             for p in list_presets():

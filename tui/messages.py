@@ -62,6 +62,7 @@ class RunUpdate:
     status: Any  # RunInfo
     events: list[dict] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
+    gpu: Any = None  # engine.gpu.Snapshot while the run is live
 
 
 class RunUpdated(Message):

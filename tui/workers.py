@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from vqatune.engine import events, runstore
+from vqatune.engine.gpu import GPUMonitor
 from vqatune.engine.metrics import MetricsTail
 from vqatune.tui.messages import RunUpdate
 
@@ -50,13 +51,20 @@ class LogTail:
 
 
 class RunWatcher:
-    """Everything new in one run directory: derived status, metric events, log lines."""
+    """Everything new in one run directory: derived status, metric events, log lines, and for a
+    live run a GPU snapshot (used/total per GPU and the run's share)."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.metrics = MetricsTail(self.run_dir / events.METRICS_FILE)
         self.log = LogTail(self.run_dir / events.LOG_FILE)
+        self.gpus = GPUMonitor()
 
     def poll(self) -> RunUpdate:
         info = runstore.run_info(self.run_dir)
-        return RunUpdate(status=info, events=self.metrics.read(), log_lines=self.log.read())
+        snapshot = self.gpus.sample(info.pid) if info.state == "running" else None
+        return RunUpdate(status=info, events=self.metrics.read(), log_lines=self.log.read(),
+                         gpu=snapshot)
+
+    def close(self) -> None:
+        self.gpus.close()

@@ -54,7 +54,7 @@ class CompareScreen(Screen):
             with Horizontal(id="compare-charts"):
                 yield MetricChart("val accuracy", id="compare-accuracy")
                 yield MetricChart("loss", id="compare-loss")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.load()

@@ -28,10 +28,10 @@ class ConfigureScreen(Screen):
 
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch"),
-        Binding("ctrl+d", "diff", "Diff"),
-        Binding("ctrl+s", "save_preset", "Save preset"),
-        Binding("ctrl+o", "load_file", "Load file"),
-        Binding("ctrl+g", "focus_preset", "Preset"),
+        Binding("ctrl+t", "diff", "Diff"),
+        Binding("ctrl+s", "save_preset", "Save"),
+        Binding("ctrl+o", "load_file", "Load"),
+        Binding("ctrl+g", "focus_preset", "Preset", show=False),
     ]
 
     def __init__(self):
@@ -46,17 +46,18 @@ class ConfigureScreen(Screen):
             yield Select([("default", "default")], value="default", allow_blank=False,
                          compact=True, id="preset")
             yield Static("", id="effective-batch")
-            yield Static("", id="form-status")
             yield Button("Launch", id="launch", variant="primary", compact=True)
         with Horizontal(id="config-body"):
             yield OptionList(*[Option(g, id=g) for g in schema.GROUPS], id="panels")
             with ContentSwitcher(id="fields", initial=_panel_id(schema.GROUPS[0])):
                 for group in schema.GROUPS:
                     yield VerticalScroll(id=_panel_id(group), classes="panel")
-        yield Footer()
+        yield Static("", id="form-status")
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         await self.show_panel(schema.GROUPS[0])
+        self.query_one(ParamField).focus_control()
         self.refresh_summary()
         self.list_presets()
 
@@ -239,7 +240,7 @@ class ConfigureScreen(Screen):
             name, error = next(iter(errors.items()))
             self.notify(f"cannot launch: {name}: {error}", severity="error", timeout=8)
             await self.show_panel(schema.BY_NAME[name].group)
-            self.query_one(f"#param-{name}").focus()
+            self.query_one(f"#field-{name}", ParamField).focus_control()
             return
         self.start_run()
 

@@ -22,7 +22,7 @@ from vqatune.tui.workers import RunWatcher
 
 POLL_S = 0.5  # how often a live run is read
 SMOOTHING = 0.9  # exponential moving average of the loss
-BRANCHES = ("fused", "ban", "graph", "xvlm")
+MIB = 1 << 20
 
 STATE_TEXT = {
     "queued": "QUEUED: the training process is starting",
@@ -97,7 +97,7 @@ class MonitorScreen(Screen):
             yield MetricChart("accuracy", id="chart-accuracy")
             yield MetricChart("memory (MiB)", id="chart-memory")
             yield Log(id="log-tail", max_lines=2000)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.watch_run()
@@ -124,8 +124,9 @@ class MonitorScreen(Screen):
             self.post_message(RunUpdated(update))
             ended = update.status.state in ev.FINAL_STATES + ("crashed",)
             if ended and not update.events and time.time() >= keep_until:
-                return
+                break
             time.sleep(POLL_S)
+        self.watcher.close()
 
     def on_run_updated(self, message: RunUpdated) -> None:
         update: RunUpdate = message.update
@@ -137,6 +138,8 @@ class MonitorScreen(Screen):
         for s in ev.STATES:
             state.set_class(s == update.status.state, f"-{s}")
         self.add_events(update.events)
+        if update.gpu is not None and update.status.step is not None:
+            self.add_gpu_sample(update.status.step, update.gpu)
         if update.log_lines:
             self.query_one("#log-tail", Log).write_lines(update.log_lines)
 
@@ -167,6 +170,15 @@ class MonitorScreen(Screen):
                 for branch, value in (r.get("accuracy_branch") or {}).items():
                     if isinstance(value, (int, float)) and branch != "fused":
                         acc.add(f"val {branch}", step, value)
+
+    def add_gpu_sample(self, step: int, snapshot) -> None:
+        """Used and total memory of every GPU, and what this run holds, sampled live."""
+        mem = self.query_one("#chart-memory", MetricChart)
+        for g in snapshot.gpus:
+            mem.add(f"gpu{g.index} used", step, g.memory_used / MIB)
+            mem.add(f"gpu{g.index} total", step, g.memory_total / MIB)
+            if g.process_memory is not None:
+                mem.add(f"gpu{g.index} this run", step, g.process_memory / MIB)
 
     # ------------------------------------------------------------------------------------------
     # Actions: blocking calls in workers

@@ -21,8 +21,8 @@ from vqatune.tui.screens.monitor import format_duration
 
 REFRESH_S = 2.0
 SELECTED_MARK = "▶"
-COLUMNS = ("", "run", "state", "preset", "lr", "batch", "epochs", "seed", "best acc", "duration")
-SORTABLE = ("run", "state", "preset", "lr", "batch", "epochs", "seed", "best acc", "duration")
+COLUMNS = ("", "run", "state", "best acc", "duration", "preset", "lr", "batch", "epochs", "seed")
+SORTABLE = COLUMNS[1:]
 
 
 @dataclass
@@ -84,9 +84,9 @@ def state_text(state: str) -> Text:
 class RunsScreen(Screen):
     BINDINGS = [
         Binding("enter", "open", "Monitor", priority=True),
-        Binding("space", "toggle_select", "Select"),
+        Binding("space", "toggle_select", "Select", key_display="␣"),
         Binding("c", "compare", "Compare"),
-        Binding("o", "cycle_sort", "Sort"),
+        Binding("o", "cycle_sort", "Sort", show=False),
         Binding("slash", "focus_filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
@@ -103,7 +103,7 @@ class RunsScreen(Screen):
         yield Input(placeholder="/ filter by id, state or preset", id="runs-filter", compact=True)
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#runs-table", DataTable)
@@ -134,13 +134,13 @@ class RunsScreen(Screen):
         for r in self.visible_rows():
             table.add_row(
                 SELECTED_MARK if r.id in self.selected else "",
-                r.id, state_text(r.state), r.source,
+                r.id, state_text(r.state),
+                f"{r.best_accuracy:.4f}" if r.best_accuracy is not None else "-",
+                format_duration(r.duration_s), r.source,
                 format_float(r.lr) if r.lr is not None else "-",
                 str(r.batch) if r.batch is not None else "-",
                 str(r.epochs) if r.epochs is not None else "-",
-                str(r.seed) if r.seed is not None else "-",
-                f"{r.best_accuracy:.4f}" if r.best_accuracy is not None else "-",
-                format_duration(r.duration_s), key=r.id)
+                str(r.seed) if r.seed is not None else "-", key=r.id)
         if cursor_key is not None and cursor_key in table.rows:
             table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
         running = sum(r.state == "running" for r in self.rows)

@@ -84,6 +84,9 @@ class ParamField(Vertical):
         self.raw = event.value
         self.post_message(self.Edited(self, event.value))
 
+    def focus_control(self) -> None:
+        self.query_one(f"#{self.control_id}").focus()
+
     def set_raw(self, raw: Any) -> None:
         """Put a value in the control without reporting it as an edit (a preset was applied)."""
         self.raw = raw
