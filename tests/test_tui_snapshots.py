@@ -1,0 +1,85 @@
+"""What each screen looks like at 80x24 and 120x40 (pytest-textual-snapshot).
+
+Run dirs come from tui_fixtures with fixed ids and times, so the pictures are stable. After an
+intended change of the look: `pytest tests/test_tui_snapshots.py --snapshot-update`, then review
+the SVGs in tests/__snapshots__/.
+"""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from vqatune.tui import services
+from vqatune.tui.app import VQATuneApp
+
+from tui_fixtures import make_store
+
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(services, "gpu_suggestion", lambda: ("24gb", "NVIDIA A10 (24 GB)"))
+    runs = tmp_path / "runs"
+    make_store(runs)
+    return runs
+
+
+async def settle(pilot):
+    for widget in pilot.app.screen.query(Input):
+        widget.cursor_blink = False  # a blinking cursor makes two pictures differ
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.3)  # throttled chart redraws
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_configure(snap_compare, store, size):
+    async def edit(pilot):
+        await settle(pilot)
+        screen = pilot.app.screen
+        screen.query_one("#param-lr").value = "0"  # invalid
+        screen.query_one("#param-epochs").value = "60"  # outside the recommended range
+        await settle(pilot)
+
+    assert snap_compare(VQATuneApp(runs_dir=store, start="configure"), terminal_size=size,
+                        run_before=edit)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_runs(snap_compare, store, size):
+    async def select(pilot):
+        await settle(pilot)
+        await pilot.press("space")
+        await settle(pilot)
+
+    assert snap_compare(VQATuneApp(runs_dir=store, start="runs"), terminal_size=size,
+                        run_before=select)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_monitor(snap_compare, store, size):
+    async def open_monitor(pilot):
+        await settle(pilot)
+        pilot.app.open_monitor(store / "20260101-120000-hilr-cccc")
+        await settle(pilot)
+
+    assert snap_compare(VQATuneApp(runs_dir=store, start="runs"), terminal_size=size,
+                        run_before=open_monitor)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_compare(snap_compare, store, size):
+    async def open_compare(pilot):
+        await settle(pilot)
+        pilot.app.open_compare(sorted(store.iterdir())[:3])
+        await settle(pilot)
+
+    assert snap_compare(VQATuneApp(runs_dir=store, start="runs"), terminal_size=size,
+                        run_before=open_compare)
