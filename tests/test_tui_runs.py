@@ -239,3 +239,54 @@ def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
 
 
 POLL_MARGIN = 1.0
+
+
+def test_live_gpu_samples_reach_the_memory_chart(store):
+    from vqatune.engine.gpu import GPUInfo, Snapshot
+    from vqatune.tui.messages import RunUpdate, RunUpdated
+
+    gib = 1 << 30
+    snapshot = Snapshot(time=0.0, gpus=[GPUInfo(0, "H200", 10 * gib, 140 * gib, 50, 3 * gib)])
+
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            app.open_monitor(store / "20260101-100000-base-aaaa")
+            await settle(pilot, app, 0.2)
+            screen = app.screen
+            info = runstore.run_info(screen.run_dir)
+            screen.post_message(RunUpdated(RunUpdate(status=info, gpu=snapshot)))
+            await pilot.pause()
+            mem = screen.query_one("#chart-memory").series
+            assert mem["gpu0 used"].y.tolist() == [10 * 1024]
+            assert mem["gpu0 total"].y.tolist() == [140 * 1024]
+            assert mem["gpu0 this run"].y.tolist() == [3 * 1024]
+    asyncio.run(run())
+
+
+def test_no_color_turns_charts_monochrome(store, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            assert app.no_color
+            app.open_monitor(store / "20260101-100000-base-aaaa")
+            await settle(pilot, app, 0.2)
+            assert {c.theme for c in app.screen.query("MetricChart")} == {"clear"}
+    asyncio.run(run())
+
+
+def test_no_torch_or_transformers_in_the_tui():
+    import subprocess
+
+    code = ("import sys, vqatune.tui.cli, vqatune.tui.app, vqatune.tui.screens.monitor, "
+            "vqatune.tui.screens.compare, vqatune.tui.screens.runs, vqatune.tui.workers; "
+            "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    code = ("import sys, vqatune.tui.cli; "
+            "assert 'textual' not in sys.modules and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
