@@ -200,11 +200,7 @@ def test_monitor_says_crashed_plainly(store):
 
 
 def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
-    trainer = tmp_path / "fake_trainer.py"
-    trainer.write_text(FAKE_TRAINER)
-    monkeypatch.setattr(runstore, "TRAINER", [sys.executable, str(trainer)])
-    monkeypatch.setenv("FAKE_STEPS", "400")
-    monkeypatch.setenv("FAKE_STEP_S", "0.05")
+    _fake_trainer(tmp_path, monkeypatch, steps=400, step_s=0.05)
     from vqatune.engine import config as config_mod
 
     run_dir = runstore.create_run(config_mod.load("smoke"), source="smoke", runs_dir=store)
@@ -290,3 +286,85 @@ def test_no_torch_or_transformers_in_the_tui():
     code = ("import sys, vqatune.tui.cli; "
             "assert 'textual' not in sys.modules and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_header_click_sorts_and_reverses(store):
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            table = app.screen.query_one("#runs-table", DataTable)
+            x = sum(c.get_render_width(table) for c in list(table.columns.values())[:3]) + 2
+            await pilot.click("#runs-table", offset=(x, 0))  # the "best acc" header
+            await pilot.pause()
+            ids = [r[1] for r in table_rows(table)]
+            assert app.screen.sort_column == "best acc" and not app.screen.sort_reverse
+            assert ids[-1] == "20260101-120000-hilr-cccc"  # ascending: the best is last
+            await pilot.click("#runs-table", offset=(x, 0))
+            await pilot.pause()
+            assert table_rows(table)[0][1] == "20260101-120000-hilr-cccc"
+    asyncio.run(run())
+
+
+def _fake_trainer(tmp_path, monkeypatch, steps: int, step_s: float) -> None:
+    trainer = tmp_path / "fake_trainer.py"
+    trainer.write_text(FAKE_TRAINER)
+    monkeypatch.setattr(runstore, "TRAINER", [sys.executable, str(trainer)])
+    monkeypatch.setenv("FAKE_STEPS", str(steps))
+    monkeypatch.setenv("FAKE_STEP_S", str(step_s))
+
+
+def test_resume_key_continues_a_stopped_run_in_place(tmp_path, monkeypatch, store):
+    _fake_trainer(tmp_path, monkeypatch, steps=5, step_s=0.05)
+    run_dir = make_run(store, "20260101-140000-halt-eeee", state="stopped", steps=40)
+
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            app.open_monitor(run_dir)
+            await settle(pilot, app, 0.2)
+            screen = app.screen
+            assert screen.info.state == "stopped" and screen.steps_seen == 40
+            await pilot.press("r")
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if screen.info.state == "done" and screen.steps_seen == 45:
+                    break
+            assert screen.info.state == "done"
+            assert screen.query_one("#chart-loss").series["loss"].n == 45  # history kept once
+            assert json.loads((run_dir / "launch.json").read_text())["resume"] is True
+    asyncio.run(run())
+
+
+def test_auto_start_opens_runs_when_a_run_is_training(tmp_path, monkeypatch, store):
+    _fake_trainer(tmp_path, monkeypatch, steps=200, step_s=0.05)
+    from vqatune.engine import config as config_mod
+
+    run_dir = runstore.create_run(config_mod.load("smoke"), source="smoke", runs_dir=store)
+    proc = runstore.launch(run_dir, detach=True)
+    try:
+        for _ in range(100):
+            if runstore.run_info(run_dir).state == "running":
+                break
+            time.sleep(0.05)
+
+        async def run():
+            app = VQATuneApp(runs_dir=store, start="auto")
+            async with app.run_test(size=(120, 40)) as pilot:
+                await settle(pilot, app)
+                assert app.current_mode == "runs"
+                assert any("1 run running" in n.message for n in app._notifications)
+        asyncio.run(run())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_auto_start_stays_on_configure_without_live_runs(store):
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="auto")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            assert app.current_mode == "configure"
+    asyncio.run(run())

@@ -88,6 +88,7 @@ class MonitorScreen(Screen):
         self.smoothed: float | None = None
         self.steps_seen = 0
         self.watcher: RunWatcher | None = None  # kept across resumes: offsets, not a re-read
+        self.header: tuple[str, str] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(self.run_dir.name, id="run-header")
@@ -131,12 +132,14 @@ class MonitorScreen(Screen):
     def on_run_updated(self, message: RunUpdated) -> None:
         update: RunUpdate = message.update
         self.info = update.status
-        line1, line2 = header_lines(update.status, self.effective_batch)
-        self.query_one("#run-header", Static).update(line1)
-        state = self.query_one("#run-state", Static)
-        state.update(line2)
-        for s in ev.STATES:
-            state.set_class(s == update.status.state, f"-{s}")
+        lines = header_lines(update.status, self.effective_batch)
+        if lines != self.header:  # repaint only what changed: the monitor must stay light
+            self.header = lines
+            self.query_one("#run-header", Static).update(lines[0])
+            state = self.query_one("#run-state", Static)
+            state.update(lines[1])
+            for s in ev.STATES:
+                state.set_class(s == update.status.state, f"-{s}")
         self.add_events(update.events)
         if update.gpu is not None and update.status.step is not None:
             self.add_gpu_sample(update.status.step, update.gpu)
