@@ -296,3 +296,18 @@ def test_sidebar_switches_panels_and_invalid_field_elsewhere_is_shown():
             assert switcher.current == "panel-aoa"
             assert app.focused is screen.query_one("#param-num_hid")
     asyncio.run(run())
+
+
+def test_launch_creates_the_run_with_its_source_overrides_and_output(tmp_path, monkeypatch):
+    from vqatune.engine import runstore
+
+    started = []
+    monkeypatch.setattr(runstore, "launch", lambda run_dir, **kw: started.append((run_dir, kw)))
+    cfg = config_mod.load("smoke").replace(lr=1e-4)
+    run_dir = services.launch(cfg, "smoke", {"lr": 1e-4}, tmp_path / "runs")
+    assert started == [(run_dir, {"detach": True})]
+    info = runstore.run_info(run_dir)
+    assert info.source == "smoke" and info.meta["overrides"] == {"lr": 1e-4}
+    assert config_mod.load(str(run_dir / "config.toml")) == cfg
+    out = tmp_path / "chosen"
+    assert services.launch(cfg.replace(output=str(out)), "smoke", {}, tmp_path / "runs") == out

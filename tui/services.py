@@ -59,6 +59,7 @@ def launch(cfg: Config, source: str, overrides: dict, runs_dir: Path | None = No
     from vqatune.engine import runstore
 
     run_dir = runstore.create_run(cfg, source=source, name=cfg.name, runs_dir=runs_dir,
-                                  overrides=overrides, argv=["vqatune", "tui"])
+                                  overrides=overrides, argv=["vqatune", "tui"],
+                                  output=cfg.output or None)
     runstore.launch(run_dir, detach=True)
     return run_dir
