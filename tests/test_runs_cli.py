@@ -164,8 +164,8 @@ def test_stop_then_resume(runs, fake_trainer, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY", "0.001")
     code, out, err = cli("resume", run_dir.name)
     assert code == 0, err
-    assert "resumed from last.pt" in err and "fake trainer resume" in out
-    assert f"{run_dir.name}: done" in err
+    assert "resumed from last.pt" in err and f"run {run_dir.name}: done" in out
+    assert "fake trainer resume" in (run_dir / "train.log").read_text()
     assert runstore.run_info(run_dir).state == "done"
     code, _, err = cli("resume", run_dir.name)
     assert code == 2 and "ended as done" in err

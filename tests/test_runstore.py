@@ -58,6 +58,11 @@ FAKE_TRAINER = textwrap.dedent('''
             json.dump(data, f)
         os.replace(tmp, os.path.join(run_dir, "status.json"))
 
+    def summary(state):
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump({"state": state, "step": step, "total_steps": steps,
+                       "best_accuracy": step / steps, "final_accuracy": step / steps}, f)
+
     def checkpoint():
         with open(ckpt + ".tmp", "w") as f:
             f.write(str(step))
@@ -75,11 +80,13 @@ FAKE_TRAINER = textwrap.dedent('''
         status("running")
         if stopping:
             checkpoint()
+            summary("stopped")
             status("stopped", ended=time.time())
             sys.exit(130)
     checkpoint()
     metrics.write(json.dumps({"event": "end", "time": time.time(), "state": "done",
                               "step": step}) + "\\n")
+    summary("done")
     status("done", ended=time.time())
     print("fake trainer done", step, flush=True)
 ''')

@@ -26,8 +26,6 @@ STATE_STYLES = {"running": "bold green", "queued": "cyan", "done": "green", "sto
 ANSI_STATES = {"running": "\x1b[1;32m", "queued": "\x1b[36m", "done": "\x1b[32m",
                "stopped": "\x1b[33m", "crashed": "\x1b[1;31m", "failed": "\x1b[31m",
                "diverged": "\x1b[31m", "oom": "\x1b[31m"}
-# Exit codes after following a run: as `vqatune run`.
-EXIT_FOR_STATE = {"done": 0, "stopped": 130}
 
 
 def console():
@@ -350,9 +348,12 @@ def resume(
     runs_dir: Optional[Path] = RunsDirOption,
 ) -> None:
     """Continue a stopped or crashed run from its last checkpoint, in the same run directory
-    (metrics are appended; a `resumed` event marks the seam)."""
+    (metrics are appended; a `resumed` event marks the seam). Followed with a progress bar
+    unless --detach; Ctrl-C stops it cleanly again."""
     from vqatune.engine import runstore
-    from vqatune.engine.events import LOG_FILE, STATUS_FILE, read_json, write_json_atomic
+    from vqatune.engine.events import STATUS_FILE, SUMMARY_FILE, read_json, write_json_atomic
+
+    from .run_cmd import follow
 
     run_dir = _find(run, runs_dir)
     info = runstore.run_info(run_dir)
@@ -363,35 +364,22 @@ def resume(
     checkpoint = runstore.last_checkpoint(run_dir)
     if checkpoint is None and info.state != "queued":
         warn(f"run {info.id} has no checkpoint yet: it starts again from step 0")
-    # No process owns the run now: mark it queued so that it reads `queued` (starting), then
-    # `running`, rather than its old state while the trainer starts.
+    # No process owns the run now. Mark it queued, so that it reads `queued` (starting) and
+    # then `running` rather than its old state while the trainer starts; the summary of the
+    # earlier process no longer describes the run.
     status = read_json(run_dir / STATUS_FILE) or {}
     write_json_atomic(run_dir / STATUS_FILE, {**status, "state": "queued", "ended": None,
                                               "message": f"resuming ({info.state})"})
-    log_offset = (run_dir / LOG_FILE).stat().st_size if (run_dir / LOG_FILE).exists() else 0
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     with user_errors():
-        proc = runstore.launch(run_dir, detach=True, resume=checkpoint is not None)
+        # Its own session even when followed: a dropped SSH connection leaves it running.
+        proc = runstore.launch(run_dir, detach=True, resume=True)
     typer.echo(f"{info.id}: resumed{' from ' + checkpoint.name if checkpoint else ''} "
                f"(pid {proc.pid})", err=True)
     if detach:
         typer.echo(f"follow it with: vqatune logs -f {info.id}", err=True)
         return
-    try:
-        _follow(run_dir / LOG_FILE, log_offset, lambda: proc.poll() is None)
-    except KeyboardInterrupt:
-        typer.echo(f"\n{info.id}: stopping (Ctrl-C)...", err=True)
-        try:
-            runstore.stop(run_dir, wait_s=120)
-        except Exception:  # it ended on its own meanwhile
-            pass
-        proc.wait()
-        raise typer.Exit(130)
-    proc.wait()
-    final = runstore.run_info(run_dir)
-    typer.echo(f"{final.id}: {final.state}" + (f" ({final.message})" if final.message else "")
-               + (f", best val accuracy {final.best_accuracy:.4f}"
-                  if isinstance(final.best_accuracy, (int, float)) else ""), err=True)
-    raise typer.Exit(EXIT_FOR_STATE.get(final.state, 1))
+    raise typer.Exit(follow(run_dir, proc))
 
 
 # ----------------------------------------------------------------------------------------------
