@@ -327,8 +327,9 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
 def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     """Ask the run's process to stop: SIGTERM (the trainer finishes the step, checkpoints and
-    ends as `stopped`) or, with kill, SIGKILL to its process group, recorded as `stopped`.
-    Waits up to wait_s for the process to end (always a few seconds after SIGKILL)."""
+    ends as `stopped`) or, with kill, SIGKILL to its process group. Waits up to wait_s for the
+    process to end (always a few seconds after SIGKILL); a process that ended without an end
+    record is recorded as `stopped`."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
     if not info.live:
@@ -350,11 +351,14 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
         (read_json(run_dir / LAUNCH_FILE) or {}).get("pid_start_time")
     while process_matches(pid, start) and time.time() < deadline:
         time.sleep(0.05)
-    if kill and not process_matches(pid, start):
+    if not process_matches(pid, start):
+        # Ended without an end record (killed, or SIGTERM before the trainer's handler was
+        # in place): it was asked to stop, so it is `stopped`, not `crashed`.
         status = read_json(run_dir / STATUS_FILE) or {}
         if status.get("state") not in FINAL_STATES:
             now = time.time()
             write_json_atomic(run_dir / STATUS_FILE, {
                 **status, "state": "stopped", "ended": now, "heartbeat": now,
-                "message": "killed by `vqatune stop --kill`"})
+                "message": "killed by `vqatune stop --kill`" if kill else
+                "ended by SIGTERM without an end record (no final checkpoint)"})
     return run_info(run_dir)

@@ -125,6 +125,28 @@ def test_show_survives_missing_files(runs):
     assert code == 0 and "config.toml is missing" in err
 
 
+def test_show_running_run_samples_gpu_and_process(runs, monkeypatch):
+    import psutil
+    from test_gpu import GIB, fake_nvml
+
+    run_dir = finished_run()
+    write_json_atomic(run_dir / "status.json", {
+        "state": "running", "pid": os.getpid(), "pid_start_time": psutil.Process().create_time(),
+        "heartbeat": time.time(), "started": time.time() - 5, "step": 3, "total_steps": 40})
+    fake = fake_nvml([("NVIDIA H100", 20 * GIB, 80 * GIB, 90, {os.getpid(): 6 * GIB})])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    code, out, _ = cli("show", run_dir.name)
+    assert code == 0 and "running" in out
+    assert "NVIDIA H100: 20.0 / 80.0 GiB, 90% busy; this run 6.0 GiB" in out
+    assert "MiB RSS" in out
+    data = json.loads(cli("show", run_dir.name, "--json")[1])
+    assert data["monitor"]["gpus"][0]["process_memory"] == 6 * GIB
+
+    monkeypatch.delitem(sys.modules, "pynvml")
+    monkeypatch.setattr("vqatune.engine.gpu._nvml", lambda: (_ for _ in ()).throw(ImportError()))
+    assert "no NVIDIA GPU" in cli("show", run_dir.name)[1]
+
+
 # ----------------------------------------------------------------------------------------------
 # logs
 

@@ -437,6 +437,16 @@ def test_stop_kill_records_stopped(run_dir, fake_trainer, monkeypatch):
     assert info.state == "stopped" and "--kill" in info.message
 
 
+def test_stop_while_starting_records_stopped(run_dir):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    write_json_atomic(run_dir / runstore.LAUNCH_FILE, {
+        "pid": proc.pid, "pid_start_time": psutil.Process(proc.pid).create_time()})
+    assert runstore.run_info(run_dir).state == "queued"
+    info = runstore.stop(run_dir, wait_s=10)
+    assert proc.wait() == -signal.SIGTERM
+    assert info.state == "stopped" and "without an end record" in info.message
+
+
 def test_sighup_to_the_launching_shell_leaves_the_run_going(run_dir, fake_trainer, tmp_path):
     launcher = tmp_path / "launcher.py"
     launcher.write_text(textwrap.dedent(f"""

@@ -182,6 +182,11 @@ def show(
     base = _source_config(info)
     changed = cfg.changed_from(base) if cfg is not None and base is not None else {}
     scan = metrics.scan(run_dir / METRICS_FILE, curve_points=200)
+    monitor = None
+    if info.state == "running" and info.pid:
+        from vqatune.engine import gpu
+
+        monitor = gpu.sample(info.pid)
     if as_json:
         print_json({
             "run": info.to_dict(), "meta": info.meta, "summary": info.summary,
@@ -190,6 +195,7 @@ def show(
                                     for k, v in changed.items()},
             "loss": {"step": scan.loss_steps, "value": scan.loss, "sampled": scan.loss_sampled},
             "accuracy": {"step": scan.accuracy_steps, "value": scan.accuracy},
+            "monitor": monitor.to_dict() if monitor else None,
         })
         return
     from rich.table import Table
@@ -206,6 +212,8 @@ def show(
             ("started", fmt_time(info.started)), ("duration", fmt_duration(info.duration_s))]
     if info.pid:
         rows.append(("pid", str(info.pid)))
+    if monitor is not None:
+        rows.extend(monitor_rows(monitor))
     if info.meta.get("argv"):
         rows.append(("command", " ".join(info.meta["argv"])))
     for key in ("samples_per_s", "eta_s"):
@@ -247,6 +255,23 @@ def show(
                                          f"{fmt_value(getattr(base, p.name))})", "dim")))
             else:
                 con.print(f"    {p.name} = {fmt_value(values[p.name])}", highlight=False)
+
+
+def monitor_rows(snap) -> list[tuple[str, str]]:
+    gib = 1 << 30
+    rows = []
+    if snap.rss is not None:
+        rows.append(("process memory", f"{snap.rss / (1 << 20):,.0f} MiB RSS"))
+    if not snap.gpus:
+        rows.append(("gpu", snap.no_gpu or "-"))
+    for g in snap.gpus:
+        text = f"{g.name}: {g.memory_used / gib:.1f} / {g.memory_total / gib:.1f} GiB"
+        if g.utilization is not None:
+            text += f", {g.utilization}% busy"
+        if g.process_memory is not None:
+            text += f"; this run {g.process_memory / gib:.1f} GiB"
+        rows.append((f"gpu {g.index}", text))
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------
