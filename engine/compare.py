@@ -27,7 +27,7 @@ METRICS = (
     ("final_accuracy", "final val accuracy"),
     ("final_loss", "final train loss"),
     ("steps", "steps"),
-    ("duration_s", "duration (s)"),
+    ("duration_s", "duration"),
     ("samples_per_s", "samples/s"),
 )
 
