@@ -39,14 +39,16 @@ def cli(*args):
     return result.exit_code, result.stdout, result.stderr
 
 
-def finished_run(source="smoke", seed=1, name="", accuracy_shift=0.0, steps=40, **changes):
+def finished_run(source="smoke", seed=1, name="", accuracy_shift=0.0, steps=40, flat=None,
+                 **changes):
     cfg = config.load(source).replace(seed=seed, **changes)
     run_dir = runstore.create_run(cfg, source=source, name=name)
     w = MetricsWriter(run_dir / "metrics.jsonl")
     for s in range(1, steps + 1):
         w.write("step", step=s, epoch=0, loss=2.0 / s, samples_per_s=50.0)
         if s % 10 == 0:
-            w.write("eval", step=s, epoch=0, accuracy=s / (steps + 10) + accuracy_shift)
+            w.write("eval", step=s, epoch=0,
+                    accuracy=flat if flat is not None else s / (steps + 10) + accuracy_shift)
     w.write("end", state="done", step=steps)
     w.close()
     now = time.time()
@@ -270,6 +272,11 @@ def test_compare_plot(runs):
     assert code == 0
     assert "validation accuracy" in out and "training loss" in out
     assert out.count(a.name) >= 3 and "\x1b[" not in out  # legends; plain when piped
+    # A second, different comparison in the same process (plotext keeps global state).
+    c = finished_run("smoke", seed=3, steps=20, flat=0.25)
+    d = finished_run("smoke", seed=4, steps=20, flat=0.03)
+    code, out, _ = cli("compare", c.name, d.name, "--plot")
+    assert code == 0 and out.count(c.name) >= 3
 
 
 def test_compare_needs_two_distinct_runs(runs):

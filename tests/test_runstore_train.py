@@ -124,6 +124,7 @@ def test_compare_real_runs_of_two_presets_and_seeds(runs_dir, other_preset_run, 
         assert run["metrics"]["best_accuracy"] == pytest.approx(summary["best_accuracy"])
         assert run["metrics"]["steps"] == 6 and run["state"] == "done"
     code, out, _ = cli("compare", a.name, b.name, "--runs-dir", runs_dir, "--plot")
-    assert code == 0 and "num_hid" in out and "validation accuracy" in out
+    assert code == 0, out
+    assert "num_hid" in out and "validation accuracy" in out
     code, out, _ = cli("show", a.name, "--runs-dir", runs_dir)
     assert code == 0 and "* eval_every = 3" in out and "val accuracy" in out

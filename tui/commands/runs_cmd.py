@@ -503,14 +503,15 @@ def _plot(result) -> None:
 
     width, height = shutil.get_terminal_size((100, 40))
     plain = not sys.stdout.isatty() or bool(os.environ.get("NO_COLOR"))
-    plt.clear_figure()
-    plt.subplots(2, 1)
-    plt.plotsize(min(width, 160), max(20, min(height - 2, 50)))
-    for row, (title, attr_x, attr_y) in enumerate((
+    sampled = any(r.scan.loss_sampled for r in result.runs)
+    charts = []
+    # One figure per chart: plotext's subplots keep legend state between figures and fail
+    # when a second comparison is drawn in the same process.
+    for title, attr_x, attr_y in (
             ("validation accuracy", "accuracy_steps", "accuracy"),
-            ("training loss" + (" (window means)" if any(r.scan.loss_sampled for r in result.runs)
-                                else ""), "loss_steps", "loss")), 1):
-        plt.subplot(row, 1)
+            ("training loss" + (" (window means)" if sampled else ""), "loss_steps", "loss")):
+        plt.clear_figure()
+        plt.plotsize(min(width, 160), max(10, min(height // 2 - 1, 25)))
         plt.title(title)
         plt.xlabel("step")
         for r in result.runs:
@@ -518,8 +519,10 @@ def _plot(result) -> None:
             if ys:
                 xs, ys = downsample(xs, ys, 400)
                 plt.plot(xs, ys, label=r.info.id, marker="braille")
-    chart = plt.build()
-    sys.stdout.write((plt.uncolorize(chart) if plain else chart) + "\n")
+        chart = plt.build()
+        charts.append(plt.uncolorize(chart) if plain else chart)
+    plt.clear_figure()
+    sys.stdout.write("\n".join(charts) + "\n")
 
 
 def register(app: typer.Typer) -> None:
