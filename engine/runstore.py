@@ -362,3 +362,32 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
                 "message": "killed by `vqatune stop --kill`" if kill else
                 "ended by SIGTERM without an end record (no final checkpoint)"})
     return run_info(run_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming
+
+RESUMABLE_STATES = ("stopped", "crashed", "queued")
+
+
+def resume(run_dir: Path) -> subprocess.Popen:
+    """Start the training process again on a stopped or crashed run (detached; the trainer
+    continues from checkpoints/last.pt, or from step 0 when there is none yet). A queued run
+    that never started is simply started. Raises ConfigError when the run is live or ended
+    for good."""
+    run_dir = Path(run_dir)
+    info = run_info(run_dir)
+    if info.live:
+        raise ConfigError(f"run {info.id} is already {info.state} (pid {info.pid})")
+    if info.state not in RESUMABLE_STATES:
+        raise ConfigError(f"run {info.id} ended as {info.state}; resume continues stopped or "
+                          f"crashed runs")
+    # No process owns the run now. Mark it queued, so that it reads `queued` (starting) and
+    # then `running` rather than its old state while the trainer starts; the summary of the
+    # earlier process no longer describes the run.
+    status = read_json(run_dir / STATUS_FILE) or {}
+    write_json_atomic(run_dir / STATUS_FILE, {**status, "state": "queued", "ended": None,
+                                              "message": f"resuming ({info.state})"})
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    return launch(run_dir, detach=True, resume=True)
+

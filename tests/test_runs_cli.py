@@ -223,6 +223,16 @@ def psutil_alive(pid):
         return False
 
 
+def test_resume_without_checkpoint_warns_and_starts_over(runs, fake_trainer, monkeypatch):
+    monkeypatch.setenv("FAKE_STEPS", "3")
+    run_dir = runstore.create_run(config.load("smoke"), source="smoke")
+    write_json_atomic(run_dir / "status.json", {"state": "running", "pid": 2 ** 22 - 3,
+                                                "pid_start_time": 1.0, "heartbeat": 1.0})
+    code, out, err = cli("resume", run_dir.name)
+    assert code == 0 and "no checkpoint yet: it starts again from step 0" in err
+    assert runstore.run_info(run_dir).state == "done"
+
+
 def test_stop_kill(runs, fake_trainer, monkeypatch):
     monkeypatch.setenv("FAKE_STEPS", "1000")
     run_dir = runstore.create_run(config.load("smoke"), source="smoke")

@@ -42,7 +42,7 @@ FAKE_TRAINER = textwrap.dedent('''
     started = time.time()
     step = 0
     if resume:
-        step = int(open(ckpt).read())
+        step = int(open(ckpt).read()) if os.path.exists(ckpt) else 0
         metrics.write(json.dumps({"event": "resumed", "time": time.time(), "step": step,
                                   "epoch": 0, "from_checkpoint": ckpt}) + "\\n")
     stopping = []
@@ -422,10 +422,18 @@ def test_kill_9_is_crashed_and_resume_finishes(run_dir, fake_trainer, monkeypatc
     proc.wait()
     info = runstore.run_info(run_dir)
     assert info.state == "crashed" and info.ended is None
+    (run_dir / "summary.json").write_text("{}")  # left by an earlier process
     monkeypatch.setenv("FAKE_DELAY", "0.001")
-    assert runstore.launch(run_dir, detach=True, resume=True).wait(timeout=30) == 0
+    proc = runstore.resume(run_dir)
+    assert not (run_dir / "summary.json").exists()
+    assert runstore.run_info(run_dir).state in ("queued", "running")  # not crashed any more
+    with pytest.raises(ConfigError, match="already"):
+        runstore.resume(run_dir)
+    assert proc.wait(timeout=30) == 0
     info = runstore.run_info(run_dir)
     assert info.state == "done" and info.step == 200
+    with pytest.raises(ConfigError, match="ended as done"):
+        runstore.resume(run_dir)
 
 
 def test_stop_kill_records_stopped(run_dir, fake_trainer, monkeypatch):

@@ -376,29 +376,17 @@ def resume(
     (metrics are appended; a `resumed` event marks the seam). Followed with a progress bar
     unless --detach; Ctrl-C stops it cleanly again."""
     from vqatune.engine import runstore
-    from vqatune.engine.events import STATUS_FILE, SUMMARY_FILE, read_json, write_json_atomic
 
     from .run_cmd import follow
 
     run_dir = _find(run, runs_dir)
     info = runstore.run_info(run_dir)
-    if info.live:
-        fail(f"run {info.id} is already {info.state} (pid {info.pid})")
-    if info.state not in ("stopped", "crashed", "queued"):
-        fail(f"run {info.id} ended as {info.state}; resume continues stopped or crashed runs")
     checkpoint = runstore.last_checkpoint(run_dir)
-    if checkpoint is None and info.state != "queued":
-        warn(f"run {info.id} has no checkpoint yet: it starts again from step 0")
-    # No process owns the run now. Mark it queued, so that it reads `queued` (starting) and
-    # then `running` rather than its old state while the trainer starts; the summary of the
-    # earlier process no longer describes the run.
-    status = read_json(run_dir / STATUS_FILE) or {}
-    write_json_atomic(run_dir / STATUS_FILE, {**status, "state": "queued", "ended": None,
-                                              "message": f"resuming ({info.state})"})
-    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     with user_errors():
         # Its own session even when followed: a dropped SSH connection leaves it running.
-        proc = runstore.launch(run_dir, detach=True, resume=True)
+        proc = runstore.resume(run_dir)
+    if checkpoint is None and info.state != "queued":
+        warn(f"run {info.id} had no checkpoint yet: it starts again from step 0")
     typer.echo(f"{info.id}: resumed{' from ' + checkpoint.name if checkpoint else ''} "
                f"(pid {proc.pid})", err=True)
     if detach:
