@@ -82,13 +82,12 @@ def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path 
     else:
         parent = Path(runs_dir).expanduser().absolute() if runs_dir else default_runs_dir()
         final = None
+    tmp = parent / f".tmp-{safe}-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
     except OSError as e:
-        raise ConfigError(f"{parent}: cannot create the runs directory: {e.strerror}") from None
-
-    tmp = parent / f".tmp-{safe}-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+        raise ConfigError(f"{parent}: cannot create a run directory there: {e.strerror}") from None
     try:
         created = time.time()
         (tmp / CONFIG_FILE).write_text(dumps(cfg, full=True), encoding="utf-8")
@@ -112,8 +111,12 @@ def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path 
                 os.rename(tmp, target)
                 return target
             except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or final is not None:
-                    raise
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise ConfigError(f"{target}: cannot create the run directory: "
+                                      f"{e.strerror}") from None
+                if final is not None:  # another run took the --output directory meanwhile
+                    raise ConfigError(f"--output {output}: exists and is not an empty "
+                                      f"directory") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

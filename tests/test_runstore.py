@@ -230,8 +230,23 @@ def test_create_run_leaves_nothing_on_failure(runs, monkeypatch):
 def test_create_run_unwritable_runs_dir_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ConfigError, match="cannot create the runs directory"):
+    with pytest.raises(ConfigError, match="cannot create a run directory there"):
         runstore.create_run(smoke_cfg(), runs_dir=blocker / "runs")
+
+
+def test_two_runs_racing_for_one_output_dir(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real_rename = os.rename
+
+    def someone_else_first(src, dst):  # another process fills the directory just before us
+        (Path(dst)).mkdir(exist_ok=True)
+        (Path(dst) / "config.toml").write_text("")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(runstore.os, "rename", someone_else_first)
+    with pytest.raises(ConfigError, match="exists and is not an empty directory"):
+        runstore.create_run(smoke_cfg(), output=out)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp dir left
 
 
 # ----------------------------------------------------------------------------------------------
