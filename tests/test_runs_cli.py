@@ -149,6 +149,17 @@ def test_show_running_run_samples_gpu_and_process(runs, monkeypatch):
     assert "no NVIDIA GPU" in cli("show", run_dir.name)[1]
 
 
+def test_show_when_the_source_file_is_gone(runs, tmp_path):
+    preset = tmp_path / "mine.toml"
+    preset.write_text('extends = "smoke"\n[training]\nlr = 0.002\n')
+    run_dir = runstore.create_run(config.load(str(preset), ["seed=5"]), source=str(preset))
+    out = cli("show", run_dir.name)[1]
+    assert "* seed = 5" in out and "  lr = 0.002" in out  # differs from the file: the --set
+    preset.unlink()
+    code, out, err = cli("show", run_dir.name)
+    assert code == 0 and "no longer resolves" in err and "  seed = 5" in out
+
+
 # ----------------------------------------------------------------------------------------------
 # logs
 
