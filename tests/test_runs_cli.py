@@ -158,6 +158,7 @@ def test_show_when_the_source_file_is_gone(runs, tmp_path):
     preset.unlink()
     code, out, err = cli("show", run_dir.name)
     assert code == 0 and "no longer resolves" in err and "  seed = 5" in out
+    assert "differs from" not in out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -242,8 +242,9 @@ def show(
     if base is None:
         warn(f"its source {info.source!r} no longer resolves; no differences shown")
     con.print()
-    con.print(Text.assemble(("config", "bold"), (
-        f"  (* differs from {info.source or 'the defaults'}: {len(changed)})", "dim")))
+    note = f"  (* differs from {info.source or 'the defaults'}: {len(changed)})" \
+        if base is not None else ""
+    con.print(Text.assemble(("config", "bold"), (note, "dim")))
     values = cfg.to_dict()
     for group, params in schema.iter_groups():
         con.print(Text(f"  [{group}]", style="dim"))
