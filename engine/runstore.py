@@ -195,7 +195,8 @@ class RunInfo:
 
     @property
     def live(self) -> bool:
-        """A process is working on this run (starting or training)."""
+        """A process is working on this run (starting or training). A hung process (crashed
+        with a pid) is not live, but still has to be stopped before the run can resume."""
         return self.state in ("running", "queued") and self.pid is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,9 +239,9 @@ def derive_state(status: dict | None, launch_record: dict | None, *, same_host: 
         alive = process_matches(pid, start) if same_host else True
         if alive and fresh:
             return "running", status.get("message"), pid
-        if alive:
-            return "crashed", f"no heartbeat for {now - heartbeat:.0f} s (pid {pid} hangs?)" \
-                if isinstance(heartbeat, (int, float)) else "no heartbeat", None
+        if alive:  # hung: crashed, but its pid is kept so that `stop --kill` can end it
+            silent = f"for {now - heartbeat:.0f} s " if isinstance(heartbeat, (int, float)) else ""
+            return "crashed", f"no heartbeat {silent}(pid {pid} is alive but silent)", pid
         return "crashed", f"the training process (pid {pid}) ended without an end record", None
     # queued (or no/garbled status): is a launched process still starting up?
     pid, start = launched.get("pid"), launched.get("pid_start_time")
@@ -335,7 +336,7 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     record is recorded as `stopped`."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
-    if not info.live:
+    if info.pid is None:
         raise ConfigError(f"run {info.id} is not running (state: {info.state})")
     pid = info.pid
     try:
@@ -350,8 +351,8 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     except ProcessLookupError:
         return run_info(run_dir)
     deadline = time.time() + max(wait_s, 5.0 if kill else 0.0)
-    start = info.status.get("pid_start_time") if info.state == "running" else \
-        (read_json(run_dir / LAUNCH_FILE) or {}).get("pid_start_time")
+    start = (read_json(run_dir / LAUNCH_FILE) or {}).get("pid_start_time") \
+        if info.status.get("state") == "queued" else info.status.get("pid_start_time")
     while process_matches(pid, start) and time.time() < deadline:
         time.sleep(0.05)
     if not process_matches(pid, start):
@@ -382,6 +383,9 @@ def resume(run_dir: Path) -> subprocess.Popen:
     info = run_info(run_dir)
     if info.live:
         raise ConfigError(f"run {info.id} is already {info.state} (pid {info.pid})")
+    if info.pid is not None:
+        raise ConfigError(f"run {info.id}: its process (pid {info.pid}) is alive but silent; "
+                          f"end it first with `vqatune stop --kill {info.id}`")
     if info.state not in RESUMABLE_STATES:
         raise ConfigError(f"run {info.id} ended as {info.state}; resume continues stopped or "
                           f"crashed runs")

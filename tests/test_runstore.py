@@ -304,6 +304,9 @@ def test_running_needs_live_pid_matching_start_time_and_fresh_heartbeat(run_dir)
     write_status(run_dir, **base, heartbeat=now - 31)
     info = runstore.run_info(run_dir)
     assert info.state == "crashed" and "heartbeat" in info.message
+    assert info.pid == os.getpid() and not info.live  # hung, not live; kept to be stopped
+    with pytest.raises(ConfigError, match="alive but silent"):
+        runstore.resume(run_dir)
 
     # pid reuse: the pid is alive but belongs to a process that started at another time
     write_status(run_dir, **{**base, "pid_start_time": my_start_time() - 500}, heartbeat=now)
@@ -458,6 +461,18 @@ def test_stop_kill_records_stopped(run_dir, fake_trainer, monkeypatch):
     info = runstore.stop(run_dir, kill=True)
     assert proc.wait(timeout=10) == -signal.SIGKILL
     assert info.state == "stopped" and "--kill" in info.message
+
+
+def test_stop_kill_ends_a_hung_run(run_dir):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                            start_new_session=True)
+    write_status(run_dir, state="running", pid=proc.pid,
+                 pid_start_time=psutil.Process(proc.pid).create_time(),
+                 heartbeat=time.time() - 100, started=time.time() - 200)
+    assert runstore.run_info(run_dir).state == "crashed"
+    info = runstore.stop(run_dir, kill=True)
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    assert info.state == "stopped" and info.pid is None
 
 
 def test_stop_while_starting_records_stopped(run_dir):
