@@ -65,12 +65,13 @@ def name_from_id(run_id: str) -> str:
 
 def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path | None = None,
                overrides: Mapping[str, Any] | None = None, argv: Iterable[str] | None = None,
-               output: str | Path | None = None) -> Path:
+               output: str | Path | None = None, tags: Mapping[str, Any] | None = None) -> Path:
     """Write a new run directory (config.toml, meta.json, status.json queued) atomically.
 
     The directory is built under a hidden temporary name and renamed into place, so a reader
     never sees half a run. `output` names the directory explicitly (the guide's --output); it
-    must not exist or be empty.
+    must not exist or be empty. `tags` are extra meta.json fields (a sweep's keys, say); they
+    cannot replace the store's own fields.
     """
     label = name or cfg.name or (Path(source).stem if source else "") or "run"
     safe = sanitize_name(label)
@@ -103,7 +104,7 @@ def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path 
                 target = parent / run_id
             else:
                 run_id, target = final.name, final
-            write_json_atomic(tmp / META_FILE, {"id": run_id, **meta})
+            write_json_atomic(tmp / META_FILE, {**(tags or {}), "id": run_id, **meta})
             write_json_atomic(tmp / STATUS_FILE, {"state": "queued", "created": created})
             try:
                 # rename() refuses a non-empty target, and every finished run dir has files,

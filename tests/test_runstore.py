@@ -155,6 +155,15 @@ def test_create_run_writes_config_meta_status(runs):
     assert [p.name for p in runs.iterdir()] == [run_dir.name]  # no temp dir left behind
 
 
+def test_tags_go_into_meta_without_replacing_its_fields(runs):
+    run_dir = runstore.create_run(smoke_cfg(), name="t", tags={"sweep": "s1", "trial": 3,
+                                                                "id": "forged", "name": "x"})
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert (meta["sweep"], meta["trial"]) == ("s1", 3)
+    assert meta["id"] == run_dir.name and meta["name"] == "t"
+    assert runstore.run_info(run_dir).meta["trial"] == 3
+
+
 def test_name_priority_and_sanitising(runs):
     assert "-mine-" in runstore.create_run(smoke_cfg(name="mine"), source="smoke").name
     assert "-given-" in runstore.create_run(smoke_cfg(name="mine"), name="given").name
