@@ -204,3 +204,38 @@ def test_builtin_synthetic_is_cached(tmp_path, monkeypatch):
     build(cfg)
     assert (root / "train_balanced_questions.json").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temp dir left
+
+
+def _rechunk(path):
+    """Rewrite every dataset of an HDF5 file chunked and compressed (not memory-mappable)."""
+    with h5py.File(path) as f:
+        data = {k: f[k][:] for k in f}
+    with h5py.File(path, "w") as f:
+        for k, v in data.items():
+            f.create_dataset(k, data=v, chunks=(1,) + v.shape[1:], compression="gzip")
+
+
+@pytest.mark.parametrize("fmt", ["gqa", "vqa"])
+def test_hdf5_paths_agree(tmp_path, fmt):
+    """Memory-mapped gathers (one file, several files) and h5py reads give the same batches."""
+    flat, split, chunked = tmp_path / "flat", tmp_path / "split", tmp_path / "chunked"
+    kw = dict(images=16, seed=5, feature_dim=6, questions_per_image=3, boxes=5)
+    synth.write(flat, fmt, **kw)
+    synth.write(split, fmt, images_per_file=5, **kw)
+    synth.write(chunked, fmt, **kw)
+    for p in [*chunked.glob("*.h5"), *chunked.glob("*.hdf5")]:
+        _rechunk(p)
+    extra = {"min_answer_count": 1} if fmt == "vqa" else {}
+    batches = []
+    for root in (flat, split, chunked):
+        cfg = cfg_for(root, dataset=fmt, max_boxes=4, **extra)
+        b = build(cfg)
+        batches.append(b.train.batch(np.arange(len(b.train))[::-1]))
+        feats = b.train.visual._arrays(0)[0]
+        assert isinstance(feats, np.memmap) == (root != chunked)
+    if fmt == "gqa":
+        assert len(list(split.glob("gqa_objects_*.h5"))) == 4
+    for other in batches[1:]:
+        for key in ("regions", "boxes", "region_mask"):
+            np.testing.assert_array_equal(batches[0][key], other[key])
+    assert batches[0]["region_mask"].all()
