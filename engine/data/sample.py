@@ -139,7 +139,7 @@ class H5Features:
         mask = np.arange(max_boxes)[None, :] < n[:, None]  # [B, N]
         files = np.unique(self.file_no[rows])
         feats, bbs, _ = self._arrays(int(files[0]))
-        if (len(files) == 1 and self.layout == "gqa" and isinstance(feats, np.ndarray)
+        if (len(files) == 1 and self.layout == "gqa" and _mapped(feats, bbs)
                 and feats.shape[1] >= max_boxes):
             # the common case: one gather straight into the batch (no zero-fill, no scatter)
             first = self.first[rows]
@@ -155,7 +155,7 @@ class H5Features:
             sel = np.nonzero(self.file_no[rows] == file_no)[0]
             feats, bbs, _ = self._arrays(int(file_no))
             first = self.first[rows[sel]]
-            if isinstance(feats, np.ndarray):
+            if _mapped(feats, bbs):
                 if self.layout == "gqa":  # one gather of whole [N, D] blocks; pad rows zeroed
                     width = min(max_boxes, feats.shape[1])
                     regions[sel, :width] = feats[first, :width]
@@ -182,6 +182,10 @@ class H5Features:
         return {"regions": regions, "boxes": boxes, "region_mask": mask}
 
 
+def _mapped(*arrays) -> bool:
+    return all(isinstance(a, np.ndarray) for a in arrays)
+
+
 def _memory_map(path: Path, dataset):
     """A read-only numpy view of a contiguous, uncompressed HDF5 dataset; else the dataset."""
     offset = dataset.id.get_offset()
@@ -195,7 +199,8 @@ class QADataset(BatchedDataset):
 
     def __init__(self, q_tokens: np.ndarray, image_row: np.ndarray, answers: Answers,
                  num_answers: int, visual, max_boxes: int, stat_words: np.ndarray,
-                 graphs: Graphs | None = None):
+                 graphs: Graphs | None = None, question_ids: list | None = None,
+                 image_ids: list | None = None, texts: list[str] | None = None):
         self.q_tokens = q_tokens  # int64 [Q, L]
         self.image_row = image_row  # int64 [Q]: row in the per-image sources
         self.answers = answers
@@ -204,6 +209,8 @@ class QADataset(BatchedDataset):
         self.max_boxes = max_boxes
         self.stat_words = stat_words  # int64 [I, S]
         self.graphs = graphs
+        # for `data inspect` and error reports: official ids and the question text
+        self.question_ids, self.image_ids, self.texts = question_ids, image_ids, texts
 
     def __len__(self) -> int:
         return len(self.image_row)
