@@ -206,7 +206,7 @@ def _scan_fast(mm: mmap.mmap, end: int, out: Scan, curve_points: int) -> None:
         if event is not None and event["event"] in ("step", "end"):
             _take(event, out)
     # Loss curve: the mean of the step losses in each of curve_points evenly spread windows.
-    window = max(4096, min(1 << 16, end // (curve_points * 8)))
+    window = max(4096, min(16 << 10, end // (curve_points * 8)))  # ~40 step lines at most
     for i in range(curve_points):
         lo = end * i // curve_points
         start = 0 if lo == 0 else mm.find(b"\n", lo - 1, end) + 1

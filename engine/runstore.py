@@ -327,8 +327,9 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
 def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     """Ask the run's process to stop: SIGTERM (the trainer finishes the step, checkpoints and
-    ends as `stopped`) or, with kill, SIGKILL to its process group, recorded as `stopped`.
-    Waits up to wait_s for the process to end (always a few seconds after SIGKILL)."""
+    ends as `stopped`) or, with kill, SIGKILL to its process group. Waits up to wait_s for the
+    process to end (always a few seconds after SIGKILL); a process that ended without an end
+    record is recorded as `stopped`."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
     if not info.live:
@@ -350,11 +351,43 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
         (read_json(run_dir / LAUNCH_FILE) or {}).get("pid_start_time")
     while process_matches(pid, start) and time.time() < deadline:
         time.sleep(0.05)
-    if kill and not process_matches(pid, start):
+    if not process_matches(pid, start):
+        # Ended without an end record (killed, or SIGTERM before the trainer's handler was
+        # in place): it was asked to stop, so it is `stopped`, not `crashed`.
         status = read_json(run_dir / STATUS_FILE) or {}
         if status.get("state") not in FINAL_STATES:
             now = time.time()
             write_json_atomic(run_dir / STATUS_FILE, {
                 **status, "state": "stopped", "ended": now, "heartbeat": now,
-                "message": "killed by `vqatune stop --kill`"})
+                "message": "killed by `vqatune stop --kill`" if kill else
+                "ended by SIGTERM without an end record (no final checkpoint)"})
     return run_info(run_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming
+
+RESUMABLE_STATES = ("stopped", "crashed", "queued")
+
+
+def resume(run_dir: Path) -> subprocess.Popen:
+    """Start the training process again on a stopped or crashed run (detached; the trainer
+    continues from checkpoints/last.pt, or from step 0 when there is none yet). A queued run
+    that never started is simply started. Raises ConfigError when the run is live or ended
+    for good."""
+    run_dir = Path(run_dir)
+    info = run_info(run_dir)
+    if info.live:
+        raise ConfigError(f"run {info.id} is already {info.state} (pid {info.pid})")
+    if info.state not in RESUMABLE_STATES:
+        raise ConfigError(f"run {info.id} ended as {info.state}; resume continues stopped or "
+                          f"crashed runs")
+    # No process owns the run now. Mark it queued, so that it reads `queued` (starting) and
+    # then `running` rather than its old state while the trainer starts; the summary of the
+    # earlier process no longer describes the run.
+    status = read_json(run_dir / STATUS_FILE) or {}
+    write_json_atomic(run_dir / STATUS_FILE, {**status, "state": "queued", "ended": None,
+                                              "message": f"resuming ({info.state})"})
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    return launch(run_dir, detach=True, resume=True)
+

@@ -42,7 +42,7 @@ FAKE_TRAINER = textwrap.dedent('''
     started = time.time()
     step = 0
     if resume:
-        step = int(open(ckpt).read())
+        step = int(open(ckpt).read()) if os.path.exists(ckpt) else 0
         metrics.write(json.dumps({"event": "resumed", "time": time.time(), "step": step,
                                   "epoch": 0, "from_checkpoint": ckpt}) + "\\n")
     stopping = []
@@ -57,6 +57,11 @@ FAKE_TRAINER = textwrap.dedent('''
         with open(tmp, "w") as f:
             json.dump(data, f)
         os.replace(tmp, os.path.join(run_dir, "status.json"))
+
+    def summary(state):
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump({"state": state, "step": step, "total_steps": steps,
+                       "best_accuracy": step / steps, "final_accuracy": step / steps}, f)
 
     def checkpoint():
         with open(ckpt + ".tmp", "w") as f:
@@ -75,11 +80,13 @@ FAKE_TRAINER = textwrap.dedent('''
         status("running")
         if stopping:
             checkpoint()
+            summary("stopped")
             status("stopped", ended=time.time())
             sys.exit(130)
     checkpoint()
     metrics.write(json.dumps({"event": "end", "time": time.time(), "state": "done",
                               "step": step}) + "\\n")
+    summary("done")
     status("done", ended=time.time())
     print("fake trainer done", step, flush=True)
 ''')
@@ -415,10 +422,18 @@ def test_kill_9_is_crashed_and_resume_finishes(run_dir, fake_trainer, monkeypatc
     proc.wait()
     info = runstore.run_info(run_dir)
     assert info.state == "crashed" and info.ended is None
+    (run_dir / "summary.json").write_text("{}")  # left by an earlier process
     monkeypatch.setenv("FAKE_DELAY", "0.001")
-    assert runstore.launch(run_dir, detach=True, resume=True).wait(timeout=30) == 0
+    proc = runstore.resume(run_dir)
+    assert not (run_dir / "summary.json").exists()
+    assert runstore.run_info(run_dir).state in ("queued", "running")  # not crashed any more
+    with pytest.raises(ConfigError, match="already"):
+        runstore.resume(run_dir)
+    assert proc.wait(timeout=30) == 0
     info = runstore.run_info(run_dir)
     assert info.state == "done" and info.step == 200
+    with pytest.raises(ConfigError, match="ended as done"):
+        runstore.resume(run_dir)
 
 
 def test_stop_kill_records_stopped(run_dir, fake_trainer, monkeypatch):
@@ -428,6 +443,16 @@ def test_stop_kill_records_stopped(run_dir, fake_trainer, monkeypatch):
     info = runstore.stop(run_dir, kill=True)
     assert proc.wait(timeout=10) == -signal.SIGKILL
     assert info.state == "stopped" and "--kill" in info.message
+
+
+def test_stop_while_starting_records_stopped(run_dir):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    write_json_atomic(run_dir / runstore.LAUNCH_FILE, {
+        "pid": proc.pid, "pid_start_time": psutil.Process(proc.pid).create_time()})
+    assert runstore.run_info(run_dir).state == "queued"
+    info = runstore.stop(run_dir, wait_s=10)
+    assert proc.wait() == -signal.SIGTERM
+    assert info.state == "stopped" and "without an end record" in info.message
 
 
 def test_sighup_to_the_launching_shell_leaves_the_run_going(run_dir, fake_trainer, tmp_path):
