@@ -209,10 +209,8 @@ def build(cfg, eval_split: str | None = None, root: Path | None = None,
             visual = GraphFeatures(graph_arrays, len(node_vocab), len(attr_vocab))
         ds = QADataset(tokens, np.array([row_of[q["imageId"]] for _, q in items], np.int64),
                        single_answers(labels, types), len(answers), visual, cfg.max_boxes, stat,
-                       graph_arrays)
-        ds.question_ids = [qid for qid, _ in items]
-        ds.image_ids = image_ids
-        ds.texts = [q["question"] for _, q in items]
+                       graph_arrays, question_ids=[qid for qid, _ in items], image_ids=image_ids,
+                       texts=[q["question"] for _, q in items])
         return ds, len(image_ids)
 
     train, train_images = dataset(train_items, train_graphs)

@@ -177,10 +177,9 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         ds = QADataset(encode([q["question"] for q, _ in kept], vocab, cfg.question_len),
                        np.array([row_of[int(q["image_id"])] for q, _ in kept], np.int64),
                        answers_, len(answers), features.reader(image_ids), cfg.max_boxes,
-                       np.zeros((len(image_ids), cfg.num_stat_word), np.int64))
-        ds.question_ids = [q["question_id"] for q, _ in kept]
-        ds.image_ids = image_ids
-        ds.texts = [q["question"] for q, _ in kept]
+                       np.zeros((len(image_ids), cfg.num_stat_word), np.int64),
+                       question_ids=[q["question_id"] for q, _ in kept], image_ids=image_ids,
+                       texts=[q["question"] for q, _ in kept])
         return ds, {"split": SPLITS.get(split, split), "questions": len(kept),
                     "images": len(image_ids), "dropped": dict(dropped)}
 
