@@ -17,6 +17,8 @@ from vqatune.tui.screens.configure import ConfigureScreen
 from vqatune.tui.screens.dialogs import DiffScreen
 from vqatune.tui.widgets.param_field import ParamField
 
+REAL_GPU_SUGGESTION = services.gpu_suggestion
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
@@ -24,7 +26,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("VQATUNE_RUNS", str(tmp_path / "runs"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(services, "gpu_suggestion", lambda: (None, "no NVIDIA GPU"))
+    monkeypatch.setattr(services, "gpu_suggestion", lambda: ("cpu-quick", "no NVIDIA GPU"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,7 +192,7 @@ def test_applying_the_8gb_preset_updates_every_panel():
 
 
 def test_preset_picker_marks_the_suggested_preset(monkeypatch):
-    monkeypatch.setattr(services, "gpu_suggestion", lambda: ("24gb", "NVIDIA A10 (24 GB)"))
+    monkeypatch.setattr(services, "gpu_suggestion", lambda: ("24gb", "NVIDIA A10 with 24 GiB"))
 
     async def run():
         app = VQATuneApp(start="configure")
@@ -199,7 +201,7 @@ def test_preset_picker_marks_the_suggested_preset(monkeypatch):
             select = app.screen.query_one("#preset", Select)
             labels = {value: str(label) for label, value in select._options if value != Select.BLANK}
             assert labels["24gb"].startswith("★ 24gb")
-            assert "suggested for NVIDIA A10 (24 GB)" in labels["24gb"]
+            assert "(suggested: NVIDIA A10 with 24 GiB)" in labels["24gb"]
             assert not labels["8gb"].startswith("★")
             assert {"8gb", "24gb", "high-performance", "smoke"} <= set(labels)
     asyncio.run(run())
@@ -311,3 +313,12 @@ def test_launch_creates_the_run_with_its_source_overrides_and_output(tmp_path, m
     assert config_mod.load(str(run_dir / "config.toml")) == cfg
     out = tmp_path / "chosen"
     assert services.launch(cfg.replace(output=str(out)), "smoke", {}, tmp_path / "runs") == out
+
+
+def test_gpu_suggestion_without_a_gpu_is_cpu_quick():
+    from vqatune.engine import gpu
+
+    if gpu.sample().gpus:
+        pytest.skip("an NVIDIA GPU is present")
+    preset, why = REAL_GPU_SUGGESTION()  # the real query, not the fixture's stand-in
+    assert preset == "cpu-quick" and why.startswith("no NVIDIA GPU")

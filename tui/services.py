@@ -21,16 +21,10 @@ def presets() -> list[tuple[str, str]]:
 
 
 def gpu_suggestion() -> tuple[str | None, str]:
-    """The preset suggested for the detected GPU and a one-line description of the GPU."""
+    """The preset suggested for this machine's GPUs (cpu-quick without one) and why."""
     from vqatune.engine import gpu
 
-    snapshot = gpu.sample()
-    if not snapshot.gpus:
-        return None, snapshot.no_gpu or gpu.NO_GPU
-    smallest = min(snapshot.gpus, key=lambda g: g.memory_total)
-    count = f"{len(snapshot.gpus)}× " if len(snapshot.gpus) > 1 else ""
-    return (gpu.suggest_preset(snapshot),
-            f"{count}{smallest.name} ({smallest.memory_total / gpu.GIB:.0f} GB)")
+    return gpu.suggestion()
 
 
 def resolve(source: str) -> config_mod.Resolved:

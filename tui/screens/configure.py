@@ -130,7 +130,7 @@ class ConfigureScreen(Screen):
         for name, title in message.presets:
             label = f"{name} — {title}" if title else name
             if name == message.suggested:
-                label = f"{SUGGESTED_MARK} {label} (suggested for {message.gpu})"
+                label = f"{SUGGESTED_MARK} {label} (suggested: {message.gpu})"
             options.append((label, name))
         current = select.value
         with self.prevent(Select.Changed):

@@ -34,7 +34,6 @@ STATE_TEXT = {
     "failed": "FAILED",
     "crashed": "CRASHED: r resumes from the last checkpoint",
 }
-RESUMABLE = ("stopped", "crashed")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -104,11 +103,8 @@ class MonitorScreen(Screen):
         self.watch_run()
 
     @work(thread=True, exclusive=True, group="watch")
-    def watch_run(self, grace_s: float = 0.0) -> None:
-        """Poll until the run is final and fully read; the first poll loads the whole history.
-
-        grace_s keeps polling a just-resumed run whose status still shows its old end state.
-        """
+    def watch_run(self) -> None:
+        """Poll until the run is final and fully read; the first poll loads the whole history."""
         from textual.worker import get_current_worker
 
         worker = get_current_worker()
@@ -119,12 +115,11 @@ class MonitorScreen(Screen):
             except config_mod.ConfigError:
                 self.effective_batch = None
             self.watcher = RunWatcher(self.run_dir)
-        keep_until = time.time() + grace_s
         while not worker.is_cancelled:
             update = self.watcher.poll()
             self.post_message(RunUpdated(update))
             ended = update.status.state in ev.FINAL_STATES + ("crashed",)
-            if ended and not update.events and time.time() >= keep_until:
+            if ended and not update.events:
                 break
             time.sleep(POLL_S)
         self.watcher.close()
@@ -207,13 +202,8 @@ class MonitorScreen(Screen):
 
     @work(thread=True, group="control")
     def resume_run(self) -> None:
-        info = runstore.run_info(self.run_dir)
-        if info.state not in RESUMABLE:
-            self.post_message(UserError(f"{info.id} is {info.state}; only stopped or crashed "
-                                        "runs resume"))
-            return
         try:
-            runstore.launch(self.run_dir, detach=True, resume=True)
+            runstore.resume(self.run_dir)  # refuses live runs and runs that ended for good
         except (ConfigError, OSError) as e:
             self.post_message(UserError(f"cannot resume: {e}"))
             return
@@ -221,7 +211,7 @@ class MonitorScreen(Screen):
 
     def restart_watch(self) -> None:
         self.notify(f"resuming {self.run_dir.name}")
-        self.watch_run(grace_s=15.0)
+        self.watch_run()
 
     def on_user_error(self, message: UserError) -> None:
         self.notify(message.text, severity="error", timeout=6)
