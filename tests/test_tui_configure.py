@@ -216,7 +216,7 @@ def test_diff_view_lists_changes_against_the_preset():
             await show(pilot, app, "use_counter")
             app.screen.query_one("#param-use_counter", Switch).value = True
             await pilot.pause()
-            assert str(field(app, "epochs").query_one(".param-changed").render()) == "●"
+            assert str(field(app, "epochs").query_one(".param-name").render()) == "epochs ●"
             panels = app.screen.query_one("#panels")
             assert str(panels.get_option("BAN").prompt) == "BAN ●"  # the sidebar marks it
             await pilot.press("ctrl+t")

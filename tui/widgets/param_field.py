@@ -53,7 +53,7 @@ class ParamField(Vertical):
     def compose(self) -> ComposeResult:
         p = self.param
         with Horizontal(classes="param-row"):
-            yield Label(p.name, classes="param-name")
+            yield Label(p.name, classes="param-name")  # "name ●" when changed
             if p.kind in SWITCH_KINDS:
                 yield Switch(value=bool(self.raw), id=self.control_id)
             elif p.choices:
@@ -62,9 +62,7 @@ class ParamField(Vertical):
             else:
                 yield Input(value=str(self.raw), compact=True, id=self.control_id,
                             select_on_focus=False)
-            yield Label("", classes="param-changed")
-        yield Static(hint_text(p), classes="param-hint")
-        yield Static(p.help, classes="param-help")
+        yield Static(f"{hint_text(p)}\n{p.help}", classes="param-hint")
         yield Static("", classes="param-message")
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -104,7 +102,8 @@ class ParamField(Vertical):
         self.set_class(state.changed, "-changed")
         self.set_class(state.error is not None, "-invalid")
         self.set_class(state.warning is not None, "-warning")
-        self.query_one(".param-changed", Label).update(CHANGED_MARK if state.changed else "")
+        self.query_one(".param-name", Label).update(
+            f"{self.param.name} {CHANGED_MARK}" if state.changed else self.param.name)
         message = self.query_one(".param-message", Static)
         if state.error:
             message.update(f"✗ {state.error}")
