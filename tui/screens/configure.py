@@ -130,8 +130,10 @@ class ConfigureScreen(Screen):
         for name, title in message.presets:
             label = f"{name} — {title}" if title else name
             if name == message.suggested:
-                label = f"{SUGGESTED_MARK} {label} (suggested: {message.gpu})"
+                label = f"{SUGGESTED_MARK} {label} (suggested)"
             options.append((label, name))
+        if message.suggested:
+            select.tooltip = f"{SUGGESTED_MARK} {message.suggested} is suggested: {message.gpu}"
         current = select.value
         with self.prevent(Select.Changed):
             select.set_options(options)

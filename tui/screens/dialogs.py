@@ -42,6 +42,7 @@ class DiffScreen(ModalScreen[None]):
             table.add_row(name, str(display(p, old)), str(display(p, new)), key=name)
         for name, error in self.errors.items():
             table.add_row(name, "", f"✗ {error}", key=name)
+        table.display = table.row_count > 0
         table.focus()
 
 

@@ -60,8 +60,7 @@ class ParamField(Vertical):
                 yield Select([(c, c) for c in p.choices], value=self.raw, allow_blank=False,
                              compact=True, id=self.control_id)
             else:
-                yield Input(value=str(self.raw), compact=True, id=self.control_id,
-                            select_on_focus=False)
+                yield Input(value=str(self.raw), compact=True, id=self.control_id)
         yield Static(f"{hint_text(p)}\n{p.help}", classes="param-hint")
         yield Static("", classes="param-message")
 
