@@ -39,6 +39,7 @@ class ConfigureScreen(Screen):
         self.form = FormState()
         self.suggested: str | None = None
         self.built_panels: set[str] = set()
+        self.panel_marks: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="config-bar"):
@@ -66,10 +67,10 @@ class ConfigureScreen(Screen):
         panel = self.query_one(f"#{_panel_id(group)}", VerticalScroll)
         if group not in self.built_panels:
             self.built_panels.add(group)
-            fields = [ParamField(p, self.form.raw[p.name]) for p in schema.params_in_group(group)]
+            fields = [ParamField(p, self.form.raw[p.name], self.form.field(p.name),
+                                 self.field_note(p.name))
+                      for p in schema.params_in_group(group)]
             await panel.mount_all([Static(group, classes="panel-title"), *fields])
-            for field in fields:
-                self.refresh_field(field)
         self.query_one("#fields", ContentSwitcher).current = panel.id
         panels = self.query_one("#panels", OptionList)
         index = schema.GROUPS.index(group)
@@ -199,13 +200,14 @@ class ConfigureScreen(Screen):
     # ------------------------------------------------------------------------------------------
     # Display
 
+    def field_note(self, name: str) -> str:
+        """The batch fields say what effective batch they make."""
+        ebs = self.form.effective_batch_size() if name in BATCH_FIELDS else None
+        return f"effective batch {ebs}" if ebs is not None else ""
+
     def refresh_field(self, field: ParamField) -> None:
         name = field.param.name
-        note = ""
-        if name in BATCH_FIELDS:
-            ebs = self.form.effective_batch_size()
-            note = f"effective batch {ebs}" if ebs is not None else ""
-        field.show_state(self.form.field(name), note)
+        field.show_state(self.form.field(name), self.field_note(name))
 
     def refresh_all_fields(self) -> None:
         for field in self.query(ParamField):
@@ -228,10 +230,13 @@ class ConfigureScreen(Screen):
         launch = self.query_one("#launch", Button)
         launch.disabled = bool(errors)
         panels = self.query_one("#panels", OptionList)
+        changed_names = {n for n, _, _ in changed}
         for group, params in schema.iter_groups():
             names = {p.name for p in params}
-            mark = " ✗" if names & set(errors) else (" ●" if any(n in names for n, _, _ in changed) else "")
-            panels.replace_option_prompt(group, group + mark)
+            mark = " ✗" if names & set(errors) else (" ●" if names & changed_names else "")
+            if self.panel_marks.get(group, "") != mark:  # each replacement re-renders the list
+                self.panel_marks[group] = mark
+                panels.replace_option_prompt(group, group + mark)
 
     # ------------------------------------------------------------------------------------------
     # Actions

@@ -41,10 +41,15 @@ class ParamField(Vertical):
             self.field = field
             self.raw = raw
 
-    def __init__(self, param: schema.Param, raw: Any):
-        super().__init__(id=f"field-{param.name}", classes="param-field")
+    def __init__(self, param: schema.Param, raw: Any, state: FieldState, note: str = ""):
+        # The first state goes in as classes and texts: restyling after mount is what makes
+        # building a panel slow.
+        super().__init__(id=f"field-{param.name}",
+                         classes=" ".join(["param-field", *_state_classes(state)]))
         self.param = param
         self.raw = raw
+        self.first_state = state
+        self.first_note = note
 
     @property
     def control_id(self) -> str:
@@ -53,7 +58,7 @@ class ParamField(Vertical):
     def compose(self) -> ComposeResult:
         p = self.param
         with Horizontal(classes="param-row"):
-            yield Label(p.name, classes="param-name")  # "name ●" when changed
+            yield Label(_name_text(p, self.first_state), classes="param-name")
             if p.kind in SWITCH_KINDS:
                 yield Switch(value=bool(self.raw), id=self.control_id)
             elif p.choices:
@@ -62,7 +67,8 @@ class ParamField(Vertical):
             else:
                 yield Input(value=str(self.raw), compact=True, id=self.control_id)
         yield Static(f"{hint_text(p)}\n{p.help}", classes="param-hint")
-        yield Static("", classes="param-message")
+        message = _message_text(self.first_state, self.first_note)
+        yield Static(message, classes="param-message -shown" if message else "param-message")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
@@ -98,16 +104,28 @@ class ParamField(Vertical):
 
     def show_state(self, state: FieldState, note: str = "") -> None:
         """Mark changed, show the error (invalid) or the warning (outside the recommended range)."""
-        self.set_class(state.changed, "-changed")
-        self.set_class(state.error is not None, "-invalid")
-        self.set_class(state.warning is not None, "-warning")
-        self.query_one(".param-name", Label).update(
-            f"{self.param.name} {CHANGED_MARK}" if state.changed else self.param.name)
+        classes = _state_classes(state)
+        for name in ("-changed", "-invalid", "-warning"):
+            self.set_class(name in classes, name)
+        self.query_one(".param-name", Label).update(_name_text(self.param, state))
         message = self.query_one(".param-message", Static)
-        if state.error:
-            message.update(f"✗ {state.error}")
-        elif state.warning:
-            message.update(f"! {state.warning}")
-        else:
-            message.update(note)
-        message.display = bool(state.error or state.warning or note)
+        text = _message_text(state, note)
+        message.update(text)
+        message.set_class(bool(text), "-shown")
+
+
+def _state_classes(state: FieldState) -> list[str]:
+    return [name for name, on in (("-changed", state.changed), ("-invalid", state.error),
+                                  ("-warning", state.warning)) if on]
+
+
+def _name_text(param: schema.Param, state: FieldState) -> str:
+    return f"{param.name} {CHANGED_MARK}" if state.changed else param.name
+
+
+def _message_text(state: FieldState, note: str) -> str:
+    if state.error:
+        return f"✗ {state.error}"
+    if state.warning:
+        return f"! {state.warning}"
+    return note
