@@ -60,7 +60,9 @@ class RunUpdate:
     """What a monitor worker read since its last poll."""
 
     status: Any  # RunInfo
-    events: list[dict] = field(default_factory=list)
+    new_events: int = 0  # metric lines read
+    points: dict = field(default_factory=dict)  # (chart, series) -> (xs, ys)
+    steps: int = 0  # step events among them
     log_lines: list[str] = field(default_factory=list)
     gpu: Any = None  # engine.gpu.Snapshot while the run is live
 

@@ -16,6 +16,7 @@ from vqatune.engine.metrics import MetricsTail
 from vqatune.tui.messages import RunUpdate
 
 LOG_BACKLOG_BYTES = 64 * 1024  # how much of an existing log to show when attaching
+SMOOTHING = 0.9  # exponential moving average of the loss
 
 
 class LogTail:
@@ -50,21 +51,73 @@ class LogTail:
         return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+class ChartPoints:
+    """Metric events -> points per (chart, series), with the loss's moving average carried
+    across calls. Runs in the worker, so a re-attach to a million-line history costs the UI
+    thread one array append per series, not a million dict look-ups."""
+
+    def __init__(self, smoothing: float = SMOOTHING):
+        self.smoothing = smoothing
+        self.smoothed: float | None = None
+
+    def convert(self, records: list[dict]) -> tuple[dict, int]:
+        """-> ({(chart, series): (xs, ys)}, number of step events)."""
+        points: dict[tuple[str, str], tuple[list, list]] = {}
+        steps = 0
+
+        def add(chart: str, series: str, x, y) -> None:
+            xs, ys = points.setdefault((chart, series), ([], []))
+            xs.append(x)
+            ys.append(y)
+
+        for r in records:
+            kind, step = r.get("event"), r.get("step")
+            if not _number(step):
+                continue
+            if kind == "step":
+                steps += 1
+                loss = r.get("loss")
+                if _number(loss):
+                    add("loss", "loss", step, loss)
+                    self.smoothed = loss if self.smoothed is None else (
+                        self.smoothing * self.smoothed + (1 - self.smoothing) * loss)
+                    add("loss", "smoothed", step, self.smoothed)
+                if _number(r.get("accuracy")):
+                    add("accuracy", "train", step, r["accuracy"])
+                for key, value in (r.get("memory") or {}).items():
+                    if _number(value):
+                        add("memory", key, step, value)
+            elif kind == "eval":
+                if _number(r.get("accuracy")):
+                    add("accuracy", "val", step, r["accuracy"])
+                for branch, value in (r.get("accuracy_branch") or {}).items():
+                    if _number(value) and branch != "fused":  # fused is the overall "val"
+                        add("accuracy", f"val {branch}", step, value)
+        return points, steps
+
+
 class RunWatcher:
-    """Everything new in one run directory: derived status, metric events, log lines, and for a
-    live run a GPU snapshot (used/total per GPU and the run's share)."""
+    """Everything new in one run directory: derived status, chart points from new metric
+    events, log lines, and for a live run a GPU snapshot (used/total per GPU, the run's share)."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.metrics = MetricsTail(self.run_dir / events.METRICS_FILE)
         self.log = LogTail(self.run_dir / events.LOG_FILE)
         self.gpus = GPUMonitor()
+        self.charts = ChartPoints()
 
     def poll(self) -> RunUpdate:
-        info = runstore.run_info(self.run_dir)
+        info = runstore.run_info(self.run_dir)  # before the metrics: no event is missed at the end
+        records = self.metrics.read()
+        points, steps = self.charts.convert(records)
         snapshot = self.gpus.sample(info.pid) if info.state == "running" else None
-        return RunUpdate(status=info, events=self.metrics.read(), log_lines=self.log.read(),
-                         gpu=snapshot)
+        return RunUpdate(status=info, new_events=len(records), points=points, steps=steps,
+                         log_lines=self.log.read(), gpu=snapshot)
 
     def close(self) -> None:
         self.gpus.close()

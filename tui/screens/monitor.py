@@ -21,7 +21,6 @@ from vqatune.tui.widgets.charts import MetricChart
 from vqatune.tui.workers import RunWatcher
 
 POLL_S = 0.5  # how often a live run is read
-SMOOTHING = 0.9  # exponential moving average of the loss
 MIB = 1 << 20
 
 STATE_TEXT = {
@@ -84,7 +83,6 @@ class MonitorScreen(Screen):
         self.run_dir = Path(run_dir)
         self.info = None
         self.effective_batch: int | None = None
-        self.smoothed: float | None = None
         self.steps_seen = 0
         self.watcher: RunWatcher | None = None  # kept across resumes: offsets, not a re-read
         self.header: tuple[str, str] | None = None
@@ -119,7 +117,7 @@ class MonitorScreen(Screen):
             update = self.watcher.poll()
             self.post_message(RunUpdated(update))
             ended = update.status.state in ev.FINAL_STATES + ("crashed",)
-            if ended and not update.events:
+            if ended and not update.new_events:
                 break
             time.sleep(POLL_S)
         self.watcher.close()
@@ -135,39 +133,13 @@ class MonitorScreen(Screen):
             state.update(lines[1])
             for s in ev.STATES:
                 state.set_class(s == update.status.state, f"-{s}")
-        self.add_events(update.events)
+        self.steps_seen += update.steps
+        for (chart, series), (xs, ys) in update.points.items():
+            self.query_one(f"#chart-{chart}", MetricChart).extend(series, xs, ys)
         if update.gpu is not None and update.status.step is not None:
             self.add_gpu_sample(update.status.step, update.gpu)
         if update.log_lines:
             self.query_one("#log-tail", Log).write_lines(update.log_lines)
-
-    def add_events(self, records: list[dict]) -> None:
-        loss = self.query_one("#chart-loss", MetricChart)
-        acc = self.query_one("#chart-accuracy", MetricChart)
-        mem = self.query_one("#chart-memory", MetricChart)
-        for r in records:
-            kind, step = r.get("event"), r.get("step")
-            if not isinstance(step, (int, float)):
-                continue
-            if kind == "step":
-                self.steps_seen += 1
-                value = r.get("loss")
-                if isinstance(value, (int, float)):
-                    loss.add("loss", step, value)
-                    self.smoothed = value if self.smoothed is None else (
-                        SMOOTHING * self.smoothed + (1 - SMOOTHING) * value)
-                    loss.add("smoothed", step, self.smoothed)
-                if isinstance(r.get("accuracy"), (int, float)):
-                    acc.add("train", step, r["accuracy"])
-                for key, value in (r.get("memory") or {}).items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        mem.add(key, step, value)
-            elif kind == "eval":
-                if isinstance(r.get("accuracy"), (int, float)):
-                    acc.add("val", step, r["accuracy"])
-                for branch, value in (r.get("accuracy_branch") or {}).items():
-                    if isinstance(value, (int, float)) and branch != "fused":
-                        acc.add(f"val {branch}", step, value)
 
     def add_gpu_sample(self, step: int, snapshot) -> None:
         """Used and total memory of every GPU, and what this run holds, sampled live."""
