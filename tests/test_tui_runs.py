@@ -70,17 +70,18 @@ def test_run_watcher_reads_history_then_only_what_was_appended(store):
     assert first.status.state == "done"
     assert first.steps == 40 and first.new_events == 40 + 4 + 2  # steps, evals, start, end
     xs, ys = first.points[("loss", "loss")]
-    assert xs == list(range(1, 41)) and len(first.points[("loss", "smoothed")][1]) == 40
-    assert first.points[("accuracy", "val")][0] == [10, 20, 30, 40]
+    assert xs.tolist() == list(range(1, 41)) and len(first.points[("loss", "smoothed")][1]) == 40
+    assert first.points[("accuracy", "val")][0].tolist() == [10, 20, 30, 40]
     assert ("accuracy", "val fused") not in first.points  # the same as "val"
     assert first.log_lines[-1] == "log line 29"
     with open(run / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"event": "step", "time": 1, "step": 41, "loss": 0.1}) + "\n")
         f.write('{"event": "step", "ti')  # a line still being written
     second = watcher.poll()
-    assert second.steps == 1 and second.points[("loss", "loss")] == ([41], [0.1])
+    assert second.steps == 1
+    assert [a.tolist() for a in second.points[("loss", "loss")]] == [[41], [0.1]]
     smoothed = 0.9 * first.points[("loss", "smoothed")][1][-1] + 0.1 * 0.1
-    assert second.points[("loss", "smoothed")][1] == [pytest.approx(smoothed)]  # carried over
+    assert second.points[("loss", "smoothed")][1].tolist() == [pytest.approx(smoothed)]
     assert second.log_lines == []
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from vqatune.engine import events, runstore
 from vqatune.engine.gpu import GPUMonitor
 from vqatune.engine.metrics import MetricsTail
@@ -65,7 +67,7 @@ class ChartPoints:
         self.smoothed: float | None = None
 
     def convert(self, records: list[dict]) -> tuple[dict, int]:
-        """-> ({(chart, series): (xs, ys)}, number of step events)."""
+        """-> ({(chart, series): (xs, ys) float arrays}, number of step events)."""
         points: dict[tuple[str, str], tuple[list, list]] = {}
         steps = 0
 
@@ -97,7 +99,9 @@ class ChartPoints:
                 for branch, value in (r.get("accuracy_branch") or {}).items():
                     if _number(value) and branch != "fused":  # fused is the overall "val"
                         add("accuracy", f"val {branch}", step, value)
-        return points, steps
+        arrays = {key: (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
+                  for key, (xs, ys) in points.items()}  # here, not on the UI thread
+        return arrays, steps
 
 
 class RunWatcher:
