@@ -323,3 +323,18 @@ def test_gpu_suggestion_without_a_gpu_is_cpu_quick():
         pytest.skip("an NVIDIA GPU is present")
     preset, why = REAL_GPU_SUGGESTION()  # the real query, not the fixture's stand-in
     assert preset == "cpu-quick" and why.startswith("no NVIDIA GPU")
+
+
+def test_command_palette_applies_a_preset():
+    async def run():
+        app = VQATuneApp(start="configure")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            commands = {c.title: c for c in app.get_system_commands(app.screen)}
+            assert {"Launch", "Diff against preset", "Save as preset", "Load config file",
+                    "Runs", "Apply preset 24gb"} <= set(commands)
+            commands["Apply preset 24gb"].callback()
+            await settle(pilot, app)
+            assert app.screen.form.source == "24gb"
+            assert app.screen.query_one("#preset", Select).value == "24gb"
+    asyncio.run(run())

@@ -100,11 +100,9 @@ class VQATuneApp(App):
                                 configure.action_load_file)
             yield SystemCommand("Choose preset", "Focus the preset picker (ctrl+g)",
                                 configure.action_focus_preset)
-            from vqatune.engine.config import list_presets
-
-            for p in list_presets():
-                yield SystemCommand(f"Apply preset {p.name}", p.title or p.description,
-                                    lambda name=p.name: configure.apply_preset(name))
+            for name, title in configure.presets:  # as last listed by its worker: no I/O here
+                yield SystemCommand(f"Apply preset {name}", title,
+                                    lambda name=name: configure.apply_preset(name))
 
     def _configure_screen(self) -> ConfigureScreen | None:
         for screen in self.screen_stack:

@@ -38,6 +38,7 @@ class ConfigureScreen(Screen):
         super().__init__(id="configure")
         self.form = FormState()
         self.suggested: str | None = None
+        self.presets: list[tuple[str, str]] = []
         self.built_panels: set[str] = set()
         self.panel_marks: dict[str, str] = {}
 
@@ -126,6 +127,7 @@ class ConfigureScreen(Screen):
 
     def on_presets_listed(self, message: PresetsListed) -> None:
         self.suggested = message.suggested
+        self.presets = message.presets
         select = self.query_one("#preset", Select)
         options = []
         for name, title in message.presets:
