@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from textual.widgets import DataTable, Input, Log
+from textual.widgets import DataTable, Log
 
 from vqatune.engine import runstore
 from vqatune.tui import compare as cmp
@@ -236,12 +236,10 @@ def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
                     break
             # the fake trainer has no SIGTERM handler: it dies, the run store says crashed
             assert runstore.run_info(run_dir).state in ("crashed", "stopped")
-            await pilot.pause(POLL_MARGIN)
+            await pilot.pause(1.0)  # two polls
             assert app.screen.info.state in ("crashed", "stopped")
     asyncio.run(run())
 
-
-POLL_MARGIN = 1.0
 
 
 def test_live_gpu_samples_reach_the_memory_chart(store):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from vqatune.engine import config as config_mod
 from vqatune.engine import events as ev
-from vqatune.engine.config import Config
 
 T0 = 1_790_000_000.0  # a fixed creation time
 

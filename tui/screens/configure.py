@@ -37,7 +37,6 @@ class ConfigureScreen(Screen):
     def __init__(self):
         super().__init__(id="configure")
         self.form = FormState()
-        self.suggested: str | None = None
         self.presets: list[tuple[str, str]] = []
         self.built_panels: set[str] = set()
         self.panel_marks: dict[str, str] = {}
@@ -126,7 +125,6 @@ class ConfigureScreen(Screen):
     # Messages from workers
 
     def on_presets_listed(self, message: PresetsListed) -> None:
-        self.suggested = message.suggested
         self.presets = message.presets
         select = self.query_one("#preset", Select)
         options = []
