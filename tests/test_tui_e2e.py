@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Select
 
+from vqatune.engine import config as config_mod
 from vqatune.engine import runstore
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
@@ -34,6 +35,9 @@ def env(tmp_path, monkeypatch):
 
 def test_launch_smoke_monitor_to_done_then_reattach(env):
     runs = env / "runs"
+    smoke = config_mod.load("smoke")
+    steps = smoke.max_steps  # a step event every log_every (1) steps
+    assert smoke.log_every == 1
 
     async def launch_and_watch() -> Path:
         app = VQATuneApp(runs_dir=runs, start="configure")
@@ -55,15 +59,15 @@ def test_launch_smoke_monitor_to_done_then_reattach(env):
                     continue
                 if screen.info.step is not None and screen.info.step not in steps_seen:
                     steps_seen.append(screen.info.step)
-                if screen.info.state == "done" and screen.steps_seen == 6:
+                if screen.info.state == "done" and screen.steps_seen == steps:
                     break
             screen = app.screen
             assert isinstance(screen, MonitorScreen), "launch did not open the monitor"
             assert screen.info.state == "done", screen.info
             assert len(steps_seen) >= 2 and steps_seen == sorted(steps_seen)  # it rose
-            assert steps_seen[-1] == 6
+            assert steps_seen[-1] == steps
             header = str(screen.query_one("#run-header").render())
-            assert "DONE" in header and "step 6/6" in header
+            assert "DONE" in header and f"step {steps}/{steps}" in header
             assert str(screen.query_one("#run-state").render()).startswith("DONE")
             return screen.run_dir
 
@@ -80,9 +84,9 @@ def test_launch_smoke_monitor_to_done_then_reattach(env):
             await app.workers.wait_for_complete()
             await pilot.pause()
             screen = app.screen
-            assert screen.query_one("#chart-loss").series["loss"].n == 6
+            assert screen.query_one("#chart-loss").series["loss"].n == steps
             assert screen.query_one("#chart-accuracy").series["val"].n >= 1
-            assert screen.query_one("#chart-memory").series["rss_mb"].n == 6
+            assert screen.query_one("#chart-memory").series["rss_mb"].n == steps
     asyncio.run(reattach())
 
 
