@@ -182,6 +182,21 @@ def test_logs_follow_until_the_run_ends(runs, fake_trainer, monkeypatch):
     proc.wait()
 
 
+def test_logs_follow_ctrl_c_leaves_quietly(runs):
+    import psutil
+
+    run_dir = finished_run()
+    write_json_atomic(run_dir / "status.json", {
+        "state": "running", "pid": os.getpid(), "pid_start_time": psutil.Process().create_time(),
+        "heartbeat": time.time() + 3600})
+    proc = subprocess.Popen([sys.executable, "-m", "vqatune.tui.cli", "logs", "-f", run_dir.name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "line 1\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and err == ""
+
+
 # ----------------------------------------------------------------------------------------------
 # stop, resume
 
