@@ -370,6 +370,9 @@ class Trainer:
             accumulation=self.accumulation, samples_per_s=round(w.samples_per_s(), 2),
             memory=precision.memory_stats(self.device))
         self.status.update(samples_per_s=record["samples_per_s"])
+        log.info("step %d/%d epoch %d: loss %s, lr %.3g, xvlm_lr %.3g, %.0f samples/s",
+                 self.step, self.total_steps, self.epoch_label, record["loss"], record["lr"],
+                 record["xvlm_lr"], record["samples_per_s"])
         self.window = _Window()
 
     # ------------------------------------------------------------------------------------------
