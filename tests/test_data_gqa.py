@@ -133,8 +133,11 @@ def test_features_only_builds_graph_from_boxes(tmp_path):
     b = build(cfg_for(tmp_path))
     m = b.meta
     assert m.counts["sources"]["graph"] == "boxes" and m.rel_vocab == graph.BOX_RELATIONS
+    batch = b.train.batch(np.arange(len(b.train)))
+    assert (batch["node_mask"] == batch["region_mask"]).all()
+    np.testing.assert_allclose(batch["node_boxes"], batch["boxes"], rtol=1e-6)
     s = b.train[0]
-    assert (s["node_mask"] == s["region_mask"]).all() and (s["node_names"][s["node_mask"]] == 1).all()
+    assert (s["node_names"][s["node_mask"]] == 1).all()
     assert (s["edge_rel"] > 0).sum(1)[s["node_mask"]].min() >= 1  # every box has neighbours
     assert not s["stat_mask"].any()
 

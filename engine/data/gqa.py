@@ -120,11 +120,12 @@ class FeatureIndex:
             if len(sel) == 0:
                 continue
             with h5py.File(path, "r") as f:
-                all_boxes = f["bboxes"][:, :max_boxes]
-            for r in sel:
-                n = min(int(reader.count[r]), max_boxes)
-                boxes[r, :n] = all_boxes[reader.first[r], :n]
-                mask[r, :n] = True
+                rows = np.unique(reader.first[sel])  # h5py reads need increasing indices
+                found = f["bboxes"][rows, :max_boxes]
+            width = found.shape[1]
+            boxes[sel, :width] = found[np.searchsorted(rows, reader.first[sel])]
+            mask[sel] = np.arange(max_boxes)[None, :] < np.minimum(reader.count[sel], width)[:, None]
+        boxes[~mask] = 0
         return np.clip(boxes / reader.scale[:, None, :], 0, 1), mask
 
 
