@@ -242,3 +242,17 @@ def test_hdf5_paths_agree(tmp_path, fmt):
         for key in ("regions", "boxes", "region_mask"):
             np.testing.assert_array_equal(batches[0][key], other[key])
     assert batches[0]["region_mask"].all()
+
+
+def test_synth_failure_leaves_nothing(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(synth, "region_features", broken)
+    with pytest.raises(DataError, match="cannot write: No space left on device"):
+        synth.write(tmp_path / "out", "gqa", images=4, feature_dim=4)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "empty").mkdir()
+    monkeypatch.undo()
+    synth.write(tmp_path / "empty", "gqa", images=4, feature_dim=4)  # an empty folder is fine
+    assert (tmp_path / "empty" / "train_balanced_questions.json").is_file()
