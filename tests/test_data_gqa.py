@@ -256,3 +256,20 @@ def test_synth_failure_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     synth.write(tmp_path / "empty", "gqa", images=4, feature_dim=4)  # an empty folder is fine
     assert (tmp_path / "empty" / "train_balanced_questions.json").is_file()
+
+
+def test_wrong_value_types_are_clean_errors(tmp_path, root):
+    for p in root.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    graphs = json.loads((root / "val_sceneGraphs.json").read_text())
+    image_id = next(iter(graphs))
+    graphs[image_id]["objects"]["0"]["x"] = "12"
+    (tmp_path / "val_sceneGraphs.json").write_text(json.dumps(graphs))
+    with pytest.raises(DataError, match=rf"val_sceneGraphs.json: image '{image_id}', object '0': "
+                                        r"x must be a number"):
+        build(cfg_for(tmp_path))
+    questions = json.loads((root / "train_balanced_questions.json").read_text())
+    questions[next(iter(questions))]["question"] = None
+    (tmp_path / "train_balanced_questions.json").write_text(json.dumps(questions))
+    with pytest.raises(DataError, match="train_balanced_questions.json: question '00000000'"):
+        build(cfg_for(tmp_path))
