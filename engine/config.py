@@ -24,14 +24,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from . import schema
-from .schema import BY_NAME, DEFAULTS, PARAMS, ParamError, coerce
+from .schema import BY_NAME, DEFAULTS, PARAMS, ConfigError, ParamError, coerce
 
 META_KEYS = ("extends", "title", "description")
 PRESET_SUFFIX = ".toml"
-
-
-class ConfigError(Exception):
-    """A user mistake in a config, preset or override: one line, already formatted."""
 
 
 class Config:
@@ -41,14 +37,21 @@ class Config:
 
     def __init__(self, values: Mapping[str, Any] | None = None):
         merged = dict(DEFAULTS)
-        if values:
-            unknown = set(values) - set(DEFAULTS)
-            if unknown:
-                raise ConfigError(f"unknown parameter {sorted(unknown)[0]!r}")
-            merged.update(values)
+        for name, value in (values or {}).items():
+            if name not in BY_NAME:
+                raise ConfigError(unknown_message(name))
+            # Typed values pass through unchanged; a wrong type or bound raises ParamError.
+            merged[name] = coerce(BY_NAME[name], value)
         object.__setattr__(self, "_values", merged)
 
+    def __reduce__(self):
+        # Pickle/copy through __init__: the default protocol would set the slot through the
+        # blocked __setattr__ (DataLoader workers and multiprocessing pickle configs).
+        return (Config, (self._values,))
+
     def __getattr__(self, name: str) -> Any:
+        if name == "_values":  # not set yet (mid-unpickling): no recursion
+            raise AttributeError(name)
         try:
             return self._values[name]
         except KeyError:
@@ -216,6 +219,8 @@ def _key_line(path: Path, table: str | None, key: str) -> int | None:
             return number
         if table and current is None and dotted_re.match(line):
             return number
+    if table:  # an inline table (`training = { lr = 1 }`): point at the table's line
+        return _key_line(path, None, table)
     return None
 
 
@@ -313,6 +318,9 @@ def _resolve_extends(extends: str, path: Path) -> Path:
             raise ConfigError(f"{_where(path, None, 'extends')}extends: no such file {extends!r}")
         return candidate
     preset = find_preset(extends)
+    if preset is not None and preset.resolve() == path.resolve():
+        # A user preset that overrides a built-in one of the same name and extends it.
+        preset = _shadowed_preset(extends, path)
     if preset is None:
         if candidate.with_suffix(PRESET_SUFFIX).exists():
             return candidate.with_suffix(PRESET_SUFFIX)
@@ -323,12 +331,26 @@ def _resolve_extends(extends: str, path: Path) -> Path:
     return preset
 
 
+def _shadowed_preset(name: str, path: Path) -> Path | None:
+    """The preset `name` in the directories before the one holding `path` (None if none)."""
+    found = None
+    for d in preset_dirs():
+        candidate = d / (name + PRESET_SUFFIX)
+        if candidate.resolve() == path.resolve():
+            return found
+        if candidate.is_file():
+            found = candidate
+    return None
+
+
 def _toml_value(param: schema.Param, raw: Any) -> Any:
     """TOML values are typed already: a string for a number is an error, not a parse."""
     if param.kind in ("int", "float") and isinstance(raw, str):
         raise ParamError(param.name, f"expected a number, got the string {raw!r}")
     if param.kind == "bool" and not isinstance(raw, bool):
         raise ParamError(param.name, f"expected true or false, got {raw!r}")
+    if param.kind == "int01" and not isinstance(raw, (bool, int)):
+        raise ParamError(param.name, f"expected 0/1 or true/false, got {raw!r}")
     return raw
 
 
@@ -342,6 +364,8 @@ def parse_set(item: str) -> tuple[str, Any]:
         table, _, name = name.rpartition(".")
         if table not in schema.TABLE_CATEGORIES:
             raise ConfigError(f"--set {item!r}: unknown table {table!r}")
+        if name in BY_NAME and BY_NAME[name].table != table:
+            raise ConfigError(f"--set {item!r}: {name} belongs in [{BY_NAME[name].table}]")
     if name not in BY_NAME:
         raise ConfigError("--set: " + unknown_message(name))
     try:

@@ -303,8 +303,16 @@ def params_in_table(table: str) -> list[Param]:
     return [p for p in PARAMS if p.table == table]
 
 
-class ParamError(ValueError):
-    """A value that breaks a parameter's type or hard bounds."""
+class ConfigError(Exception):
+    """A user mistake in a config, preset, override or command line: one line, already formatted.
+
+    Re-exported by vqatune.engine.config, where callers import it from.
+    """
+
+
+class ParamError(ConfigError, ValueError):
+    """A value that breaks a parameter's type or hard bounds (a ConfigError, so CLI error
+    handlers that catch ConfigError turn it into one line too)."""
 
     def __init__(self, param: str, message: str):
         super().__init__(f"{param}: {message}")
