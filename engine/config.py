@@ -110,10 +110,9 @@ class Resolved:
 
 
 def unknown_message(key: str, where: str = "") -> str:
-    near = difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.6)
-    if not near:
-        lowered = {n.lower(): n for n in BY_NAME}
-        near = [lowered[key.lower()]] if key.lower() in lowered else []
+    lowered = {n.lower(): n for n in BY_NAME}
+    near = ([lowered[key.lower()]] if key.lower() in lowered  # aoa_layers -> AOA_layers
+            else difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.6))
     hint = f"; did you mean {near[0]!r}?" if near else ""
     return f"{where}unknown parameter {key!r}{hint}"
 
