@@ -195,6 +195,10 @@ def _parse_toml(path: Path) -> dict:
         if m:
             reason = msg[: m.start()].strip()
             raise ConfigError(f"{path}:{m.group(1)}:{m.group(2)}: invalid TOML: {reason}") from None
+        if msg.endswith("(at end of document)"):  # an unclosed array or string: point at the end
+            line, col = text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1
+            reason = msg[: -len("(at end of document)")].strip()
+            raise ConfigError(f"{path}:{line}:{col}: invalid TOML: {reason} at end of file") from None
         raise ConfigError(f"{path}: invalid TOML: {msg}") from None
 
 

@@ -151,6 +151,8 @@ def test_malformed_toml_gives_line_and_column(isolated):
     msg = error_of(str(f))
     assert msg.startswith(f"{f}:3:14: invalid TOML: ")
     assert "\n" not in msg
+    f = write(isolated / "open.toml", "lr = 3e-4\nx = [1,\n")
+    assert error_of(str(f)) == f"{f}:3:1: invalid TOML: Invalid value at end of file"
     assert error_of("missing.toml") == "missing.toml: no such file"
     assert error_of("nopreset").startswith("nopreset: no such preset or file")
 
