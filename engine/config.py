@@ -163,8 +163,8 @@ def list_presets() -> list[PresetInfo]:
     for name, path in preset_paths().items():
         try:
             data = _parse_toml(path)
-        except ConfigError:
-            data = {}
+        except ConfigError as e:  # still listed, so that the user sees why it does not load
+            data = {"description": f"(cannot be read: {e})"}
         out.append(PresetInfo(name, str(data.get("title", "")), str(data.get("description", "")),
                               path))
     order = {n: i for i, n in enumerate(BUILTIN_ORDER)}

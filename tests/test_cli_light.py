@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -173,8 +174,14 @@ def test_from_cmdline_prints_toml_and_extends(isolated):
 
 
 def test_wheel_ships_all_packages_and_presets(tmp_path):
+    # Build from a clean copy: setuptools reuses ./build, whose stale files could hide a
+    # package missing from pyproject; and the test must not write into the repository.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "runs", "*.egg-info", "__pycache__", ".hypothesis",
+        ".pytest_cache"))
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                          str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=180)
+                          str(tmp_path), str(source)], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("vqatune-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -330,6 +330,9 @@ def test_presets_dirs_later_wins(isolated, monkeypatch, tmp_path):
     assert {p.name: p.title for p in config.list_presets()}["mine"] == "local mine"
     write(home_dir / "mine.toml", 'title = "user mine"\nseed = 3\n')
     assert config.load("mine").seed == 3
+    write(home_dir / "broken.toml", "seed = = 1\n")
+    broken = {p.name: p for p in config.list_presets()}["broken"]
+    assert broken.description.startswith(f"(cannot be read: {home_dir / 'broken.toml'}:1:8:")
     assert config.preset_dirs()[1:] == [isolated / "presets", home_dir]
     xdg = tmp_path / "xdg"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
