@@ -217,6 +217,8 @@ def _key_line(path: Path, table: str | None, key: str) -> int | None:
         h = header_re.match(line)
         if h:
             current = h.group(1).strip().strip('"')
+            if table is None and current == key:  # `[key]`: a table where a value was expected
+                return number
             continue
         if current == table and key_re.match(line):
             return number
@@ -245,7 +247,7 @@ def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
                 tables = ", ".join(schema.TABLE_CATEGORIES)
                 near = difflib.get_close_matches(key, list(schema.TABLE_CATEGORIES), n=1)
                 hint = f"; did you mean [{near[0]}]?" if near else f" (tables: {tables})"
-                raise ConfigError(f"{path}: unknown table [{key}]{hint}")
+                raise ConfigError(f"{_where(path, None, key)}unknown table [{key}]{hint}")
             for name, v in value.items():
                 if name not in BY_NAME:
                     raise ConfigError(unknown_message(name, _where(path, key, name)))
@@ -265,13 +267,11 @@ def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
     return flat
 
 
-def _resolve_source(source: str, relative_to: Path | None = None) -> Path:
+def _resolve_source(source: str) -> Path:
     """A preset name or a file path -> the file."""
     looks_like_path = source.endswith(PRESET_SUFFIX) or "/" in source or os.sep in source
     if looks_like_path:
         path = Path(source).expanduser()
-        if relative_to is not None and not path.is_absolute():
-            path = relative_to / path
         if not path.exists():
             raise ConfigError(f"{source}: no such file")
         return path
@@ -315,7 +315,7 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Config, Config
 
 
 def _resolve_extends(extends: str, path: Path) -> Path:
-    candidate = (path.parent / extends)
+    candidate = path.parent / Path(extends).expanduser()  # an absolute path stays absolute
     if extends.endswith(PRESET_SUFFIX) or "/" in extends:
         if not candidate.exists():
             raise ConfigError(f"{_where(path, None, 'extends')}extends: no such file {extends!r}")

@@ -76,6 +76,11 @@ def test_extends_preset_name_and_relative_path(isolated):
         [training]
         lr = 1e-4
     """)
+    absolute = write(isolated / "abs.toml", f'extends = "{sub / "base.toml"}"\n')
+    assert config.load(str(absolute)) == config.load(str(sub / "base.toml"))
+    write(Path.home() / "mine" / "home.toml", "seed = 11\n")
+    tilde = write(isolated / "tilde.toml", 'extends = "~/mine/home.toml"\n')
+    assert config.load(str(tilde)).seed == 11
     nested = write(isolated / "nested" / "deep.toml", """
         extends = "../configs/child.toml"
         seed = 7
@@ -117,8 +122,10 @@ def test_unknown_keys_suggest_the_nearest_parameter(isolated):
     assert error_of(str(f)) == f"{f}:3: unknown parameter 'learning_rat'"
     f = write(isolated / "d.toml", "aoa_layers = 4\n")
     assert error_of(str(f)) == f"{f}:1: unknown parameter 'aoa_layers'; did you mean 'AOA_layers'?"
-    f = write(isolated / "e.toml", "[trainig]\nlr = 1\n")
-    assert error_of(str(f)) == f"{f}: unknown table [trainig]; did you mean [training]?"
+    f = write(isolated / "e.toml", "seed = 1\n[trainig]\nlr = 1\n")
+    assert error_of(str(f)) == f"{f}:2: unknown table [trainig]; did you mean [training]?"
+    f = write(isolated / "t.toml", "[lr]\nx = 1\n")
+    assert error_of(str(f)) == f"{f}:1: lr: expected a value, got a table"
     f = write(isolated / "g.toml", "[model]\nlr = 1e-4\n")
     assert error_of(str(f)) == f"{f}:2: lr belongs in [training], not [model]"
     f = write(isolated / "h.toml", "lr = 1e-4\n[training]\nlr = 2e-4\n")
