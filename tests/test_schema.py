@@ -183,3 +183,20 @@ def test_bounds_and_recommended_text():
     assert BY_NAME["lr"].recommended_text() == "1e-4 to 5e-4"
     assert BY_NAME["activation"].recommended_text() == "relu or swish"
     assert math.isclose(BY_NAME["omega_v"].recommended[0], 0.005)
+
+
+@pytest.mark.parametrize("p", PARAMS, ids=[p.name for p in PARAMS])
+def test_every_declaration_is_consistent(p):
+    assert p.kind in schema.KINDS
+    assert p.help and p.help.endswith((".", ")"))
+    assert coerce(p, p.default) == p.default  # the default obeys the hard bounds
+    if p.kind == "choice":
+        assert p.default in p.choices
+        assert p.recommended is None or set(p.recommended) <= set(p.choices)
+    elif p.recommended is not None:  # the advice lies inside what is allowed
+        lo, hi = p.recommended
+        assert lo <= hi
+        coerce(p, lo)
+        coerce(p, hi)
+    if p.kind not in ("int", "float"):
+        assert p.low is None and p.high is None
