@@ -19,12 +19,16 @@ from .schema import BY_NAME, PARAMS, ParamError, coerce, format_float
 _BOOL_WORDS = {"true", "false", "1", "0", "yes", "no", "on", "off"}
 PROGRAM_WORDS = ("python", "python3", "main.py", "-m", "vqatune", "train")
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+# A shell comment: `#` starting a word, to the end of the line, with no quote after it (so that
+# `runs/#1` and `'#1'` stay values; shlex's own comment handling would cut `a#b`).
+_COMMENT = re.compile(r"""(^|\s)#[^'"\n]*$""", re.MULTILINE)
 
 
 def split(text: str) -> list[str]:
     """Shell words of a command line: backslash-newline continuations joined, `# ...` dropped."""
+    text = _COMMENT.sub(r"\1", text.replace("\\\n", " "))
     try:
-        return shlex.split(text.replace("\\\n", " "), comments=True)
+        return shlex.split(text)
     except ValueError as e:
         raise ConfigError(f"command line: {e}") from None
 

@@ -104,6 +104,8 @@ def test_presets_equal_the_guide_lines(name, isolated):
     ("CUDA_VISIBLE_DEVICES=0 python -m vqatune train --seed 3  # a note", {"seed": 3}),
     ("--mixed_precision --name 'my run'", {"mixed_precision": True, "name": "my run"}),
     ("python main.py", {}),
+    ("# step 1\npython main.py --output runs/#1 --name '# x' --seed 2 # note",
+     {"output": "runs/#1", "name": "# x", "seed": 2}),
 ])
 def test_flag_forms(line, expected):
     assert cmdline.parse(line) == expected

@@ -257,6 +257,15 @@ def test_random_configs_round_trip_through_toml(tmp_path, values, full, extends)
 
 
 @HYPOTHESIS
+@given(RANDOM_CONFIGS, st.booleans())
+def test_random_configs_round_trip_through_the_command_line(values, full):
+    from vqatune.engine import cmdline
+
+    cfg = Config(values)
+    assert cmdline.config_from_cmdline(cmdline.to_cmdline(cfg, full=full)) == cfg
+
+
+@HYPOTHESIS
 @given(st.sampled_from(PARAMS), st.text(max_size=12))
 def test_random_set_text_is_a_value_or_a_clean_error(p, text):
     try:
