@@ -132,10 +132,12 @@ def test_validate_several_files(isolated):
     assert r.exit_code == 0, r.stderr
     assert r.stdout.splitlines() == ["good.toml: ok", "warn.toml: ok (1 warning)", "vqa: ok"]
     assert "warning: warn.toml: lr = 0.1 is outside" in r.stderr
-    r = cli("config", "validate", "good.toml", "bad.toml", "missing.toml")
+    (isolated / "broken.toml").write_text("[model]\ndropout = = 0.3\n")
+    r = cli("config", "validate", "good.toml", "bad.toml", "broken.toml", "missing.toml")
     assert r.exit_code == 2
     assert r.stdout.splitlines() == ["good.toml: ok"]
     assert r.stderr.splitlines() == ["error: bad.toml:2: dropout: must be >= 0.0 and < 1.0, got 1.5",
+                                     "error: broken.toml:2:11: invalid TOML: Invalid value",
                                      "error: missing.toml: no such file"]
     assert "Traceback" not in r.stderr
 
