@@ -189,7 +189,7 @@ def _parse_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read: {e}") from None
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer past Python's digit limit
         msg = str(e)
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
         if m:

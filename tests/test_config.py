@@ -147,6 +147,10 @@ def test_unknown_keys_suggest_the_nearest_parameter(isolated):
     ("[optimisation]\nmax_memory_usage = 0\n", 2, "max_memory_usage: must be > 0.0 and <= 1.0, got 0.0"),
     ("[optimisation]\nmax_memory_usage = nan\n", 2, "max_memory_usage: expected a finite number, got nan"),
     ("training = { lr = 0 }\n", 1, "lr: must be > 0.0, got 0.0"),
+    ("lr = 1" + "0" * 400 + "\n", 1, "lr: expected a finite number, got 1" + "0" * 56 + "..."),
+    ('name = "a\\nb"\n', 1, "name: must not contain control characters"),
+    ("sampler_type = '" + "x" * 100 + "'\n", 1,
+     "sampler_type: expected one of imle, gumbel, got '" + "x" * 56 + "..."),
 ])
 def test_wrong_type_or_bound_is_file_line_param_message(isolated, body, line, message):
     f = write(isolated / "bad.toml", body)
@@ -276,7 +280,7 @@ def test_random_set_text_is_a_value_or_a_clean_error(p, text):
     assert schema.coerce(p, value) == value  # accepted values obey the schema
 
 
-TOML_VALUES = st.one_of(st.integers(-10**20, 10**20), st.floats(), st.booleans(),
+TOML_VALUES = st.one_of(st.integers(), st.integers(10**300, 10**400), st.floats(), st.booleans(),
                         st.text(max_size=8), st.lists(st.integers(), max_size=2),
                         st.dictionaries(st.sampled_from(["a", "lr"]), st.integers(), max_size=1))
 
