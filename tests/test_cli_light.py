@@ -10,9 +10,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from vqatune.engine import config
+from vqatune.engine.schema import PARAMS
 from vqatune.tui.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,3 +200,15 @@ def test_wheel_ships_all_packages_and_presets(tmp_path):
     assert {f"vqatune/presets/{name}.toml" for name in config.BUILTIN_ORDER} <= names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "vqatune = vqatune.tui.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([p.name for p in PARAMS]) | st.text(max_size=8), st.text(max_size=12))
+def test_random_set_never_tracebacks(name, value):
+    r = cli("config", "show", "--format", "json", "--set", f"{name}={value}")
+    assert r.exit_code in (0, 2)
+    assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit)
+    if r.exit_code == 2:
+        assert r.stdout == "" and r.stderr.startswith("error: --set")
+    else:
+        assert json.loads(r.stdout)["overrides"]
