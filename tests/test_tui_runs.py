@@ -373,3 +373,23 @@ def test_auto_start_stays_on_configure_without_live_runs(store):
             await settle(pilot, app)
             assert app.current_mode == "configure"
     asyncio.run(run())
+
+
+def test_runs_table_is_rebuilt_only_when_runs_change(store):
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            screen = app.screen
+            rebuilds = []
+            original = screen.rebuild
+            screen.rebuild = lambda: (rebuilds.append(1), original())
+            screen.refresh_runs()
+            await settle(pilot, app)
+            assert rebuilds == []  # the same four finished runs
+            make_run(store, "20260102-100000-new-ffff")
+            screen.refresh_runs()
+            await settle(pilot, app)
+            assert rebuilds == [1]
+            assert screen.query_one("#runs-table", DataTable).row_count == 5
+    asyncio.run(run())

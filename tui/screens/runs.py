@@ -118,6 +118,8 @@ class RunsScreen(Screen):
         self.post_message(RunsListed(load_rows(getattr(self.app, "runs_dir", None))))
 
     def on_runs_listed(self, message: RunsListed) -> None:
+        if message.runs == self.rows:  # nothing changed: keep the table (and the UI) still
+            return
         self.rows = message.runs
         self.rebuild()
 
