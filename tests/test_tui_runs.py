@@ -393,3 +393,23 @@ def test_runs_table_is_rebuilt_only_when_runs_change(store):
             assert rebuilds == [1]
             assert screen.query_one("#runs-table", DataTable).row_count == 5
     asyncio.run(run())
+
+
+def test_runs_list_is_not_refreshed_under_a_monitor(store):
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            runs_screen = app.screen
+            calls = []
+            runs_screen.refresh_runs = lambda: calls.append(1)
+            runs_screen.refresh_if_shown()
+            assert calls == [1]
+            app.open_monitor(store / "20260101-100000-base-aaaa")
+            await settle(pilot, app)
+            runs_screen.refresh_if_shown()
+            assert calls == [1]  # hidden: no listing
+            await pilot.press("escape")
+            await pilot.pause()
+            assert calls == [1, 1]  # shown again: listed at once
+    asyncio.run(run())

@@ -111,7 +111,15 @@ class RunsScreen(Screen):
             table.add_column(label, key=label or "mark")
         table.focus()
         self.refresh_runs()
-        self.set_interval(REFRESH_S, self.refresh_runs)
+        self.set_interval(REFRESH_S, self.refresh_if_shown)
+
+    def refresh_if_shown(self) -> None:
+        """Under a monitor or compare screen the table is hidden: leave the CPU to training."""
+        if self.is_active:
+            self.refresh_runs()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()  # back from a monitor: show what changed meanwhile at once
 
     @work(thread=True, exclusive=True, group="list")
     def refresh_runs(self) -> None:

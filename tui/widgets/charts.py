@@ -76,7 +76,7 @@ class Series:
 class MetricChart(PlotextPlot):
     """A titled chart of named series; call `add` freely, it redraws on its own schedule."""
 
-    def __init__(self, title: str, *, xlabel: str = "step", max_fps: float = 2.0,
+    def __init__(self, title: str, *, xlabel: str = "step", max_fps: float = 1.0,
                  id: str | None = None, classes: str | None = None):
         super().__init__(id=id, classes=classes)
         self.title = title
