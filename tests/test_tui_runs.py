@@ -413,3 +413,41 @@ def test_runs_list_is_not_refreshed_under_a_monitor(store):
             await pilot.pause()
             assert calls == [1, 1]  # shown again: listed at once
     asyncio.run(run())
+
+
+def test_chart_downsampling_keeps_spikes_and_order():
+    import numpy as np
+
+    from vqatune.tui.widgets.charts import downsample
+
+    x = np.arange(100_000, dtype=float)
+    y = np.sin(x / 1000)
+    y[54_321] = 50.0  # a spike (a diverging loss) must survive
+    xs, ys = downsample(x, y, 200)
+    assert len(xs) <= 202 and ys.max() == 50.0 and xs[ys.argmax()] == 54_321
+    assert np.all(np.diff(xs) > 0)
+    assert ys.min() == y.min()
+    short_x, short_y = downsample(x[:150], y[:150], 200)
+    assert len(short_x) == 150  # short series unchanged
+
+
+def test_chart_redraws_are_throttled():
+    from textual.app import App
+
+    from vqatune.tui.widgets.charts import MetricChart
+
+    class ChartApp(App):
+        def compose(self):
+            yield MetricChart("loss", max_fps=2.0)
+
+    async def run():
+        app = ChartApp()
+        async with app.run_test(size=(80, 20)) as pilot:
+            chart = app.query_one(MetricChart)
+            first = chart.redraws
+            for i in range(150):  # 150 points over about 1.5 s
+                chart.add("loss", i, 1.0 / (i + 1))
+                await pilot.pause(0.01)
+            assert 1 <= chart.redraws - first <= 5  # 2 a second, not one per point
+            assert chart.series["loss"].n == 150
+    asyncio.run(run())

@@ -12,6 +12,7 @@ from textual.widgets import Input
 
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
+from vqatune.tui.widgets.charts import MetricChart
 
 from tui_fixtures import make_store
 
@@ -34,8 +35,10 @@ async def settle(pilot):
         widget.cursor_blink = False  # a blinking cursor makes two pictures differ
     await pilot.pause()
     await pilot.app.workers.wait_for_complete()
-    await pilot.pause(0.3)  # throttled chart redraws
     await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    for chart in pilot.app.screen.query(MetricChart):
+        chart.redraw_if_dirty()  # what the throttle would draw within a second
     await pilot.pause()
 
 
