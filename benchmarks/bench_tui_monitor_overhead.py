@@ -7,6 +7,11 @@ Runs the `smoke` model for --steps optimiser steps (a step event every step: the
 case), alternately plain and with `vqatune tui`'s Monitor open on it (headless, 120x40, polling
 and redrawing as on a terminal) in this process. Throughput is the median of the trainer's own
 samples/s over the steps after the first three (start-up excluded).
+
+On a machine shared with other jobs the throughput of one run swings by far more than 3% (torch's
+threads are very sensitive to competing processes), so the per-pair ratios are printed and the
+CPU the TUI itself used is reported: on 2 cores the TUI can take at most that share of one core
+from training.
 """
 
 from __future__ import annotations
@@ -82,9 +87,11 @@ def main() -> None:
                     monitored.append(throughput(run_dir))
                 print(f"  {mode:5s} {(plain if mode == 'plain' else monitored)[-1]:.1f} samples/s")
     ratio = statistics.median(monitored) / statistics.median(plain)
+    paired = [m / p for m, p in zip(monitored, plain)]
     print(f"training samples/s with the TUI monitoring / without: {ratio:.3f} "
           f"(median {statistics.median(monitored):.1f} vs {statistics.median(plain):.1f} over "
-          f"{args.pairs} pairs of {args.steps} steps); goal >= 0.97")
+          f"{args.pairs} pairs of {args.steps} steps; per pair "
+          f"{', '.join(f'{r:.2f}' for r in paired)}); goal >= 0.97")
     print(f"CPU the TUI used while monitoring: {statistics.median(shares) * 100:.1f}% of one core "
           f"(median); load average {os.getloadavg()[0]:.1f}")
 
