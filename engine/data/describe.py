@@ -22,12 +22,12 @@ def example(bundle: DataBundle, split: str = "train", index: int = 0) -> dict[st
     s = dataset[index]
     out: dict[str, Any] = {"index": index}
     for attr, key in (("question_ids", "question_id"), ("texts", "question")):
-        if hasattr(dataset, attr):
+        if getattr(dataset, attr, None) is not None:
             out[key] = getattr(dataset, attr)[index]
-    if hasattr(dataset, "image_ids") and hasattr(dataset, "image_row"):
-        out["image_id"] = dataset.image_ids[int(dataset.image_row[index])]
-    elif hasattr(dataset, "image_ids"):
-        out["image_id"] = int(dataset.image_ids[index])
+    if getattr(dataset, "image_ids", None) is not None:
+        row = dataset.image_row[index] if hasattr(dataset, "image_row") else index
+        image_id = dataset.image_ids[int(row)]
+        out["image_id"] = image_id.item() if isinstance(image_id, np.generic) else image_id
     out["tokens"] = _words(s["q_tokens"], meta.vocab)
     scored = np.nonzero(s["score"])[0]
     out["answer"] = meta.answers[s["label"]] if s["label"] >= 0 else None

@@ -36,10 +36,6 @@ class Answers:
         return {"target": target, "score": score, "label": self.label[q],
                 "answer_type": self.answer_type[q]}
 
-    def subset(self, keep: np.ndarray) -> "Answers":
-        return Answers(self.ids[keep], self.target[keep], self.score[keep], self.label[keep],
-                       self.answer_type[keep])
-
 
 def single_answers(labels: np.ndarray, types: np.ndarray) -> Answers:
     """One correct answer per question (GQA, easy-VQA): one-hot target and score."""
@@ -95,11 +91,14 @@ class GraphFeatures:
 
 
 class H5Features:
-    """Lazy region features from HDF5 files: each image's rows are read when its batch is built.
+    """Lazy region features from HDF5 files: only the rows of a batch's images are read.
 
-    `rows_of[i]` = (file number, first row, box count); `layout` is "gqa" (features[idx, :n] in
-    gqa_objects_{file}.h5) or "vqa" (image_features[start:start + n] in one file). Files are
-    opened on first use in each process (h5py handles must not cross a fork).
+    `layout` is "gqa" (gqa_objects_{file}.h5: features[idx, :n], bboxes[idx, :n]) or "vqa" (one
+    file: image_features[first:first + n], spatial_features[first:first + n, :4]). Contiguous,
+    uncompressed datasets (how both official sets are stored) are memory-mapped at their file
+    offset, so a batch is one numpy gather from the page cache; chunked or compressed ones are
+    read image by image through h5py. Files are opened on first use in each process (handles
+    must not cross a fork). Regions keep the stored dtype (float16 stays float16 until collate).
     """
 
     def __init__(self, paths: list[Path], layout: str, file_no: np.ndarray, first: np.ndarray,
@@ -108,47 +107,87 @@ class H5Features:
         self.file_no, self.first, self.count = file_no, first, count
         self.scale = scale  # float32 [I, 4]: divides pixel boxes into [0, 1] (1 for VQA)
         self.dim, self.dtype = dim, dtype
-        self._files: dict[int, object] = {}
+        self._open: dict[int, tuple] = {}
         self._pid = None
 
     def __getstate__(self):  # picklable for DataLoader workers: no open handles
         state = dict(self.__dict__)
-        state["_files"], state["_pid"] = {}, None
+        state["_open"], state["_pid"] = {}, None
         return state
 
-    def _datasets(self, file_no: int):
+    def _arrays(self, file_no: int) -> tuple:
+        """(features, boxes) of one file: memory maps where possible, else h5py datasets."""
         import h5py
 
         if self._pid != os.getpid():
-            self._files, self._pid = {}, os.getpid()
-        if file_no not in self._files:
-            f = h5py.File(self.paths[file_no], "r")
-            if self.layout == "gqa":
-                self._files[file_no] = (f["features"], f["bboxes"])
-            else:
-                self._files[file_no] = (f["image_features"], f["spatial_features"])
-        return self._files[file_no]
+            self._open, self._pid = {}, os.getpid()
+        if file_no not in self._open:
+            path = self.paths[file_no]
+            f = h5py.File(path, "r")
+            names = ("features", "bboxes") if self.layout == "gqa" else \
+                ("image_features", "spatial_features")
+            self._open[file_no] = tuple(_memory_map(path, f[name]) for name in names) + (f,)
+        return self._open[file_no]
 
     def take(self, rows: np.ndarray, max_boxes: int) -> dict[str, np.ndarray]:
         b = len(rows)
+        n = np.minimum(self.count[rows], max_boxes)
+        mask = np.arange(max_boxes)[None, :] < n[:, None]  # [B, N]
+        files = np.unique(self.file_no[rows])
+        feats, bbs, _ = self._arrays(int(files[0]))
+        if (len(files) == 1 and self.layout == "gqa" and _mapped(feats, bbs)
+                and feats.shape[1] >= max_boxes):
+            # the common case: one gather straight into the batch (no zero-fill, no scatter)
+            first = self.first[rows]
+            regions, boxes = feats[first, :max_boxes], bbs[first, :max_boxes].astype(np.float32)
+            if not mask.all():
+                regions[~mask] = 0
+                boxes[~mask] = 0
+            boxes /= self.scale[rows][:, None, :]
+            return {"regions": regions, "boxes": boxes, "region_mask": mask}
         regions = np.zeros((b, max_boxes, self.dim), self.dtype)
         boxes = np.zeros((b, max_boxes, 4), np.float32)
-        mask = np.zeros((b, max_boxes), bool)
-        for k in np.argsort(rows, kind="stable"):  # file order: fewer seeks
-            r = rows[k]
-            feats, boxes_ds = self._datasets(int(self.file_no[r]))
-            n, first = min(int(self.count[r]), max_boxes), int(self.first[r])
-            if n == 0:
-                continue
-            if self.layout == "gqa":
-                feats.read_direct(regions, np.s_[first, :n], np.s_[k, :n])
-                boxes[k, :n] = boxes_ds[first, :n]
+        for file_no in files:
+            sel = np.nonzero(self.file_no[rows] == file_no)[0]
+            feats, bbs, _ = self._arrays(int(file_no))
+            first = self.first[rows[sel]]
+            if _mapped(feats, bbs):
+                if self.layout == "gqa":  # one gather of whole [N, D] blocks; pad rows zeroed
+                    width = min(max_boxes, feats.shape[1])
+                    regions[sel, :width] = feats[first, :width]
+                    boxes[sel, :width] = bbs[first, :width]
+                else:  # rows first..first+n of each image, gathered at once
+                    k, slot = np.nonzero(mask[sel])
+                    src = first[k] + slot
+                    regions[sel[k], slot] = feats[src]
+                    boxes[sel[k], slot] = bbs[src, :4]
             else:
-                feats.read_direct(regions, np.s_[first:first + n], np.s_[k, :n])
-                boxes[k, :n] = boxes_ds[first:first + n, :4]
-            mask[k, :n] = True
+                for k, start in zip(sel, first):
+                    m = int(n[k])
+                    if m == 0:
+                        continue
+                    if self.layout == "gqa":
+                        feats.read_direct(regions, np.s_[start, :m], np.s_[k, :m])
+                        boxes[k, :m] = bbs[start, :m]
+                    else:
+                        feats.read_direct(regions, np.s_[start:start + m], np.s_[k, :m])
+                        boxes[k, :m] = bbs[start:start + m, :4]
+        regions[~mask] = 0
+        boxes[~mask] = 0
         boxes /= self.scale[rows][:, None, :]
         return {"regions": regions, "boxes": boxes, "region_mask": mask}
+
+
+def _mapped(*arrays) -> bool:
+    return all(isinstance(a, np.ndarray) for a in arrays)
+
+
+def _memory_map(path: Path, dataset):
+    """A read-only numpy view of a contiguous, uncompressed HDF5 dataset; else the dataset."""
+    offset = dataset.id.get_offset()
+    if dataset.chunks is not None or dataset.compression is not None or offset is None:
+        return dataset
+    return np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=dataset.shape)
 
 
 class QADataset(BatchedDataset):
@@ -156,7 +195,8 @@ class QADataset(BatchedDataset):
 
     def __init__(self, q_tokens: np.ndarray, image_row: np.ndarray, answers: Answers,
                  num_answers: int, visual, max_boxes: int, stat_words: np.ndarray,
-                 graphs: Graphs | None = None):
+                 graphs: Graphs | None = None, question_ids: list | None = None,
+                 image_ids: list | None = None, texts: list[str] | None = None):
         self.q_tokens = q_tokens  # int64 [Q, L]
         self.image_row = image_row  # int64 [Q]: row in the per-image sources
         self.answers = answers
@@ -165,6 +205,8 @@ class QADataset(BatchedDataset):
         self.max_boxes = max_boxes
         self.stat_words = stat_words  # int64 [I, S]
         self.graphs = graphs
+        # for `data inspect` and error reports: official ids and the question text
+        self.question_ids, self.image_ids, self.texts = question_ids, image_ids, texts
 
     def __len__(self) -> int:
         return len(self.image_row)

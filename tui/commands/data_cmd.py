@@ -37,6 +37,7 @@ def inspect(
     """Counts (questions, images, answers, questions dropped and why) and one decoded example."""
     from vqatune.engine import config
     from vqatune.engine.data import build, describe
+    from vqatune.engine.schema import ParamError
 
     with user_errors():
         cfg = config.load(source, sets or ())
@@ -45,7 +46,10 @@ def inspect(
             changes["dataset"] = dataset
         if data_root is not None:
             changes["data_root"] = data_root
-        cfg = cfg.replace(**changes)
+        try:
+            cfg = cfg.replace(**changes)
+        except ParamError as e:  # replace() raises the schema's error, not ConfigError
+            raise config.ConfigError(f"--{e.param.replace('_', '-')}: {e.message}") from None
         eval_split = None if split == "train" else split
         bundle = build(cfg, eval_split=eval_split)
         info = describe.describe(bundle, "train" if split == "train" else "eval")
