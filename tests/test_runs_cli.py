@@ -149,6 +149,18 @@ def test_show_running_run_samples_gpu_and_process(runs, monkeypatch):
     assert "no NVIDIA GPU" in cli("show", run_dir.name)[1]
 
 
+def test_show_when_the_source_file_is_gone(runs, tmp_path):
+    preset = tmp_path / "mine.toml"
+    preset.write_text('extends = "smoke"\n[training]\nlr = 0.002\n')
+    run_dir = runstore.create_run(config.load(str(preset), ["seed=5"]), source=str(preset))
+    out = cli("show", run_dir.name)[1]
+    assert "* seed = 5" in out and "  lr = 0.002" in out  # differs from the file: the --set
+    preset.unlink()
+    code, out, err = cli("show", run_dir.name)
+    assert code == 0 and "no longer resolves" in err and "  seed = 5" in out
+    assert "differs from" not in out
+
+
 # ----------------------------------------------------------------------------------------------
 # logs
 
@@ -168,6 +180,21 @@ def test_logs_follow_until_the_run_ends(runs, fake_trainer, monkeypatch):
     code, out, _ = cli("logs", "-f", run_dir.name)
     assert code == 0 and "fake trainer start" in out and "fake trainer done 30" in out
     proc.wait()
+
+
+def test_logs_follow_ctrl_c_leaves_quietly(runs):
+    import psutil
+
+    run_dir = finished_run()
+    write_json_atomic(run_dir / "status.json", {
+        "state": "running", "pid": os.getpid(), "pid_start_time": psutil.Process().create_time(),
+        "heartbeat": time.time() + 3600})
+    proc = subprocess.Popen([sys.executable, "-m", "vqatune.tui.cli", "logs", "-f", run_dir.name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "line 1\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and err == ""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -155,6 +155,15 @@ def test_create_run_writes_config_meta_status(runs):
     assert [p.name for p in runs.iterdir()] == [run_dir.name]  # no temp dir left behind
 
 
+def test_tags_go_into_meta_without_replacing_its_fields(runs):
+    run_dir = runstore.create_run(smoke_cfg(), name="t", tags={"sweep": "s1", "trial": 3,
+                                                                "id": "forged", "name": "x"})
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert (meta["sweep"], meta["trial"]) == ("s1", 3)
+    assert meta["id"] == run_dir.name and meta["name"] == "t"
+    assert runstore.run_info(run_dir).meta["trial"] == 3
+
+
 def test_name_priority_and_sanitising(runs):
     assert "-mine-" in runstore.create_run(smoke_cfg(name="mine"), source="smoke").name
     assert "-given-" in runstore.create_run(smoke_cfg(name="mine"), name="given").name
@@ -230,8 +239,23 @@ def test_create_run_leaves_nothing_on_failure(runs, monkeypatch):
 def test_create_run_unwritable_runs_dir_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ConfigError, match="cannot create the runs directory"):
+    with pytest.raises(ConfigError, match="cannot create a run directory there"):
         runstore.create_run(smoke_cfg(), runs_dir=blocker / "runs")
+
+
+def test_two_runs_racing_for_one_output_dir(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real_rename = os.rename
+
+    def someone_else_first(src, dst):  # another process fills the directory just before us
+        (Path(dst)).mkdir(exist_ok=True)
+        (Path(dst) / "config.toml").write_text("")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(runstore.os, "rename", someone_else_first)
+    with pytest.raises(ConfigError, match="exists and is not an empty directory"):
+        runstore.create_run(smoke_cfg(), output=out)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp dir left
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,6 +313,9 @@ def test_running_needs_live_pid_matching_start_time_and_fresh_heartbeat(run_dir)
     write_status(run_dir, **base, heartbeat=now - 31)
     info = runstore.run_info(run_dir)
     assert info.state == "crashed" and "heartbeat" in info.message
+    assert info.pid == os.getpid() and not info.live  # hung, not live; kept to be stopped
+    with pytest.raises(ConfigError, match="alive but silent"):
+        runstore.resume(run_dir)
 
     # pid reuse: the pid is alive but belongs to a process that started at another time
     write_status(run_dir, **{**base, "pid_start_time": my_start_time() - 500}, heartbeat=now)
@@ -443,6 +470,18 @@ def test_stop_kill_records_stopped(run_dir, fake_trainer, monkeypatch):
     info = runstore.stop(run_dir, kill=True)
     assert proc.wait(timeout=10) == -signal.SIGKILL
     assert info.state == "stopped" and "--kill" in info.message
+
+
+def test_stop_kill_ends_a_hung_run(run_dir):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                            start_new_session=True)
+    write_status(run_dir, state="running", pid=proc.pid,
+                 pid_start_time=psutil.Process(proc.pid).create_time(),
+                 heartbeat=time.time() - 100, started=time.time() - 200)
+    assert runstore.run_info(run_dir).state == "crashed"
+    info = runstore.stop(run_dir, kill=True)
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    assert info.state == "stopped" and info.pid is None
 
 
 def test_stop_while_starting_records_stopped(run_dir):

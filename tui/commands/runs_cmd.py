@@ -242,8 +242,9 @@ def show(
     if base is None:
         warn(f"its source {info.source!r} no longer resolves; no differences shown")
     con.print()
-    con.print(Text.assemble(("config", "bold"), (
-        f"  (* differs from {info.source or 'the defaults'}: {len(changed)})", "dim")))
+    note = f"  (* differs from {info.source or 'the defaults'}: {len(changed)})" \
+        if base is not None else ""
+    con.print(Text.assemble(("config", "bold"), (note, "dim")))
     values = cfg.to_dict()
     for group, params in schema.iter_groups():
         con.print(Text(f"  [{group}]", style="dim"))
@@ -278,8 +279,8 @@ def monitor_rows(snap) -> list[tuple[str, str]]:
 # logs
 
 
-def _follow(path: Path, offset: int, is_live, poll_s: float = 0.25) -> int:
-    """Copy what is appended to path to stdout until is_live() turns false; returns the offset."""
+def _follow(path: Path, offset: int, is_live, poll_s: float = 0.25) -> None:
+    """Copy what is appended to path to stdout until is_live() turns false."""
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     last_check = 0.0
     live = True
@@ -299,7 +300,7 @@ def _follow(path: Path, offset: int, is_live, poll_s: float = 0.25) -> int:
                 sys.stdout.write(data.decode("utf-8", "replace"))
                 sys.stdout.flush()
         if not live and not data:
-            return offset
+            return
         now = time.monotonic()
         if now - last_check > 1.0:
             live, last_check = is_live(), now
