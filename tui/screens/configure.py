@@ -50,28 +50,33 @@ class ConfigureScreen(Screen):
             yield Button("Launch", id="launch", variant="primary", compact=True)
         with Horizontal(id="config-body"):
             yield OptionList(*[Option(g, id=g) for g in schema.GROUPS], id="panels")
-            with ContentSwitcher(id="fields", initial=_panel_id(schema.GROUPS[0])):
-                for group in schema.GROUPS:
-                    yield VerticalScroll(id=_panel_id(group), classes="panel")
+            first = schema.GROUPS[0]
+            with ContentSwitcher(id="fields", initial=_panel_id(first)):
+                # Only the first panel is built now; the others on first view (show_panel).
+                with VerticalScroll(id=_panel_id(first), classes="panel"):
+                    yield from self.panel_widgets(first)
         yield Static("", id="form-status")
         yield Footer(compact=True)
 
-    async def on_mount(self) -> None:
-        await self.show_panel(schema.GROUPS[0])
+    def on_mount(self) -> None:
         self.query_one(ParamField).focus_control()
         self.refresh_summary()
         self.list_presets()
 
+    def panel_widgets(self, group: str) -> list:
+        self.built_panels.add(group)
+        return [Static(group, classes="panel-title"),
+                *[ParamField(p, self.form.raw[p.name], self.form.field(p.name),
+                             self.field_note(p.name)) for p in schema.params_in_group(group)]]
+
     async def show_panel(self, group: str) -> None:
-        """Switch to a panel, building its fields the first time (a fast first frame)."""
-        panel = self.query_one(f"#{_panel_id(group)}", VerticalScroll)
+        """Switch to a panel, building it the first time (a fast first frame)."""
+        switcher = self.query_one("#fields", ContentSwitcher)
         if group not in self.built_panels:
-            self.built_panels.add(group)
-            fields = [ParamField(p, self.form.raw[p.name], self.form.field(p.name),
-                                 self.field_note(p.name))
-                      for p in schema.params_in_group(group)]
-            await panel.mount_all([Static(group, classes="panel-title"), *fields])
-        self.query_one("#fields", ContentSwitcher).current = panel.id
+            panel = VerticalScroll(*self.panel_widgets(group), id=_panel_id(group),
+                                   classes="panel")
+            await switcher.mount(panel)
+        switcher.current = _panel_id(group)
         panels = self.query_one("#panels", OptionList)
         index = schema.GROUPS.index(group)
         if panels.highlighted != index:
