@@ -113,13 +113,18 @@ class RunWatcher:
         self.metrics = MetricsTail(self.run_dir / events.METRICS_FILE)
         self.log = LogTail(self.run_dir / events.LOG_FILE)
         self.gpus = GPUMonitor()
+        self.has_gpu: bool | None = None  # unknown until the first live sample
         self.charts = ChartPoints()
 
     def poll(self) -> RunUpdate:
         info = runstore.run_info(self.run_dir)  # before the metrics: no event is missed at the end
         records = self.metrics.read()
         points, steps = self.charts.convert(records)
-        snapshot = self.gpus.sample(info.pid) if info.state == "running" else None
+        snapshot = None
+        if info.state == "running" and self.has_gpu is not False:
+            snapshot = self.gpus.sample(info.pid)
+            self.has_gpu = bool(snapshot.gpus)  # without a GPU there is nothing to chart: stop
+            snapshot = snapshot if snapshot.gpus else None
         return RunUpdate(status=info, new_events=len(records), points=points, steps=steps,
                          log_lines=self.log.read(), gpu=snapshot)
 

@@ -20,7 +20,7 @@ from vqatune.tui.messages import RunUpdate, RunUpdated, UserError
 from vqatune.tui.widgets.charts import MetricChart
 from vqatune.tui.workers import RunWatcher
 
-POLL_S = 0.5  # how often a live run is read
+POLL_S = 1.0  # how often a live run is read (the charts redraw at most once a second too)
 MIB = 1 << 20
 
 STATE_TEXT = {
