@@ -194,7 +194,7 @@ def test_logs_follow_ctrl_c_leaves_quietly(runs):
     assert proc.stdout.readline() == "line 1\n"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
-    # 130, or killed by SIGINT when it lands during interpreter teardown: a shell sees 130
+    # 130, or (rarely, by timing) killed by the SIGINT itself: a shell reads both as 130
     assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
 
 
