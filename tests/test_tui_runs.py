@@ -227,7 +227,10 @@ def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
             assert app.screen.info.state == "running"
             assert "RUNNING" in str(app.screen.query_one("#run-header").render())
             rising = app.screen.steps_seen
-            await pilot.pause(0.6)
+            for _ in range(30):  # the monitor polls once a second
+                await pilot.pause(0.1)
+                if app.screen.steps_seen > rising:
+                    break
             assert app.screen.steps_seen > rising  # the step count rises
             await pilot.press("s")
             for _ in range(50):
@@ -236,7 +239,7 @@ def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
                     break
             # the fake trainer has no SIGTERM handler: it dies, the run store says crashed
             assert runstore.run_info(run_dir).state in ("crashed", "stopped")
-            await pilot.pause(1.0)  # two polls
+            await pilot.pause(2.2)  # two polls
             assert app.screen.info.state in ("crashed", "stopped")
     asyncio.run(run())
 
