@@ -181,10 +181,13 @@ def test_from_cmdline_prints_toml_and_extends(isolated):
 def test_wheel_ships_all_packages_and_presets(tmp_path):
     # Build from a clean copy: setuptools reuses ./build, whose stale files could hide a
     # package missing from pyproject; and the test must not write into the repository.
+    # Only what the build reads: copying the whole checkout once copied tmp_path into itself.
     source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "runs", "*.egg-info", "__pycache__", ".hypothesis",
-        ".pytest_cache"))
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "__snapshots__")
+    for top in ("engine", "tui", "presets"):
+        shutil.copytree(REPO / top, source / top, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                           str(tmp_path), str(source)], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
