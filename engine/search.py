@@ -427,6 +427,9 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
 
     study = load_study(spec, storage_url, study_name)
     update_sweep_search(sweep, spec, storage_url, study_name)
+    echo(f"sweep {sweep.id}: {plan.title} on {plan.base}: study {study_name!r} in "
+         f"{safe_url(storage_url)}, {spec.n_trials} trials "
+         f"({sweep_mod.describe_slots(slots)}; runs in {sweep.runs_dir})")
     base = sweep_mod.base_config(plan)
     host = socket.gethostname()
     free = list(range(len(slots)))
@@ -467,9 +470,7 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
         elif info.state in sweep_mod.KEPT_STATES or info.meta.get("pruned"):
             proc, what = None, "collecting"
         else:
-            resume = sweep_mod.needs_resume(run_dir)
-            proc = sweep_mod.launch_in_slot(run_dir, slots[slot_index], resume=resume)
-            what = "resumed" if resume else "restarted"
+            proc, what = sweep_mod.relaunch(run_dir, slots[slot_index])
         trial = optuna.trial.Trial(study, frozen._trial_id)
         follow(trial, frozen.number, run_dir, slot_index, proc, what, run_claim,
                reported=frozen.intermediate_values)

@@ -410,6 +410,12 @@ def make_slots(parallel: int | None, gpus: list[str] | None) -> list[str | None]
     return [None] * (parallel or 1)
 
 
+def describe_slots(slots: list[str | None]) -> str:
+    if slots and slots[0] is not None:
+        return f"GPUs {','.join(slots)}, one run each"
+    return f"{len(slots)} run{'s' * (len(slots) > 1)} at a time"
+
+
 def launch_in_slot(run_dir: Path, slot: str | None, *, resume: bool):
     """Start the trainer detached, pinned to one GPU when slot is a GPU id."""
     if slot is None:
@@ -425,9 +431,11 @@ def launch_in_slot(run_dir: Path, slot: str | None, *, resume: bool):
             os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
-def needs_resume(run_dir: Path) -> bool:
-    """A run that has trained before continues from its last checkpoint."""
-    return runstore.last_checkpoint(run_dir) is not None
+def relaunch(run_dir: Path, slot: str | None):
+    """Start an unfinished run again: the trainer continues from checkpoints/last.pt, or from
+    the start when it never reached one. -> (process, "resumed" or "restarted")"""
+    what = "resumed" if runstore.last_checkpoint(run_dir) is not None else "restarted"
+    return launch_in_slot(run_dir, slot, resume=True), what
 
 
 @dataclass
@@ -502,6 +510,8 @@ def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
     wait for ones still running from an earlier invocation. Ctrl-C stops the live runs."""
     planned = expand(plan)
     with sweep_lock(sweep):
+        echo(f"sweep {sweep.id}: {plan.title} on {plan.base} ({describe_slots(slots)}; "
+             f"runs in {sweep.runs_dir})")
         items = match_runs(sweep, planned)
         total = len(items)
         states = {it.planned.key: it.state for it in items}
@@ -517,7 +527,6 @@ def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
         def start(item: SweepItem, slot_index: int) -> None:
             slot = slots[slot_index]
             p = item.planned
-            resume = False
             if item.run_dir is None:
                 item.run_dir = create_sweep_run(
                     sweep, p.config, name=f"{plan.name}-{p.variant}-s{p.seed}",
@@ -529,9 +538,7 @@ def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
             elif item.state in ("running", "queued") and runstore.run_info(item.run_dir).live:
                 what, proc = "waiting for", None  # still running from an earlier invocation
             else:
-                resume = needs_resume(item.run_dir)
-                what = "resumed" if resume else "started"
-                proc = launch_in_slot(item.run_dir, slot, resume=resume)
+                proc, what = relaunch(item.run_dir, slot)
             where = f" on GPU {slot}" if slot is not None else ""
             echo(f"[{done_count + len(jobs) + 1}/{total}] {what} {p.key}: run "
                  f"{item.run_dir.name}{where}")
@@ -639,10 +646,9 @@ def compare(sweep: Sweep, *, curves: bool = True) -> dict:
             overrides[label] = dict(r.meta.get("params") or {})
     rows = []
     for name, members in groups.items():
-        best_xs = [r.best_accuracy for r in members if r.state == "done" or is_finished(r)
-                   if isinstance(r.best_accuracy, (int, float))]
-        final_xs = [r.last_accuracy for r in members if is_finished(r)
-                    if isinstance(r.last_accuracy, (int, float))]
+        finished = [r for r in members if is_finished(r)]
+        best_xs = [r.best_accuracy for r in finished if isinstance(r.best_accuracy, (int, float))]
+        final_xs = [r.last_accuracy for r in finished if isinstance(r.last_accuracy, (int, float))]
         mean, std = _mean_std(best_xs)
         fmean, fstd = _mean_std(final_xs)
         top = max((r for r in members if isinstance(r.best_accuracy, (int, float))),

@@ -80,8 +80,6 @@ def sweep(
             search_mod.open_storage(storage)
         sweep_obj = sweep_mod.open_sweep(plan, runs_dir)
     echo = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
-    echo(f"sweep {sweep_obj.id}: {plan.title} on {plan.base} "
-         f"({_slots_text(slots)}; runs in {sweep_obj.runs_dir})")
     try:
         with user_errors(), sweep_mod.interrupts_as_keyboard():
             if spec is None:
@@ -102,12 +100,6 @@ def sweep(
         print_json(comparison)
     else:
         print_comparison(comparison)
-
-
-def _slots_text(slots: list) -> str:
-    if slots and slots[0] is not None:
-        return f"GPUs {','.join(slots)}, one run each"
-    return f"{len(slots)} run{'s' * (len(slots) > 1)} at a time"
 
 
 def _dry_run(plan, as_json: bool) -> None:
