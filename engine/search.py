@@ -285,11 +285,16 @@ def open_storage(url: str):
         raise ConfigError(f"--storage {url!r}: expected an Optuna storage URL "
                           f"(sqlite:///FILE, postgresql://..., mysql://...) or journal:PATH")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as e:  # a bad URL, a missing driver, an unreachable server
-        raise ConfigError(f"--storage {safe_url(url)}: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0]}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as e:  # a bad URL, a missing driver, an unreachable server
+            # Workers starting together on a new database race to create its tables.
+            if "already exists" in str(e) and attempt < 4:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise ConfigError(f"--storage {safe_url(url)}: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0]}") from None
 
 
 def safe_url(url: str) -> str:

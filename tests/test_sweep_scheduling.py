@@ -16,11 +16,9 @@ import optuna
 import pytest
 
 from vqatune.engine import runstore, search, sweep
-from vqatune.engine.events import read_json
 
 FAKE = Path(__file__).with_name("sweep_fake_trainer.py")
 FAKE_TRAINER = [sys.executable, str(FAKE)]
-REPO = Path(__file__).resolve().parents[1]
 
 # Runs `vqatune` in a child process with the stand-in trainer.
 CLI_WITH_FAKE = (
@@ -172,30 +170,6 @@ def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, 
         "fake trainer resume at step 0" not in resumed_log
 
 
-def test_interrupted_cli_sweep_stops_its_runs_and_resumes(tmp_path):
-    plan = plan_file(tmp_path, "seeds = [1, 2, 3]\n[set]\nmax_steps = 30\n")
-    runs = tmp_path / "runs"
-    args = ["sweep", str(plan), "--runs-dir", str(runs)]
-    first = vqatune(args, env={"FAKE_DELAY": "0.05"})
-    state = lambda: [r.state for r in runstore.list_runs(runs)]  # noqa: E731
-    assert wait_for(lambda: "done" in state() and "running" in state(), timeout=60)
-    first.send_signal(signal.SIGINT)
-    out, _ = first.communicate(timeout=60)
-    assert first.returncode == 130, out
-    assert "run the same command again to resume it" in out
-    assert sorted(state()) == ["done", "stopped"]  # the live run was stopped, not left behind
-
-    second = vqatune(args, env={"FAKE_DELAY": "0.01"})
-    out, _ = second.communicate(timeout=60)
-    assert second.returncode == 0, out
-    assert "1 of 3 runs already finished, kept" in out and "resumed base/seed2" in out
-    infos = runstore.list_runs(runs)
-    assert sorted(r.meta["sweep_key"] for r in infos) == ["base/seed1", "base/seed2",
-                                                          "base/seed3"]
-    assert all(r.state == "done" for r in infos)
-    assert "winner: base" in out
-
-
 def test_a_second_process_on_a_running_sweep_is_refused(tmp_path, fake):
     plan = sweep.load_plan(str(plan_file(tmp_path, "")))
     sw = sweep.open_sweep(plan, tmp_path / "runs")
@@ -228,7 +202,7 @@ def trial_table(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY", "0.1")  # time to see an eval before the run ends
-    plan = sweep.load_plan(str(plan_file(tmp_path, SEARCH.format(seed=1, n=6))))
+    plan = sweep.load_plan(str(plan_file(tmp_path, SEARCH.format(seed=0, n=4))))
     spec = search.parse_search(plan.search, plan.path)
     sw = sweep.open_sweep(plan, tmp_path / "runs")
     storage = search.default_storage(sw.path)
@@ -236,11 +210,11 @@ def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
     result = search.run_search(sw, plan, spec, storage_url=storage, study_name="s",
                                slots=[None], echo=lines.append, poll_s=0.02)
     trials = trial_table(storage, "s")
-    assert len(trials) == 6 and sorted(result.ran) == list(range(6))
+    assert len(trials) == 4 and sorted(result.ran) == list(range(4))
     states = [t.state.name for t in trials]
     assert "PRUNED" in states and "COMPLETE" in states
     runs = {r.meta["trial"]: r for r in sweep.sweep_runs(sw)}
-    assert sorted(runs) == list(range(6))
+    assert sorted(runs) == list(range(4))
     for t in trials:
         run = runs[t.number]
         assert t.user_attrs["run_id"] == run.id and run.meta["params"] == t.params
@@ -256,7 +230,7 @@ def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
     assert result.best_params == {"lr": 9e-4} and result.best_value == pytest.approx(0.9)
     table = sweep.compare(sw)
     assert table["kind"] == "search" and table["winner"] in {f"trial {n}" for n in runs}
-    assert sweep.progress(sw).done == 6
+    assert sweep.progress(sw).done == 4
     assert any("pruned after 1 evaluation" in line for line in lines)
 
 
@@ -285,9 +259,11 @@ def test_interrupted_search_resumes_its_open_trial(tmp_path):
     assert sorted(r.meta["trial"] for r in runstore.list_runs(runs)) == [0, 1, 2]
 
 
-def test_two_workers_share_one_study_without_duplicates(tmp_path):
+@pytest.mark.parametrize("storage_kind", ["sqlite", "journal"])
+def test_two_workers_share_one_study_without_duplicates(tmp_path, storage_kind):
     plan = plan_file(tmp_path, SEARCH.format(seed=0, n=6).replace("random", "tpe"))
-    storage = f"journal:{tmp_path / 'study.log'}"
+    storage = f"sqlite:///{tmp_path / 'study.db'}" if storage_kind == "sqlite" else \
+        f"journal:{tmp_path / 'study.log'}"
     workers = [vqatune(["sweep", str(plan), "--runs-dir", str(tmp_path / f"runs{i}"),
                         "--storage", storage, "--study", "shared"], env={"FAKE_DELAY": "0.03"})
                for i in (1, 2)]
