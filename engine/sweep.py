@@ -197,6 +197,9 @@ def load_plan(source: str, *, base: str | None = None, seeds: list[int] | None =
     if search is not None:
         if variants:
             raise ConfigError(f"{path}: a plan has either [variants.*] or [search], not both")
+        if raw_seeds:
+            raise ConfigError(f"{path}: seeds are for plans with variants; every trial of a "
+                              f"search uses the base's seed (set it in [set])")
         from .search import parse_search  # checks the table now, before anything runs
 
         parse_search(search, path)
@@ -524,6 +527,14 @@ def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
         jobs: dict[int, tuple[Job, SweepItem]] = {}
         done_count = kept
 
+        def pick_slot(item: SweepItem, free_slots: list[int]) -> int:
+            if item.run_dir is not None:
+                held = read_json(item.run_dir / META_FILE) or {}
+                for i in free_slots:
+                    if slots[i] is not None and slots[i] == held.get("gpu"):
+                        return i
+            return min(free_slots)
+
         def start(item: SweepItem, slot_index: int) -> None:
             slot = slots[slot_index]
             p = item.planned
@@ -556,11 +567,12 @@ def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
                         acc = _fmt_acc(info.best_accuracy)
                         echo(f"[{done_count}/{total}] {info.state} {item.planned.key}: "
                              f"best accuracy {acc} ({time.time() - job.started:.0f} s)")
-                # Adopted runs first: they already hold a GPU if they have one.
+                # Runs still going from an earlier invocation first, on the GPU they hold.
                 pending.sort(key=lambda it: it.state not in ("running", "queued"))
                 while pending and free:
-                    free.sort()
-                    start(pending.pop(0), free.pop(0))
+                    item = pending.pop(0)
+                    free.remove(slot_index := pick_slot(item, free))
+                    start(item, slot_index)
                 if jobs:
                     time.sleep(poll_s)
         except KeyboardInterrupt:

@@ -105,6 +105,7 @@ def test_sweep_id_is_stable_and_follows_the_expansion(tmp_path):
     ('[variants."a b"]\nlr = 1e-4\n', "variant name 'a b'"),
     ('[variants.a]\nlr = 1e-4\n[search]\nparams = ["lr"]\n', "either [variants.*] or [search]"),
     ('[search]\nsampler = "cma"\nparams = ["lr"]\n', "plan.toml:2: search.sampler: expected one of"),
+    ('seeds = [1, 2]\n[search]\nparams = ["lr"]\n', "seeds are for plans with variants"),
 ])
 def test_plan_errors_name_the_file_line_and_key(tmp_path, text, message):
     path = write_plan(tmp_path, text)

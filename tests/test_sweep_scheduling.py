@@ -120,6 +120,28 @@ def test_gpus_get_one_run_each_at_a_time(tmp_path, fake, monkeypatch):
             assert start >= end  # never two runs on one GPU
 
 
+def test_a_run_left_going_on_a_gpu_keeps_that_gpu(tmp_path, fake, monkeypatch):
+    monkeypatch.setenv("FAKE_DELAY", "0.05")
+    plan = sweep.load_plan(str(plan_file(tmp_path, "seeds = [1, 2, 3]\n")))
+    sw = sweep.open_sweep(plan, tmp_path / "runs")
+    p = sweep.expand(plan)[0]
+    with monkeypatch.context() as m:  # as an earlier sweep process that died did it
+        m.setenv("CUDA_VISIBLE_DEVICES", "5")
+        left = sweep.create_sweep_run(sw, p.config, name="left", overrides=p.overrides,
+                                      tags={"sweep_key": p.key, "variant": p.variant,
+                                            "seed": p.seed, "gpu": "5"})
+        proc = runstore.launch(left, detach=True)
+    assert wait_for(lambda: runstore.run_info(left).state == "running")
+    lines: list[str] = []
+    sweep.run_variants(sw, plan, slots=["2", "5"], echo=lines.append, poll_s=0.02)
+    proc.wait()
+    assert any(f"waiting for {p.key}: run {left.name} on GPU 5" in line for line in lines)
+    spans = sorted((r.status["started"], r.status["ended"]) for r in sweep.sweep_runs(sw)
+                   if r.meta["gpu"] == "5")
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end
+
+
 def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, fake,
                                                                      monkeypatch):
     monkeypatch.setenv("FAKE_DELAY", "0.05")
