@@ -19,6 +19,7 @@ resumes it. Its runs live in the run store like any other run, tagged in meta.js
     RUNS_DIR/.sweeps/<sweep id>/
       sweep.json     id, plan, base, kind, the planned runs (or the search spec), created
       study.db       the Optuna study of a search sweep (default storage)
+      sweep.log      output of a sweep started with --detach
       .lock          held by the process running a variants sweep
 
 Light module: no torch, no optuna.
@@ -50,6 +51,7 @@ PLAN_KEYS = ("title", "description", "base", "seeds", "set", "variants", "search
 SWEEPS_DIR = ".sweeps"
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".lock"
+SWEEP_LOG = "sweep.log"
 # Final states a sweep keeps; `stopped` (interrupted) and `crashed` runs are resumed.
 KEPT_STATES = tuple(s for s in FINAL_STATES if s != "stopped")
 
@@ -378,6 +380,21 @@ def sweep_lock(sweep: Sweep) -> Iterator[None]:
         finally:
             f.seek(0)
             f.truncate()
+
+
+def launch_detached(sweep: Sweep, args: list[str]) -> tuple[int, Path]:
+    """`vqatune sweep ARGS` as a background process in its own session (a closed SSH
+    connection does not reach it), output appended to sweep.log. -> (pid, log path)"""
+    import subprocess
+    import sys
+
+    log_path = sweep.path / SWEEP_LOG
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "vqatune.tui.cli", "sweep", *args],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return proc.pid, log_path
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 
 from vqatune.engine import runstore, search, sweep
@@ -52,6 +53,13 @@ def wait_for(predicate, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def exited(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def runs_by_key(sw: sweep.Sweep) -> dict[str, list[runstore.RunInfo]]:
@@ -299,3 +307,25 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path, storage_kind):
     local = [sorted(r.meta["trial"] for r in runstore.list_runs(tmp_path / f"runs{i}"))
              for i in (1, 2)]
     assert sorted(local[0] + local[1]) == list(range(6)) and local[0] and local[1]
+
+
+def test_detach_runs_the_sweep_in_its_own_session_with_a_log(tmp_path):
+    from typer.testing import CliRunner
+
+    from vqatune.tui.cli import app
+
+    plan = plan_file(tmp_path, "seeds = [1, 2]\n")
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["sweep", str(plan), "--runs-dir", str(runs), "--detach"])
+    assert result.exit_code == 0, result.output
+    pid = int(result.output.split("(pid ")[1].split(")")[0])
+    [sw] = sweep.list_sweeps(runs)
+    log = sw.path / "sweep.log"
+    try:
+        assert os.getsid(pid) == pid  # its own session: a closed SSH connection won't reach it
+        assert wait_for(lambda: f"sweep {sw.id}:" in log.read_text(), timeout=60)
+    finally:
+        os.kill(pid, signal.SIGTERM)  # like Ctrl-C: it stops its runs and exits
+        assert wait_for(lambda: exited(pid), timeout=60)
+    assert "interrupted" in log.read_text()
+    assert not any(r.live for r in runstore.list_runs(runs))

@@ -57,6 +57,9 @@ def sweep(
                                              "storage on several machines share one study."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", metavar="DIR",
                                             help="Run store (default: $VQATUNE_RUNS or ./runs)."),
+    detach: bool = typer.Option(False, "--detach", "-d",
+                                help="Run the sweep in the background (own session, output to "
+                                     "sweep.log in the sweep directory) and return."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs (or search space) and start nothing."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result."),
 ) -> None:
@@ -79,6 +82,17 @@ def sweep(
         if storage:
             search_mod.open_storage(storage)
         sweep_obj = sweep_mod.open_sweep(plan, runs_dir)
+    if detach:
+        args = [str(plan.path), "--runs-dir", str(sweep_obj.runs_dir)]
+        for flag, value in (("--base", base), ("--seeds", seeds), ("--parallel", parallel),
+                            ("--gpus", gpus), ("--storage", storage), ("--study", study)):
+            if value is not None:
+                args += [flag, str(value)]
+        pid, log = sweep_mod.launch_detached(sweep_obj, args)
+        typer.echo(f"sweep {sweep_obj.id} running in the background (pid {pid})\n"
+                   f"  log: {log}\n  progress: vqatune sweeps; results: "
+                   f"vqatune compare --sweep {sweep_obj.id}")
+        return
     echo = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
     try:
         with user_errors(), sweep_mod.interrupts_as_keyboard():
