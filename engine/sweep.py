@@ -647,6 +647,19 @@ def progress(sweep: Sweep, runs: list[runstore.RunInfo] | None = None) -> SweepP
         best_label=run_label(best) if best else None)
 
 
+def overview(runs_dir: Path | None = None) -> list[tuple[Sweep, SweepProgress]]:
+    """Every sweep with its progress, reading the run store once (for `vqatune sweeps` and
+    the TUI's Sweeps view)."""
+    sweeps = list_sweeps(runs_dir)
+    if not sweeps:
+        return []
+    by_sweep: dict[str, list[runstore.RunInfo]] = {}
+    for info in runstore.list_runs(sweeps[0].runs_dir):
+        if info.meta.get("sweep"):
+            by_sweep.setdefault(info.meta["sweep"], []).append(info)
+    return [(s, progress(s, by_sweep.get(s.id, []))) for s in sweeps]
+
+
 def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
     if not xs:
         return None, None

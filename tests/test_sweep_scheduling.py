@@ -69,7 +69,7 @@ def runs_by_key(sw: sweep.Sweep) -> dict[str, list[runstore.RunInfo]]:
     return out
 
 
-def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake):
+def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, capsys):
     plan = sweep.load_plan(str(plan_file(
         tmp_path, "seeds = [1, 2]\n[variants.slow]\nlr = 1e-4\n[variants.fast]\nlr = 5e-4\n")))
     sw = sweep.open_sweep(plan, tmp_path / "runs")
@@ -99,6 +99,22 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake):
     assert progress.best_label.startswith("fast/")
     assert [s.id for s in sweep.list_sweeps(tmp_path / "runs")] == [sw.id]
     assert sweep.find_sweep("plan", tmp_path / "runs").id == sw.id
+    [(listed, listed_progress)] = sweep.overview(tmp_path / "runs")
+    assert listed.id == sw.id and listed_progress == progress
+
+    from typer.testing import CliRunner
+
+    from vqatune.tui.cli import app
+    from vqatune.tui.commands import sweep_cmd
+
+    out = CliRunner().invoke(app, ["sweeps", "--runs-dir", str(tmp_path / "runs"), "--json"])
+    [row] = json.loads(out.output)
+    assert (row["id"], row["done"], row["total"], row["best_accuracy"]) == (sw.id, 4, 4, 0.5)
+    sweep_cmd.compare_sweep(sw.id[:8], tmp_path / "runs", plot=True)
+    text = capsys.readouterr().out
+    assert "winner: fast" in text and "0.5000 ± 0.0000" in text and "validation accuracy" in text
+    sweep_cmd.compare_sweep(sw.id, tmp_path / "runs", as_json=True)
+    assert json.loads(capsys.readouterr().out)["winner"] == "fast"
 
     # The same command again finds every run finished and keeps them.
     lines.clear()

@@ -237,8 +237,7 @@ def sweeps(
     from vqatune.engine import sweep as sweep_mod
 
     rows = []
-    for s in sweep_mod.list_sweeps(runs_dir):
-        p = sweep_mod.progress(s)
+    for s, p in sweep_mod.overview(runs_dir):
         rows.append({"id": s.id, "title": s.title, "kind": s.kind, "base": s.data.get("base"),
                      "total": p.total, "done": p.done, "running": p.running, "failed": p.failed,
                      "best_accuracy": p.best_accuracy, "best_run": p.best_run,
