@@ -14,9 +14,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from typer.testing import CliRunner
 
 from vqatune.engine import runstore, search, sweep
 from vqatune.engine.metrics import read_events
+from vqatune.tui.cli import app
 
 
 def vqatune(args: list[str]) -> subprocess.Popen:
@@ -75,8 +77,8 @@ def test_learning_rate_plan_3_variants_x_2_seeds_interrupted_then_resumed(tmp_pa
     assert "winner:" in out
 
     sweep_id = by_key["base/seed1"].meta["sweep"]
-    compare = vqatune(["sweeps", "--runs-dir", str(runs), "--json"])
-    listed = json.loads(compare.communicate(timeout=60)[0])
+    listed = json.loads(CliRunner().invoke(app, ["sweeps", "--runs-dir", str(runs),
+                                                 "--json"]).output)
     assert [(s["id"], s["done"], s["total"]) for s in listed] == [(sweep_id, 6, 6)]
     table = sweep.compare(sweep.find_sweep(sweep_id, runs))
     rows = {r["variant"]: r for r in table["variants"]}
