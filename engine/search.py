@@ -290,7 +290,8 @@ def open_storage(url: str):
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         except Exception as e:  # a bad URL, a missing driver, an unreachable server
             # Workers starting together on a new database race to create its tables.
-            if "already exists" in str(e) and attempt < 4:
+            racing = ("already exists", "UNIQUE constraint failed", "duplicate key")
+            if any(r in str(e) for r in racing) and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise ConfigError(f"--storage {safe_url(url)}: {type(e).__name__}: "
@@ -382,7 +383,7 @@ class TrialJob:
     tail: Any  # metrics.MetricsTail over the run's metrics.jsonl
     reported: set[int] = field(default_factory=set)  # intermediate steps already in the study
     steps: list[int] = field(default_factory=list)  # distinct eval steps seen, in order
-    pruned: bool = False
+    pruned_at: int | None = None  # the evaluation at which the pruner stopped it
 
 
 @dataclass
@@ -403,7 +404,10 @@ def trial_params(trial, spec: SearchSpec) -> dict[str, Any]:
 
 
 def report_new_evals(tj: TrialJob) -> None:
-    """Report each new eval event as the trial's next intermediate value; prune if told."""
+    """Report each new eval event as the trial's next intermediate value; prune if told
+    (evaluations the run makes while stopping are not reported)."""
+    if tj.pruned_at is not None:
+        return
     for ev in tj.tail.read(kinds=("eval",)):
         acc, step = ev.get("accuracy"), ev.get("step")
         if not isinstance(acc, (int, float)) or not math.isfinite(acc) or step in tj.steps:
@@ -413,11 +417,12 @@ def report_new_evals(tj: TrialJob) -> None:
         if ordinal not in tj.reported:
             tj.trial.report(float(acc), ordinal)
             tj.reported.add(ordinal)
-        if not tj.pruned and tj.trial.should_prune():
-            tj.pruned = True
+        if tj.trial.should_prune():
+            tj.pruned_at = ordinal
             sweep_mod.tag_run(tj.job.run_dir, pruned=True, pruned_at_eval=ordinal)
             with contextlib.suppress(ConfigError, OSError):
                 runstore.stop(tj.job.run_dir)
+            return
 
 
 def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *,
@@ -479,7 +484,7 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
         trial = optuna.trial.Trial(study, frozen._trial_id)
         follow(trial, frozen.number, run_dir, slot_index, proc, what, run_claim,
                reported=frozen.intermediate_values)
-        active[slot_index].pruned = bool(info.meta.get("pruned"))
+        active[slot_index].pruned_at = info.meta.get("pruned_at_eval")
         return True
 
     def start_new(slot_index: int) -> bool:
@@ -512,9 +517,9 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
         report_new_evals(tj)
         info = runstore.run_info(tj.job.run_dir)
         try:
-            if tj.pruned:
+            if tj.pruned_at is not None:
                 study.tell(tj.trial, state=TrialState.PRUNED)
-                outcome = f"pruned after {len(tj.steps)} evaluation(s)"
+                outcome = f"pruned at evaluation {tj.pruned_at}"
             elif info.state == "done" and isinstance(info.best_accuracy, (int, float)):
                 study.tell(tj.trial, float(info.best_accuracy))
                 outcome = f"best accuracy {info.best_accuracy:.4f}"

@@ -40,10 +40,16 @@ def plan_file(tmp_path: Path, body: str, name: str = "plan.toml") -> Path:
     return path
 
 
-def vqatune(args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
+def default_sigint() -> None:
+    """As in a terminal: a shell running the tests in the background ignores SIGINT, and
+    children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def vqatune(args: list[str], env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", CLI_WITH_FAKE, *args], env={
         **os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, **kw)
+        text=True, preexec_fn=default_sigint)
 
 
 def wait_for(predicate, timeout: float = 30.0) -> bool:
@@ -247,7 +253,7 @@ def trial_table(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
-    monkeypatch.setenv("FAKE_DELAY", "0.1")  # time to see an eval before the run ends
+    monkeypatch.setenv("FAKE_DELAY", "0.25")  # time to see an eval before the run ends
     plan = sweep.load_plan(str(plan_file(tmp_path, SEARCH.format(seed=0, n=4))))
     spec = search.parse_search(plan.search, plan.path)
     sw = sweep.open_sweep(plan, tmp_path / "runs")
@@ -266,18 +272,20 @@ def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
         assert t.user_attrs["run_id"] == run.id and run.meta["params"] == t.params
         evals = [json.loads(line)["accuracy"] for line in
                  (run.path / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
-        assert list(t.intermediate_values.values()) == evals  # every eval, in order
+        reported = list(t.intermediate_values.values())
         if t.state.name == "PRUNED":
             # Worse than the median of finished trials at its first eval: stopped there.
             assert t.params["lr"] == 1e-4 and len(evals) < 3 and run.state == "stopped"
-            assert run.meta["pruned"] is True
+            assert run.meta["pruned"] is True and run.meta["pruned_at_eval"] == 1
+            assert reported == evals[:1]
         else:
             assert run.state == "done" and t.value == max(evals)
+            assert reported == evals  # every eval, in order
     assert result.best_params == {"lr": 9e-4} and result.best_value == pytest.approx(0.9)
     table = sweep.compare(sw)
     assert table["kind"] == "search" and table["winner"] in {f"trial {n}" for n in runs}
     assert sweep.progress(sw).done == 4
-    assert any("pruned after 1 evaluation" in line for line in lines)
+    assert any("pruned at evaluation 1" in line for line in lines)
 
 
 def test_interrupted_search_resumes_its_open_trial(tmp_path):
