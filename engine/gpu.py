@@ -172,3 +172,19 @@ def suggest_preset(snapshot: Snapshot | None = None) -> str | None:
     if not snapshot.gpus:
         return None
     return preset_for_memory(min(g.memory_total for g in snapshot.gpus))
+
+
+CPU_PRESET = "cpu-quick"
+
+
+def suggestion(snapshot: Snapshot | None = None) -> tuple[str, str]:
+    """(preset, why) for `vqatune presets --suggest`: a GPU preset from the smallest GPU's
+    memory, or cpu-quick without an NVIDIA GPU."""
+    snapshot = snapshot or sample()
+    preset = suggest_preset(snapshot)
+    if preset is None:
+        return CPU_PRESET, f"{snapshot.no_gpu or NO_GPU}: {CPU_PRESET} trains on CPU"
+    smallest = min(snapshot.gpus, key=lambda g: g.memory_total)
+    count = f"{len(snapshot.gpus)} GPUs, the smallest " if len(snapshot.gpus) > 1 else ""
+    return preset, f"{count}{smallest.name} with {smallest.memory_total / GIB:.0f} GiB"
+

@@ -61,19 +61,21 @@ class MetricsTail:
     def __init__(self, path: str | Path, offset: int = 0):
         self.path = Path(path)
         self.offset = offset
+        self._inode: int | None = None
 
     def read(self, kinds: Iterable[str] | None = None) -> list[dict]:
+        kinds = None if kinds is None else tuple(kinds)
         needles = _needles(kinds)
-        wanted = None if kinds is None else set(kinds)
         events: list[dict] = []
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
             return events
         with f:
-            size = os.fstat(f.fileno()).st_size
-            if size < self.offset:  # the file was replaced or truncated: start over
-                self.offset = 0
+            st = os.fstat(f.fileno())
+            if st.st_size < self.offset or self._inode not in (None, st.st_ino):
+                self.offset = 0  # the file was truncated or replaced: start over
+            self._inode = st.st_ino
             f.seek(self.offset)
             pending = b""  # a partial line: completed by the next chunk or the next read()
             while True:
@@ -91,7 +93,7 @@ class MetricsTail:
                     _lines_with(buf, end, needles)
                 for line in lines:
                     event = parse_line(line)
-                    if event is not None and (wanted is None or event["event"] in wanted):
+                    if event is not None and (kinds is None or event["event"] in kinds):
                         events.append(event)
         return events
 
@@ -206,7 +208,7 @@ def _scan_fast(mm: mmap.mmap, end: int, out: Scan, curve_points: int) -> None:
         if event is not None and event["event"] in ("step", "end"):
             _take(event, out)
     # Loss curve: the mean of the step losses in each of curve_points evenly spread windows.
-    window = max(4096, min(1 << 16, end // (curve_points * 8)))
+    window = max(4096, min(16 << 10, end // (curve_points * 8)))  # ~40 step lines at most
     for i in range(curve_points):
         lo = end * i // curve_points
         start = 0 if lo == 0 else mm.find(b"\n", lo - 1, end) + 1

@@ -34,11 +34,13 @@ def head_lr_factor(epoch: int) -> float:
 
 
 def backbone_lr_factor(step: int, total_steps: int) -> float:
-    """Linear warm-up then linear decay to zero (X-VLM's `linear` scheduler)."""
+    """Linear warm-up then linear decay towards zero (X-VLM's `linear` scheduler); `step` is the
+    number of updates done, so the first update already has a non-zero rate."""
     warmup = max(1, int(BACKBONE_WARMUP_FRACTION * total_steps))
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    update = step + 1
+    if update <= warmup:
+        return update / warmup
+    return max(0.0, (total_steps - update + 1) / (total_steps - warmup + 1))
 
 
 @dataclass

@@ -65,12 +65,13 @@ def name_from_id(run_id: str) -> str:
 
 def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path | None = None,
                overrides: Mapping[str, Any] | None = None, argv: Iterable[str] | None = None,
-               output: str | Path | None = None) -> Path:
+               output: str | Path | None = None, tags: Mapping[str, Any] | None = None) -> Path:
     """Write a new run directory (config.toml, meta.json, status.json queued) atomically.
 
     The directory is built under a hidden temporary name and renamed into place, so a reader
     never sees half a run. `output` names the directory explicitly (the guide's --output); it
-    must not exist or be empty.
+    must not exist or be empty. `tags` are extra meta.json fields (a sweep's keys, say); they
+    cannot replace the store's own fields.
     """
     label = name or cfg.name or (Path(source).stem if source else "") or "run"
     safe = sanitize_name(label)
@@ -82,13 +83,12 @@ def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path 
     else:
         parent = Path(runs_dir).expanduser().absolute() if runs_dir else default_runs_dir()
         final = None
+    tmp = parent / f".tmp-{safe}-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
     except OSError as e:
-        raise ConfigError(f"{parent}: cannot create the runs directory: {e.strerror}") from None
-
-    tmp = parent / f".tmp-{safe}-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+        raise ConfigError(f"{parent}: cannot create a run directory there: {e.strerror}") from None
     try:
         created = time.time()
         (tmp / CONFIG_FILE).write_text(dumps(cfg, full=True), encoding="utf-8")
@@ -104,7 +104,7 @@ def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path 
                 target = parent / run_id
             else:
                 run_id, target = final.name, final
-            write_json_atomic(tmp / META_FILE, {"id": run_id, **meta})
+            write_json_atomic(tmp / META_FILE, {**(tags or {}), "id": run_id, **meta})
             write_json_atomic(tmp / STATUS_FILE, {"state": "queued", "created": created})
             try:
                 # rename() refuses a non-empty target, and every finished run dir has files,
@@ -112,8 +112,12 @@ def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path 
                 os.rename(tmp, target)
                 return target
             except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or final is not None:
-                    raise
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise ConfigError(f"{target}: cannot create the run directory: "
+                                      f"{e.strerror}") from None
+                if final is not None:  # another run took the --output directory meanwhile
+                    raise ConfigError(f"--output {output}: exists and is not an empty "
+                                      f"directory") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -192,7 +196,8 @@ class RunInfo:
 
     @property
     def live(self) -> bool:
-        """A process is working on this run (starting or training)."""
+        """A process is working on this run (starting or training). A hung process (crashed
+        with a pid) is not live, but still has to be stopped before the run can resume."""
         return self.state in ("running", "queued") and self.pid is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,9 +240,9 @@ def derive_state(status: dict | None, launch_record: dict | None, *, same_host: 
         alive = process_matches(pid, start) if same_host else True
         if alive and fresh:
             return "running", status.get("message"), pid
-        if alive:
-            return "crashed", f"no heartbeat for {now - heartbeat:.0f} s (pid {pid} hangs?)" \
-                if isinstance(heartbeat, (int, float)) else "no heartbeat", None
+        if alive:  # hung: crashed, but its pid is kept so that `stop --kill` can end it
+            silent = f"for {now - heartbeat:.0f} s " if isinstance(heartbeat, (int, float)) else ""
+            return "crashed", f"no heartbeat {silent}(pid {pid} is alive but silent)", pid
         return "crashed", f"the training process (pid {pid}) ended without an end record", None
     # queued (or no/garbled status): is a launched process still starting up?
     pid, start = launched.get("pid"), launched.get("pid_start_time")
@@ -327,11 +332,12 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
 def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     """Ask the run's process to stop: SIGTERM (the trainer finishes the step, checkpoints and
-    ends as `stopped`) or, with kill, SIGKILL to its process group, recorded as `stopped`.
-    Waits up to wait_s for the process to end (always a few seconds after SIGKILL)."""
+    ends as `stopped`) or, with kill, SIGKILL to its process group. Waits up to wait_s for the
+    process to end (always a few seconds after SIGKILL); a process that ended without an end
+    record is recorded as `stopped`."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
-    if not info.live:
+    if info.pid is None:
         raise ConfigError(f"run {info.id} is not running (state: {info.state})")
     pid = info.pid
     try:
@@ -346,15 +352,50 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     except ProcessLookupError:
         return run_info(run_dir)
     deadline = time.time() + max(wait_s, 5.0 if kill else 0.0)
-    start = info.status.get("pid_start_time") if info.state == "running" else \
-        (read_json(run_dir / LAUNCH_FILE) or {}).get("pid_start_time")
+    start = (read_json(run_dir / LAUNCH_FILE) or {}).get("pid_start_time") \
+        if info.status.get("state") == "queued" else info.status.get("pid_start_time")
     while process_matches(pid, start) and time.time() < deadline:
         time.sleep(0.05)
-    if kill and not process_matches(pid, start):
+    if not process_matches(pid, start):
+        # Ended without an end record (killed, or SIGTERM before the trainer's handler was
+        # in place): it was asked to stop, so it is `stopped`, not `crashed`.
         status = read_json(run_dir / STATUS_FILE) or {}
         if status.get("state") not in FINAL_STATES:
             now = time.time()
             write_json_atomic(run_dir / STATUS_FILE, {
                 **status, "state": "stopped", "ended": now, "heartbeat": now,
-                "message": "killed by `vqatune stop --kill`"})
+                "message": "killed by `vqatune stop --kill`" if kill else
+                "ended by SIGTERM without an end record (no final checkpoint)"})
     return run_info(run_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming
+
+RESUMABLE_STATES = ("stopped", "crashed", "queued")
+
+
+def resume(run_dir: Path) -> subprocess.Popen:
+    """Start the training process again on a stopped or crashed run (detached; the trainer
+    continues from checkpoints/last.pt, or from step 0 when there is none yet). A queued run
+    that never started is simply started. Raises ConfigError when the run is live or ended
+    for good."""
+    run_dir = Path(run_dir)
+    info = run_info(run_dir)
+    if info.live:
+        raise ConfigError(f"run {info.id} is already {info.state} (pid {info.pid})")
+    if info.pid is not None:
+        raise ConfigError(f"run {info.id}: its process (pid {info.pid}) is alive but silent; "
+                          f"end it first with `vqatune stop --kill {info.id}`")
+    if info.state not in RESUMABLE_STATES:
+        raise ConfigError(f"run {info.id} ended as {info.state}; resume continues stopped or "
+                          f"crashed runs")
+    # No process owns the run now. Mark it queued, so that it reads `queued` (starting) and
+    # then `running` rather than its old state while the trainer starts; the summary of the
+    # earlier process no longer describes the run.
+    status = read_json(run_dir / STATUS_FILE) or {}
+    write_json_atomic(run_dir / STATUS_FILE, {**status, "state": "queued", "ended": None,
+                                              "message": f"resuming ({info.state})"})
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    return launch(run_dir, detach=True, resume=True)
+

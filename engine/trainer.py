@@ -567,6 +567,8 @@ def _setup_logging(path: Path) -> None:
     for h in handlers:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger("vqatune")
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = handlers
     root.setLevel(logging.INFO)
     root.propagate = False

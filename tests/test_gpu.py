@@ -134,3 +134,13 @@ def test_dead_process_has_no_rss():
     proc.wait()
     snap = gpu.sample(proc.pid)
     assert snap.rss is None and snap.cpu_percent is None
+
+
+def test_suggestion_explains_itself(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(init_error=NVMLError_LibraryNotFound()))
+    assert gpu.suggestion() == (
+        "cpu-quick", "no NVIDIA GPU (NVML Shared Library Not Found): cpu-quick trains on CPU")
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([
+        ("NVIDIA A100 80GB", 0, 80 * GIB, 0, {}), ("NVIDIA RTX 4090", 0, 24 * GIB, 0, {})]))
+    assert gpu.suggestion() == ("24gb", "2 GPUs, the smallest NVIDIA RTX 4090 with 24 GiB")
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -62,8 +63,12 @@ def test_tail_resumes_from_offset_and_restarts_on_a_new_file(tmp_path):
     w.write("step", step=3)
     assert [e["step"] for e in later.read()] == [3]
     w.close()
-    path.write_text('{"event": "start"}\n')  # replaced by a shorter file
+    path.write_text('{"event": "start"}\n')  # truncated and rewritten, shorter
     assert [e["event"] for e in later.read()] == ["start"]
+    other = path.with_name("other.jsonl")  # replaced by a new, longer file
+    other.write_text("".join(f'{{"event": "step", "step": {i}}}\n' for i in range(10)))
+    os.replace(other, path)
+    assert [e["step"] for e in later.read(kinds=iter(["step"]))] == list(range(10))
 
 
 def test_missing_and_empty_files(tmp_path):

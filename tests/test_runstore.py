@@ -42,7 +42,7 @@ FAKE_TRAINER = textwrap.dedent('''
     started = time.time()
     step = 0
     if resume:
-        step = int(open(ckpt).read())
+        step = int(open(ckpt).read()) if os.path.exists(ckpt) else 0
         metrics.write(json.dumps({"event": "resumed", "time": time.time(), "step": step,
                                   "epoch": 0, "from_checkpoint": ckpt}) + "\\n")
     stopping = []
@@ -57,6 +57,11 @@ FAKE_TRAINER = textwrap.dedent('''
         with open(tmp, "w") as f:
             json.dump(data, f)
         os.replace(tmp, os.path.join(run_dir, "status.json"))
+
+    def summary(state):
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump({"state": state, "step": step, "total_steps": steps,
+                       "best_accuracy": step / steps, "final_accuracy": step / steps}, f)
 
     def checkpoint():
         with open(ckpt + ".tmp", "w") as f:
@@ -75,11 +80,13 @@ FAKE_TRAINER = textwrap.dedent('''
         status("running")
         if stopping:
             checkpoint()
+            summary("stopped")
             status("stopped", ended=time.time())
             sys.exit(130)
     checkpoint()
     metrics.write(json.dumps({"event": "end", "time": time.time(), "state": "done",
                               "step": step}) + "\\n")
+    summary("done")
     status("done", ended=time.time())
     print("fake trainer done", step, flush=True)
 ''')
@@ -146,6 +153,15 @@ def test_create_run_writes_config_meta_status(runs):
     assert json.loads((run_dir / "status.json").read_text())["state"] == "queued"
     assert runstore.run_info(run_dir).state == "queued"
     assert [p.name for p in runs.iterdir()] == [run_dir.name]  # no temp dir left behind
+
+
+def test_tags_go_into_meta_without_replacing_its_fields(runs):
+    run_dir = runstore.create_run(smoke_cfg(), name="t", tags={"sweep": "s1", "trial": 3,
+                                                                "id": "forged", "name": "x"})
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert (meta["sweep"], meta["trial"]) == ("s1", 3)
+    assert meta["id"] == run_dir.name and meta["name"] == "t"
+    assert runstore.run_info(run_dir).meta["trial"] == 3
 
 
 def test_name_priority_and_sanitising(runs):
@@ -223,8 +239,23 @@ def test_create_run_leaves_nothing_on_failure(runs, monkeypatch):
 def test_create_run_unwritable_runs_dir_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(ConfigError, match="cannot create the runs directory"):
+    with pytest.raises(ConfigError, match="cannot create a run directory there"):
         runstore.create_run(smoke_cfg(), runs_dir=blocker / "runs")
+
+
+def test_two_runs_racing_for_one_output_dir(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real_rename = os.rename
+
+    def someone_else_first(src, dst):  # another process fills the directory just before us
+        (Path(dst)).mkdir(exist_ok=True)
+        (Path(dst) / "config.toml").write_text("")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(runstore.os, "rename", someone_else_first)
+    with pytest.raises(ConfigError, match="exists and is not an empty directory"):
+        runstore.create_run(smoke_cfg(), output=out)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp dir left
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,6 +313,9 @@ def test_running_needs_live_pid_matching_start_time_and_fresh_heartbeat(run_dir)
     write_status(run_dir, **base, heartbeat=now - 31)
     info = runstore.run_info(run_dir)
     assert info.state == "crashed" and "heartbeat" in info.message
+    assert info.pid == os.getpid() and not info.live  # hung, not live; kept to be stopped
+    with pytest.raises(ConfigError, match="alive but silent"):
+        runstore.resume(run_dir)
 
     # pid reuse: the pid is alive but belongs to a process that started at another time
     write_status(run_dir, **{**base, "pid_start_time": my_start_time() - 500}, heartbeat=now)
@@ -415,10 +449,18 @@ def test_kill_9_is_crashed_and_resume_finishes(run_dir, fake_trainer, monkeypatc
     proc.wait()
     info = runstore.run_info(run_dir)
     assert info.state == "crashed" and info.ended is None
+    (run_dir / "summary.json").write_text("{}")  # left by an earlier process
     monkeypatch.setenv("FAKE_DELAY", "0.001")
-    assert runstore.launch(run_dir, detach=True, resume=True).wait(timeout=30) == 0
+    proc = runstore.resume(run_dir)
+    assert not (run_dir / "summary.json").exists()
+    assert runstore.run_info(run_dir).state in ("queued", "running")  # not crashed any more
+    with pytest.raises(ConfigError, match="already"):
+        runstore.resume(run_dir)
+    assert proc.wait(timeout=30) == 0
     info = runstore.run_info(run_dir)
     assert info.state == "done" and info.step == 200
+    with pytest.raises(ConfigError, match="ended as done"):
+        runstore.resume(run_dir)
 
 
 def test_stop_kill_records_stopped(run_dir, fake_trainer, monkeypatch):
@@ -428,6 +470,28 @@ def test_stop_kill_records_stopped(run_dir, fake_trainer, monkeypatch):
     info = runstore.stop(run_dir, kill=True)
     assert proc.wait(timeout=10) == -signal.SIGKILL
     assert info.state == "stopped" and "--kill" in info.message
+
+
+def test_stop_kill_ends_a_hung_run(run_dir):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                            start_new_session=True)
+    write_status(run_dir, state="running", pid=proc.pid,
+                 pid_start_time=psutil.Process(proc.pid).create_time(),
+                 heartbeat=time.time() - 100, started=time.time() - 200)
+    assert runstore.run_info(run_dir).state == "crashed"
+    info = runstore.stop(run_dir, kill=True)
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    assert info.state == "stopped" and info.pid is None
+
+
+def test_stop_while_starting_records_stopped(run_dir):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    write_json_atomic(run_dir / runstore.LAUNCH_FILE, {
+        "pid": proc.pid, "pid_start_time": psutil.Process(proc.pid).create_time()})
+    assert runstore.run_info(run_dir).state == "queued"
+    info = runstore.stop(run_dir, wait_s=10)
+    assert proc.wait() == -signal.SIGTERM
+    assert info.state == "stopped" and "without an end record" in info.message
 
 
 def test_sighup_to_the_launching_shell_leaves_the_run_going(run_dir, fake_trainer, tmp_path):
