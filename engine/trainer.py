@@ -179,20 +179,20 @@ class Trainer:
         self.train_set, self.eval_set = bundle.train, bundle.eval  # train/eval_limit applied
 
         self.model = model_lib.build_model(cfg, self.meta).to(self.device)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         # Micro-batch and accumulation: dynamic_batch_size may change them (not their product).
         self.micro_batch = cfg.batch_size
         self.accumulation = cfg.update_freq * cfg.gradient_accumulation_steps
-        template = data.make_loader(self.train_set, cfg, train=True, seed=cfg.seed, epoch=0,
-                                    batch_size=self.micro_batch)
-        self.drop_last = template.drop_last
+        # Workers, collation and pinning of the data module's loader (the order is per epoch).
+        self.loader_template = data.make_loader(self.train_set, cfg, train=True, seed=cfg.seed,
+                                                epoch=0, batch_size=self.micro_batch)
+        self.drop_last = self.loader_template.drop_last
         self.steps_per_epoch = self._steps_in(len(self.train_set))
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.opt = optim.build(self.model.param_groups(), cfg, self.total_steps)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.params = [p for p in self.model.parameters() if p.requires_grad]  # after freezing
 
         # Position and progress (what a checkpoint restores).
         self.step, self.epoch, self.sample, self.order = 0, 0, 0, None
@@ -200,6 +200,10 @@ class Trainer:
         self.evals_since_best, self.last_eval_step = 0, None
         self.window = _Window()
 
+        last = self.run_dir / events.CHECKPOINT_DIR / checkpoint.LAST
+        restored = self.resume and last.exists()
+        if restored:
+            self._restore(checkpoint.load(last, map_location=self.device))
         n_params = sum(p.numel() for p in self.model.parameters())
         common = dict(total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
                       epochs=cfg.epochs, device=str(self.device), precision=self.precision.name,
@@ -208,9 +212,7 @@ class Trainer:
                       dataset=self.meta.dataset, train_size=len(self.train_set),
                       eval_size=len(self.eval_set), params=n_params,
                       trainable_params=sum(p.numel() for p in self.params))
-        last = self.run_dir / events.CHECKPOINT_DIR / checkpoint.LAST
-        if self.resume and last.exists():
-            self._restore(checkpoint.load(last, map_location=self.device))
+        if restored:
             self.metrics.write("resumed", step=self.step, epoch=self.epoch_label,
                                from_checkpoint=str(last), **common)
             log.info("resumed from %s at step %d", last, self.step)
@@ -261,7 +263,6 @@ class Trainer:
 
         loader = data.make_loader(self.train_set, self.cfg, train=True, seed=self.cfg.seed,
                                   epoch=epoch, batch_size=self.micro_batch)
-        self.loader_template = loader
         batches = loader.sampler if loader.batch_size is None else loader.batch_sampler
         return np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])
 
@@ -271,12 +272,6 @@ class Trainer:
         batches = [order[i:i + size] for i in range(start, len(order), size)]
         if self.drop_last and batches and len(batches[-1]) < size:
             batches.pop()
-        if not hasattr(self, "loader_template"):  # resumed mid-epoch: workers, collate, pinning
-            from . import data
-
-            self.loader_template = data.make_loader(
-                self.train_set, self.cfg, train=True, seed=self.cfg.seed, epoch=self.epoch,
-                batch_size=self.micro_batch)
         t = self.loader_template
         if t.batch_size is None:  # the sampler yields whole batches (the data module's fast path)
             batching = {"sampler": batches, "batch_size": None}
@@ -375,6 +370,9 @@ class Trainer:
             accumulation=self.accumulation, samples_per_s=round(w.samples_per_s(), 2),
             memory=precision.memory_stats(self.device))
         self.status.update(samples_per_s=record["samples_per_s"])
+        log.info("step %d/%d epoch %d: loss %s, lr %.3g, xvlm_lr %.3g, %.0f samples/s",
+                 self.step, self.total_steps, self.epoch_label, record["loss"], record["lr"],
+                 record["xvlm_lr"], record["samples_per_s"])
         self.window = _Window()
 
     # ------------------------------------------------------------------------------------------

@@ -147,7 +147,9 @@ def test_a_run_writes_the_run_directory(reference):
     assert saved["step"] == 6 and {"python", "numpy", "torch"} <= set(saved["rng"])
     best = checkpoint.load(run_dir / "checkpoints/best.pt")
     assert best["step"] == end["best_step"]
-    assert "training" in (run_dir / events.LOG_FILE).read_text()
+    text = (run_dir / events.LOG_FILE).read_text()
+    assert "parameters on cpu (fp32), 6 steps, effective batch 16" in text
+    assert "step 3/6 epoch 1: loss" in text and "run done" in text
 
 
 def test_accumulation_and_bf16(tmp_path, monkeypatch):

@@ -14,24 +14,25 @@ from .common import DataBundle, DataError, DataMeta, cache_dir
 __all__ = ["DataBundle", "DataError", "DataMeta", "build", "cache_dir", "collate", "make_loader"]
 
 
-def build(cfg) -> DataBundle:
-    """The train and eval data sets and their metadata for cfg.dataset."""
+def build(cfg, eval_split: str | None = None) -> DataBundle:
+    """The train and eval data sets and their metadata for cfg.dataset; `eval_split` names an
+    official split to evaluate on instead of the default (val / testdev / test)."""
     if cfg.dataset == "easy-vqa":
         from . import easyvqa
 
-        return easyvqa.build(cfg)
+        return easyvqa.build(cfg, eval_split)
     if cfg.dataset == "gqa":
         from . import gqa
 
-        return gqa.build(cfg)
+        return gqa.build(cfg, eval_split)
     if cfg.dataset == "vqa":
         from . import vqa
 
-        return vqa.build(cfg)
+        return vqa.build(cfg, eval_split)
     if cfg.dataset == "synthetic":
         from . import synth
 
-        return synth.build(cfg)
+        return synth.build(cfg, eval_split)
     raise DataError(f"dataset: unknown data set {cfg.dataset!r}")
 
 

@@ -103,7 +103,9 @@ def _split(split: str, cap: int):
     return texts[:n], answers[:n], np.asarray(image_ids[:n], np.int64)
 
 
-def build(cfg) -> DataBundle:
+def build(cfg, eval_split: str | None = None) -> DataBundle:
+    if eval_split not in (None, "test"):
+        raise DataError(f"--split: easy-vqa has the splits train and test, not {eval_split!r}")
     answers = _package().get_answers()
     index = {a: i for i, a in enumerate(answers)}
     train_q, train_a, train_img = _split("train", cfg.train_limit)
@@ -114,8 +116,10 @@ def build(cfg) -> DataBundle:
         tokens = encode(texts, vocab, cfg.question_len) if tokens is None else tokens
         labels = np.array([index.get(a, -1) for a in ans], np.int64)
         types = np.array([answer_type(a) for a in ans], np.int64)
-        return EasyVQADataset(load_images(split, cfg.image_res), img_ids, tokens, labels, types,
-                              len(answers), cfg.num_stat_word)
+        ds = EasyVQADataset(load_images(split, cfg.image_res), img_ids, tokens, labels, types,
+                            len(answers), cfg.num_stat_word)
+        ds.texts = texts
+        return ds
 
     full = encode(train_q, vocab, max(cfg.question_len, 32))  # whole questions, for TF-IDF
     train = dataset("train", train_q, train_a, train_img, full[:, :cfg.question_len].copy())
@@ -123,9 +127,9 @@ def build(cfg) -> DataBundle:
     meta = DataMeta(
         dataset="easy-vqa", vocab=vocab, answers=list(answers), answer_types=list(ANSWER_TYPES),
         soft_targets=False, word_init=word_init, visual="pixels", feature_dim=0,
-        counts={"train": {"questions": len(train), "images": int(len(np.unique(train_img))),
+        counts={"train": {"split": "train", "questions": len(train), "images": int(len(np.unique(train_img))),
                           "dropped": {}},
-                "eval": {"questions": len(eval_q), "images": int(len(np.unique(eval_img))),
+                "eval": {"split": "test", "questions": len(eval_q), "images": int(len(np.unique(eval_img))),
                          "dropped": {}}},
     )
     return DataBundle(train, dataset("test", eval_q, eval_a, eval_img), meta)

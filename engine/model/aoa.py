@@ -12,11 +12,11 @@ class AoA(nn.Module):
     """AoA(x, ctx): attend, then gate the attended vector by an "information" and a "gate" vector
     computed from [attended, query]: i * sigmoid(g) (a GLU over a 2D -> 2D projection)."""
 
-    def __init__(self, dim: int, dropout: float):
+    def __init__(self, dim: int, dropout: float, cross: bool = False):
         super().__init__()
         self.norm_x = nn.LayerNorm(dim)
-        self.norm_ctx = nn.LayerNorm(dim)
-        self.attn = CrossAttention(dim)
+        self.norm_ctx = nn.LayerNorm(dim) if cross else None
+        self.attn = CrossAttention(dim, project_out=False)
         self.aoa = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.GLU(dim=-1))
         self.dropout = nn.Dropout(dropout)
 
@@ -49,7 +49,7 @@ class AoABlock(nn.Module):
         super().__init__()
         self.q_self = AoA(dim, dropout)
         self.v_self = AoA(dim, dropout)
-        self.v_guided = AoA(dim, dropout)
+        self.v_guided = AoA(dim, dropout, cross=True)
         self.q_ff = FeedForward(dim, act, dropout)
         self.v_ff = FeedForward(dim, act, dropout)
 

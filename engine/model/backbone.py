@@ -218,6 +218,8 @@ class XVLMBackbone(nn.Module):
                 num_attention_heads=sizes.heads, intermediate_size=4 * sizes.vision_width,
                 max_position_embeddings=cfg.max_boxes + 1, type_vocab_size=1,
                 attn_implementation=attn), add_pooling_layer=False)
+            # regions enter as inputs_embeds: the one-row word embedding is never used
+            self.vision.embeddings.word_embeddings.weight.requires_grad_(False)
         vision_width = self.vision.config.hidden_size
 
         if "text" in parts:

@@ -59,14 +59,16 @@ class Classifier(nn.Module):
 
 class CrossAttention(nn.Module):
     """Multi-head attention of x [B,Lx,D] over ctx [B,Lc,D] with a key mask [B,Lc] (True = real).
-    Rows whose context is entirely padding get zeros."""
+    Rows whose context is entirely padding get zeros. `attend` skips the output projection (AoA
+    gates the raw attended vectors instead); only modules that call forward own one."""
 
-    def __init__(self, dim: int, heads: int | None = None, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int | None = None, dropout: float = 0.0,
+                 project_out: bool = True):
         super().__init__()
         self.heads = heads or heads_for(dim)
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim) if project_out else None
         self.dropout = dropout
 
     def attend(self, x, ctx, ctx_mask):

@@ -42,7 +42,8 @@ def run(
     with user_errors():
         resolved = config.resolve(source, sets or ())
         cfg = resolved.config.replace(name=name) if name else resolved.config
-    report_warnings(cfg, resolved.overrides, from_preset=config.find_preset(source) is not None)
+    report_warnings(cfg, resolved.overrides,
+                    preset=source if config.find_preset(source) is not None else None)
     start(cfg, source=resolved.source, overrides=resolved.overrides, runs_dir=runs_dir,
           detach=detach)
 
@@ -61,7 +62,7 @@ def train(
 
     with user_errors():
         cfg, overrides = config_from_flags(ctx.args, sets or ())
-    report_warnings(cfg, overrides, from_preset=False)
+    report_warnings(cfg, overrides, preset=None)
     if dry_run:
         show_dry_run(cfg)
         return
@@ -79,19 +80,23 @@ def config_from_flags(words: List[str], sets=()) -> tuple:
     return cfg, {**given, **overrides}
 
 
-def report_warnings(cfg, overrides: dict, from_preset: bool) -> None:
-    """Presets leave the guide's ranges on purpose (cpu-quick, smoke): one line with the count;
-    values the user gave are warned about one by one."""
+def report_warnings(cfg, overrides: dict, preset: str | None) -> None:
+    """Out-of-range values are warned about one by one, except a preset's own, which may leave
+    the guide's ranges on purpose (cpu-quick, smoke): those are counted in one line."""
     from vqatune.engine import schema
 
+    if not preset:
+        for w in cfg.warnings():
+            warn(w)
+        return
     own = [w for name, value in overrides.items()
            if (w := schema.recommendation_warning(schema.BY_NAME[name], value))]
     for w in own:
         warn(w)
     rest = len(cfg.warnings()) - len(own)
-    if rest > 0 and from_preset:
-        warn(f"{rest} parameter{'s' * (rest != 1)} outside the guide's recommended ranges "
-             f"(`vqatune config show` lists them)")
+    if rest > 0:
+        warn(f"{rest} parameter{'s' * (rest != 1)} of preset {preset} outside the guide's "
+             f"recommended ranges (`vqatune config show {preset}` lists them)")
 
 
 def show_dry_run(cfg) -> None:
@@ -104,8 +109,18 @@ def show_dry_run(cfg) -> None:
     with user_errors():
         counts = summary(cfg)
     typer.echo("\n# model summary")
-    for key, value in counts.items():
-        typer.echo(f"# {key}: {value:,}" if isinstance(value, int) else f"# {key}: {value}")
+    _echo_tree(counts, "# ")
+
+
+def _echo_tree(data: dict, prefix: str) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            typer.echo(f"{prefix}{key}:")
+            _echo_tree(value, prefix + "  ")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            typer.echo(f"{prefix}{key}: {value:,}")
+        else:
+            typer.echo(f"{prefix}{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
 
 
 def start(cfg, *, source: str, overrides: dict, runs_dir: Optional[Path], detach: bool) -> None:
@@ -210,13 +225,13 @@ def print_summary(run_dir: Path, summary: dict, returncode: int | None) -> None:
         line += f" ({summary['message']})"
     typer.echo(line)
 
-    def pct(x):
-        return "-" if x is None else f"{100 * x:.2f}%"
-
-    typer.echo(f"  steps {summary.get('step')}/{summary.get('total_steps')}  "
-               f"best accuracy {pct(summary.get('best_accuracy'))} (step {summary.get('best_step')})  "
-               f"final accuracy {pct(summary.get('final_accuracy'))}  "
-               f"time {_duration(summary.get('duration_s') or 0)}")
+    parts = [f"steps {summary.get('step')}/{summary.get('total_steps')}"]
+    if summary.get("best_accuracy") is not None:
+        parts.append(f"best accuracy {100 * summary['best_accuracy']:.2f}% "
+                     f"(step {summary.get('best_step')})")
+        parts.append(f"final accuracy {100 * summary['final_accuracy']:.2f}%")
+    parts.append(f"time {_duration(summary.get('duration_s') or 0)}")
+    typer.echo("  " + "  ".join(parts))
     typer.echo(f"  run directory: {run_dir}")
 
 

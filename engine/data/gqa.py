@@ -1,0 +1,235 @@
+"""GQA in its official layout under data_root.
+
+    {split}_balanced_questions.json   {qid: {"imageId", "question", "answer", "fullAnswer",
+                                              "types": {"structural", ...}, ...}}
+    {split}_sceneGraphs.json          {imageId: {"width", "height", "objects": {...}}}
+    gqa_objects_info.json             {imageId: {"file", "idx", "objectsNum", "width", "height"}}
+    gqa_objects_{file}.h5             features [images, boxes, D], bboxes [images, boxes, 4]
+                                      (x1, y1, x2, y2 in pixels)
+
+Scene graphs and features are each optional, not both. Regions come from the feature files
+when present, otherwise from the scene graph (multi-hot names + attributes, as GraphVQA); the
+graph comes from the scene graphs when both splits have them, otherwise it is built from the
+boxes. Light module: numpy and h5py only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from . import graph as G
+from .common import (DataBundle, DataError, DataMeta, check_dropped, limit, load_json,
+                     require_file)
+from .sample import GraphFeatures, H5Features, QADataset, single_answers
+from .vocab import build_vocab, encode, tfidf_init
+
+STRUCTURAL_TYPES = ["verify", "query", "choose", "logical", "compare"]
+EVAL_SPLITS = ("val", "testdev", "test")
+INFO_FILE = "gqa_objects_info.json"
+
+
+def questions_file(root: Path, split: str) -> Path:
+    return root / f"{split}_balanced_questions.json"
+
+
+def graphs_file(root: Path, split: str) -> Path:
+    return root / f"{split}_sceneGraphs.json"
+
+
+def default_eval_split(root: Path) -> str:
+    for split in EVAL_SPLITS:
+        if questions_file(root, split).is_file():
+            return split
+    return "val"  # missing: reported as such when read
+
+
+def read_questions(root: Path, split: str, cap: int) -> list[tuple[str, dict]]:
+    path = questions_file(root, split)
+    require_file(path, path.name)
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected an object keyed by question id")
+    items = list(data.items())[: limit(len(data), cap)]
+    for qid, q in items:
+        if not isinstance(q, dict) or not all(k in q for k in ("imageId", "question")):
+            raise DataError(f"{path}: question {qid!r} lacks 'imageId' or 'question'")
+    return items
+
+
+def read_graphs(root: Path, split: str) -> dict | None:
+    path = graphs_file(root, split)
+    if not path.is_file():
+        return None
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected an object keyed by image id")
+    for image_id, g in data.items():
+        objs = g.get("objects") if isinstance(g, dict) else None
+        if not isinstance(objs, dict) or not all(
+                isinstance(o, dict) and all(k in o for k in ("name", "x", "y", "w", "h"))
+                for o in objs.values()):
+            raise DataError(f"{path}: image {image_id!r}: expected objects "
+                            f"{{id: {{name, x, y, w, h, attributes, relations}}}}")
+    return data
+
+
+class FeatureIndex:
+    """gqa_objects_info.json + the h5 files it names (checked, opened lazily later)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        path = root / INFO_FILE
+        self.info = load_json(path)
+        if not isinstance(self.info, dict):
+            raise DataError(f"{path}: expected an object keyed by image id")
+        files = sorted({int(v["file"]) for v in self.info.values()})
+        self.paths = {i: root / f"gqa_objects_{i}.h5" for i in files}
+        for p in self.paths.values():
+            require_file(p, p.name)
+        import h5py
+
+        with h5py.File(self.paths[files[0]], "r") as f:
+            if "features" not in f or "bboxes" not in f:
+                raise DataError(f"{self.paths[files[0]]}: expected datasets 'features' and 'bboxes'")
+            self.dim, self.dtype = int(f["features"].shape[-1]), f["features"].dtype
+
+    def reader(self, image_ids: list[str]) -> H5Features:
+        numbers = sorted(self.paths)
+        position = {n: k for k, n in enumerate(numbers)}
+        rows = [self.info[i] for i in image_ids]
+        return H5Features(
+            [self.paths[n] for n in numbers], "gqa",
+            np.array([position[int(r["file"])] for r in rows], np.int64),
+            np.array([int(r["idx"]) for r in rows], np.int64),
+            np.array([int(r["objectsNum"]) for r in rows], np.int64),
+            np.array([[r.get("width", 1), r.get("height", 1)] * 2 for r in rows], np.float32),
+            self.dim, self.dtype)
+
+    def boxes(self, reader: H5Features, max_boxes: int) -> tuple[np.ndarray, np.ndarray]:
+        """All boxes of these images (small; features stay on disk): [I, N, 4], mask [I, N]."""
+        import h5py
+
+        n_img = len(reader.first)
+        boxes = np.zeros((n_img, max_boxes, 4), np.float32)
+        mask = np.zeros((n_img, max_boxes), bool)
+        for k, path in enumerate(reader.paths):
+            sel = np.nonzero(reader.file_no == k)[0]
+            if len(sel) == 0:
+                continue
+            with h5py.File(path, "r") as f:
+                all_boxes = f["bboxes"][:, :max_boxes]
+            for r in sel:
+                n = min(int(reader.count[r]), max_boxes)
+                boxes[r, :n] = all_boxes[reader.first[r], :n]
+                mask[r, :n] = True
+        return np.clip(boxes / reader.scale[:, None, :], 0, 1), mask
+
+
+def _type_of(q: dict) -> str:
+    types = q.get("types")
+    return types.get("structural", "") if isinstance(types, dict) else ""
+
+
+def build(cfg, eval_split: str | None = None, root: Path | None = None,
+          name: str = "gqa") -> DataBundle:
+    if root is None:
+        if not cfg.data_root:
+            raise DataError("data_root: dataset gqa needs data_root, the folder with the official "
+                            "GQA files (train_balanced_questions.json, ...)")
+        root = Path(cfg.data_root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data_root: {root}: no such directory")
+    eval_split = eval_split or default_eval_split(root)
+    train_items = read_questions(root, "train", cfg.train_limit)
+    eval_items = read_questions(root, eval_split, cfg.eval_limit)
+    train_graphs, eval_graphs = read_graphs(root, "train"), read_graphs(root, eval_split)
+    features = FeatureIndex(root) if (root / INFO_FILE).is_file() else None
+    use_graphs = train_graphs is not None and eval_graphs is not None
+    if features is None and not use_graphs:
+        missing = graphs_file(root, "train" if train_graphs is None else eval_split)
+        raise DataError(f"{missing}: no such file (expected the official scene graphs "
+                        f"{missing.name}, or the features {INFO_FILE} + gqa_objects_N.h5)")
+
+    def keep(items, graphs, split):
+        """Drop questions whose image has no graph / features; count why."""
+        dropped = Counter()
+        kept = []
+        for qid, q in items:
+            if use_graphs and q["imageId"] not in graphs:
+                dropped["no scene graph"] += 1
+            elif features is not None and q["imageId"] not in features.info:
+                dropped["no features"] += 1
+            else:
+                kept.append((qid, q))
+        check_dropped(dropped, len(items), cfg.allow_dropped, f"{name} {split}")
+        return kept, dict(dropped)
+
+    train_items, train_dropped = keep(train_items, train_graphs, "train")
+    eval_items, eval_dropped = keep(eval_items, eval_graphs, eval_split)
+
+    if use_graphs:
+        node_vocab, attr_vocab, rel_vocab, max_attrs = G.graph_vocabs(train_graphs)
+        extra_words = list(dict.fromkeys(G.graph_words(train_graphs)))  # each phrase once
+    else:
+        node_vocab, attr_vocab, rel_vocab, max_attrs = ["<pad>", "object"], ["<pad>"], \
+            list(G.BOX_RELATIONS), 1
+        extra_words = list(G.BOX_RELATIONS)
+    train_texts = [q["question"] for _, q in train_items]
+    vocab = build_vocab(train_texts + extra_words)
+    word_id = {w: i for i, w in enumerate(vocab)}
+    counts = Counter(q.get("answer", "") for _, q in train_items)
+    answers = sorted((a for a in counts if a), key=lambda a: (-counts[a], a))
+    answer_id = {a: i for i, a in enumerate(answers)}
+    seen_types = {_type_of(q) for _, q in train_items + eval_items}
+    answer_types = ([t for t in STRUCTURAL_TYPES if t in seen_types]
+                    + sorted(seen_types - set(STRUCTURAL_TYPES) - {""}))
+    if not answer_types or "" in seen_types:
+        answer_types = ["all"]
+    type_id = {t: i for i, t in enumerate(answer_types)}
+
+    def dataset(items, graphs):
+        image_ids = list(dict.fromkeys(q["imageId"] for _, q in items))
+        row_of = {i: r for r, i in enumerate(image_ids)}
+        tokens = encode([q["question"] for _, q in items], vocab, cfg.question_len)
+        labels = np.array([answer_id.get(q.get("answer"), -1) for _, q in items], np.int64)
+        types = np.array([type_id.get(_type_of(q), 0) for _, q in items], np.int64)
+        if use_graphs:
+            graph_arrays = G.scene_graphs(image_ids, graphs, node_vocab, attr_vocab, rel_vocab,
+                                          cfg.max_boxes, max_attrs)
+            stat = G.statistics_words(image_ids, graphs, word_id, cfg.num_stat_word, cfg.topk)
+        if features is not None:
+            visual = features.reader(image_ids)
+            if not use_graphs:
+                graph_arrays = G.box_graphs(*features.boxes(visual, cfg.max_boxes))
+                stat = np.zeros((len(image_ids), cfg.num_stat_word), np.int64)
+        else:
+            visual = GraphFeatures(graph_arrays, len(node_vocab), len(attr_vocab))
+        ds = QADataset(tokens, np.array([row_of[q["imageId"]] for _, q in items], np.int64),
+                       single_answers(labels, types), len(answers), visual, cfg.max_boxes, stat,
+                       graph_arrays, question_ids=[qid for qid, _ in items], image_ids=image_ids,
+                       texts=[q["question"] for _, q in items])
+        return ds, len(image_ids)
+
+    train, train_images = dataset(train_items, train_graphs)
+    evaluation, eval_images = dataset(eval_items, eval_graphs)
+    word_init = None
+    if cfg.tfidf:
+        word_init = tfidf_init(encode(train_texts + extra_words, vocab, 32), len(vocab),
+                               seed=cfg.seed)
+    meta = DataMeta(
+        dataset=name, vocab=vocab, answers=answers, answer_types=answer_types,
+        soft_targets=False, word_init=word_init, visual="regions",
+        feature_dim=features.dim if features is not None else len(node_vocab) + len(attr_vocab),
+        has_graph=True, node_vocab=node_vocab, attr_vocab=attr_vocab, rel_vocab=rel_vocab,
+        max_attrs=max_attrs,
+        counts={"train": {"split": "train", "questions": len(train), "images": train_images,
+                          "dropped": train_dropped},
+                "eval": {"split": eval_split, "questions": len(evaluation), "images": eval_images,
+                         "dropped": eval_dropped},
+                "sources": {"regions": "features" if features is not None else "scene graphs",
+                            "graph": "scene graphs" if use_graphs else "boxes"}},
+    )
+    return DataBundle(train, evaluation, meta)
