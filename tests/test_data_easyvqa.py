@@ -127,3 +127,27 @@ def test_tfidf_is_cooccurrence_weighted_average():
     # 1/df weighting: a frequent partner counts less
     out = tfidf_init(np.array([[2, 3, 4], [3, 0, 0], [3, 0, 0]]), 6, seed=3)
     np.testing.assert_allclose(out[2], (base[3] / 3 + base[4]) / (1 / 3 + 1), rtol=1e-5)
+
+
+def test_image_normalisation_table():
+    from vqatune.engine.data.loader import IMAGE_MEAN, IMAGE_STD, normalise_images
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 5), dtype=np.uint8)
+    expected = (images / 255.0 - IMAGE_MEAN[None, :, None, None]) / IMAGE_STD[None, :, None, None]
+    np.testing.assert_allclose(normalise_images(images), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_loader_rebuilt_from_its_dataset_gives_contract_batches(bundle, cfg):
+    """The trainer resumes mid-epoch by building a DataLoader from `loader.dataset` and its own
+    index batches: those batches must be finished (normalised float images) like the loader's."""
+    from torch.utils.data import DataLoader
+
+    loader = make_loader(bundle.train, cfg, train=True, seed=2, epoch=0)
+    batches = list(loader.sampler)
+    rebuilt = DataLoader(loader.dataset, sampler=batches[1:], batch_size=None,
+                         collate_fn=loader.collate_fn, num_workers=0)
+    original = list(loader)[1:]
+    for a, b in zip(original, rebuilt):
+        assert b["image"].dtype == torch.float32
+        for key in a:
+            assert torch.equal(a[key], b[key]), key

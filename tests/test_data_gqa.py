@@ -133,8 +133,11 @@ def test_features_only_builds_graph_from_boxes(tmp_path):
     b = build(cfg_for(tmp_path))
     m = b.meta
     assert m.counts["sources"]["graph"] == "boxes" and m.rel_vocab == graph.BOX_RELATIONS
+    batch = b.train.batch(np.arange(len(b.train)))
+    assert (batch["node_mask"] == batch["region_mask"]).all()
+    np.testing.assert_allclose(batch["node_boxes"], batch["boxes"], rtol=1e-6)
     s = b.train[0]
-    assert (s["node_mask"] == s["region_mask"]).all() and (s["node_names"][s["node_mask"]] == 1).all()
+    assert (s["node_names"][s["node_mask"]] == 1).all()
     assert (s["edge_rel"] > 0).sum(1)[s["node_mask"]].min() >= 1  # every box has neighbours
     assert not s["stat_mask"].any()
 
@@ -239,3 +242,34 @@ def test_hdf5_paths_agree(tmp_path, fmt):
         for key in ("regions", "boxes", "region_mask"):
             np.testing.assert_array_equal(batches[0][key], other[key])
     assert batches[0]["region_mask"].all()
+
+
+def test_synth_failure_leaves_nothing(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(synth, "region_features", broken)
+    with pytest.raises(DataError, match="cannot write: No space left on device"):
+        synth.write(tmp_path / "out", "gqa", images=4, feature_dim=4)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "empty").mkdir()
+    monkeypatch.undo()
+    synth.write(tmp_path / "empty", "gqa", images=4, feature_dim=4)  # an empty folder is fine
+    assert (tmp_path / "empty" / "train_balanced_questions.json").is_file()
+
+
+def test_wrong_value_types_are_clean_errors(tmp_path, root):
+    for p in root.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    graphs = json.loads((root / "val_sceneGraphs.json").read_text())
+    image_id = next(iter(graphs))
+    graphs[image_id]["objects"]["0"]["x"] = "12"
+    (tmp_path / "val_sceneGraphs.json").write_text(json.dumps(graphs))
+    with pytest.raises(DataError, match=rf"val_sceneGraphs.json: image '{image_id}', object '0': "
+                                        r"x must be a number"):
+        build(cfg_for(tmp_path))
+    questions = json.loads((root / "train_balanced_questions.json").read_text())
+    questions[next(iter(questions))]["question"] = None
+    (tmp_path / "train_balanced_questions.json").write_text(json.dumps(questions))
+    with pytest.raises(DataError, match="train_balanced_questions.json: question '00000000'"):
+        build(cfg_for(tmp_path))

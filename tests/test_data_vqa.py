@@ -131,3 +131,21 @@ def test_min_answer_count(root):
         len(build(cfg_for(root, min_answer_count=5)).meta.answers)
     with pytest.raises(DataError, match="min_answer_count: no answer"):
         build(cfg_for(root, min_answer_count=100000))
+
+
+def test_wrong_value_types_are_clean_errors(tmp_path, root):
+    for p in root.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    path = tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json"
+    data = json.loads(path.read_text())
+    data["questions"][0]["image_id"] = "123"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="val2014_questions.json: expected questions"):
+        build(cfg_for(tmp_path))
+    path.write_bytes((root / path.name).read_bytes())
+    path = tmp_path / "v2_mscoco_train2014_annotations.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["answers"] = [{"answer": 3}]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="train2014_annotations.json: question 0: no annotation"):
+        build(cfg_for(tmp_path))

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -42,16 +42,9 @@ class DataMeta:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-class SampleSource(Protocol):
-    """A map-style data set; `batch(indices)` is the vectorised fast path the loader uses."""
-
-    def __len__(self) -> int: ...
-    def __getitem__(self, i: int) -> dict[str, Any]: ...
-    def batch(self, indices: np.ndarray) -> dict[str, np.ndarray]: ...
-
-
 class BatchedDataset:
-    """Base: `[i]` is row i of `batch([i])`, so both paths give identical samples."""
+    """A map-style data set whose `batch(indices)` builds a whole batch in numpy (the loader's
+    fast path); `[i]` is row i of `batch([i])`, so both paths give identical samples."""
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -54,8 +54,12 @@ def read_questions(root: Path, split: str, cap: int) -> list[tuple[str, dict]]:
         raise DataError(f"{path}: expected an object keyed by question id")
     items = list(data.items())[: limit(len(data), cap)]
     for qid, q in items:
-        if not isinstance(q, dict) or not all(k in q for k in ("imageId", "question")):
-            raise DataError(f"{path}: question {qid!r} lacks 'imageId' or 'question'")
+        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or \
+                not isinstance(q.get("imageId"), (str, int)) or \
+                not isinstance(q.get("answer", ""), str):
+            raise DataError(f"{path}: question {qid!r}: expected {{imageId, question, answer, ...}} "
+                            f"with string values")
+        q["imageId"] = str(q["imageId"])
     return items
 
 
@@ -68,12 +72,29 @@ def read_graphs(root: Path, split: str) -> dict | None:
         raise DataError(f"{path}: expected an object keyed by image id")
     for image_id, g in data.items():
         objs = g.get("objects") if isinstance(g, dict) else None
-        if not isinstance(objs, dict) or not all(
-                isinstance(o, dict) and all(k in o for k in ("name", "x", "y", "w", "h"))
-                for o in objs.values()):
-            raise DataError(f"{path}: image {image_id!r}: expected objects "
-                            f"{{id: {{name, x, y, w, h, attributes, relations}}}}")
+        if not isinstance(objs, dict):
+            raise DataError(f"{path}: image {image_id!r}: expected \"objects\": {{id: {{name, x, y, "
+                            f"w, h, attributes, relations}}}}")
+        for object_id, o in objs.items():
+            problem = _object_problem(o)
+            if problem:
+                raise DataError(f"{path}: image {image_id!r}, object {object_id!r}: {problem}")
     return data
+
+
+def _object_problem(o) -> str | None:
+    if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+        return "expected {name, x, y, w, h, attributes, relations}"
+    for k in ("x", "y", "w", "h"):
+        if isinstance(o.get(k), bool) or not isinstance(o.get(k), (int, float)):
+            return f"{k} must be a number, got {o.get(k)!r}"
+    if not all(isinstance(a, str) for a in o.get("attributes", [])):
+        return "attributes must be a list of strings"
+    rels = o.get("relations", [])
+    if not isinstance(rels, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and "object" in r for r in rels):
+        return "relations must be a list of {object, name}"
+    return None
 
 
 class FeatureIndex:
@@ -120,11 +141,12 @@ class FeatureIndex:
             if len(sel) == 0:
                 continue
             with h5py.File(path, "r") as f:
-                all_boxes = f["bboxes"][:, :max_boxes]
-            for r in sel:
-                n = min(int(reader.count[r]), max_boxes)
-                boxes[r, :n] = all_boxes[reader.first[r], :n]
-                mask[r, :n] = True
+                rows = np.unique(reader.first[sel])  # h5py reads need increasing indices
+                found = f["bboxes"][rows, :max_boxes]
+            width = found.shape[1]
+            boxes[sel, :width] = found[np.searchsorted(rows, reader.first[sel])]
+            mask[sel] = np.arange(max_boxes)[None, :] < np.minimum(reader.count[sel], width)[:, None]
+        boxes[~mask] = 0
         return np.clip(boxes / reader.scale[:, None, :], 0, 1), mask
 
 

@@ -142,6 +142,9 @@ def box_graphs(boxes: np.ndarray, mask: np.ndarray) -> Graphs:
             dst.append(j)
             rel.append(r)
         offsets.append(offsets[-1] + (len(src[-1]) if k > 1 else 0))
-    cat = (lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32))
     return Graphs(names, attrs, boxes.astype(np.float32), np.asarray(offsets, np.int64),
-                  cat(src), cat(dst), cat(rel))
+                  _int32s(src), _int32s(dst), _int32s(rel))
+
+
+def _int32s(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)

@@ -36,10 +36,6 @@ class Answers:
         return {"target": target, "score": score, "label": self.label[q],
                 "answer_type": self.answer_type[q]}
 
-    def subset(self, keep: np.ndarray) -> "Answers":
-        return Answers(self.ids[keep], self.target[keep], self.score[keep], self.label[keep],
-                       self.answer_type[keep])
-
 
 def single_answers(labels: np.ndarray, types: np.ndarray) -> Answers:
     """One correct answer per question (GQA, easy-VQA): one-hot target and score."""

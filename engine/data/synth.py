@@ -151,19 +151,41 @@ def write(out: Path, fmt: str = "gqa", images: int = 100, seed: int = 0,
           questions_per_image: int = 10, feature_dim: int = 2048, boxes: int = 0,
           dtype: str = "float32", features: bool = True, graphs: bool = True,
           images_per_file: int = 10000) -> dict:
-    """Write a synthetic data set into `out` (created; must be empty or absent); the last fifth of
-    the images form the validation split. Returns counts."""
-    import h5py
-
+    """Write a synthetic data set into `out` (must be empty or absent); the last fifth of the
+    images form the validation split. Written in a temporary folder renamed into place, so a
+    failure leaves nothing behind. Returns counts."""
     if fmt not in ("gqa", "vqa"):
         raise DataError(f"--format: expected gqa or vqa, got {fmt!r}")
     if images < 2:
         raise DataError("--images: at least 2 (one train, one validation)")
     if not features and (not graphs or fmt == "vqa"):
         raise DataError("nothing to write: VQA needs features; GQA needs features or scene graphs")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: not empty")
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        counts = _write(tmp, fmt, images, seed, questions_per_image, feature_dim, boxes, dtype,
+                        features, graphs, images_per_file)
+        os.rename(tmp, out)  # replaces an empty folder; fails on a non-empty one
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if out.is_dir() and any(out.iterdir()):
+            raise DataError(f"{out}: not empty") from None
+        raise DataError(f"{out}: cannot write: {e.strerror or e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return counts
+
+
+def _write(out: Path, fmt: str, images: int, seed: int, questions_per_image: int,
+           feature_dim: int, boxes: int, dtype: str, features: bool, graphs: bool,
+           images_per_file: int) -> dict:
+    import h5py
+
     rng = np.random.default_rng(seed)
     table = _word_table(feature_dim, seed)
     n_val = max(1, images // 5)
@@ -267,13 +289,11 @@ def builtin_root(seed: int, images: int = BUILTIN_IMAGES) -> Path:
     """The cached GQA-format set of dataset = "synthetic" (generated once, atomically)."""
     root = cache_dir() / f"synthetic-gqa-s{seed}-n{images}"
     if not root.is_dir():
-        tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        write(tmp, "gqa", images=images, seed=seed, feature_dim=BUILTIN_FEATURE_DIM)
         try:
-            os.rename(tmp, root)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
+            write(root, "gqa", images=images, seed=seed, feature_dim=BUILTIN_FEATURE_DIM)
+        except DataError:
+            if not root.is_dir():  # not merely another process finishing first
+                raise
     return root
 
 

@@ -87,12 +87,16 @@ def read_split(root: Path, split: str, cap: int) -> list[tuple[dict, dict]]:
     qs = questions["questions"]
     out = []
     for q in qs[: limit(len(qs), cap)]:
-        if not isinstance(q, dict) or not all(k in q for k in ("image_id", "question", "question_id")):
-            raise DataError(f"{qpath}: expected questions {{image_id, question, question_id}}, "
-                            f"got {str(q)[:60]}")
+        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or \
+                not all(isinstance(q.get(k), int) and not isinstance(q.get(k), bool)
+                        for k in ("image_id", "question_id")):
+            raise DataError(f"{qpath}: expected questions {{image_id: int, question: str, "
+                            f"question_id: int}}, got {str(q)[:60]}")
         ann = by_id.get(q["question_id"])
-        if ann is None or not isinstance(ann.get("answers"), list):
-            raise DataError(f"{apath}: no annotation with answers for question {q['question_id']}")
+        if ann is None or not isinstance(ann.get("answers"), list) or not all(
+                isinstance(x, dict) and isinstance(x.get("answer"), str) for x in ann["answers"]):
+            raise DataError(f"{apath}: question {q['question_id']}: no annotation with "
+                            f"answers [{{answer, ...}}]")
         out.append((q, ann))
     return out
 
@@ -142,7 +146,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
     eval_pairs = read_split(root, eval_split, cfg.eval_limit)
     train_features, eval_features = FeatureFile(root, "train"), FeatureFile(root, eval_split)
 
-    counts = Counter(normalize_answer(a.get("multiple_choice_answer", "")) for _, a in train_pairs)
+    counts = Counter(normalize_answer(str(a.get("multiple_choice_answer", ""))) for _, a in train_pairs)
     answers = sorted((a for a, n in counts.items() if a and n >= cfg.min_answer_count),
                      key=lambda a: (-counts[a], a))
     if not answers:
