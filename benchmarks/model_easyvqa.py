@@ -18,16 +18,23 @@ from vqatune.engine import config, data
 from vqatune.engine.model import build_model
 
 
-def evaluate(model, loader) -> float:
+BRANCHES = ("fused", "xvlm", "ban", "graph")
+
+
+def evaluate(model, loader) -> dict[str, float]:
+    """Official accuracy of each branch's prediction (the fused one is the model's answer)."""
     model.eval()
-    right = total = 0.0
+    right = dict.fromkeys(BRANCHES, 0.0)
+    total = 0
     with torch.no_grad():
         for batch in loader:
-            pred = model(batch)["logits"]["fused"].argmax(1)
-            right += batch["score"].gather(1, pred[:, None]).sum().item()
-            total += len(pred)
+            logits = model(batch)["logits"]
+            for name in BRANCHES:
+                pred = logits[name].argmax(1)
+                right[name] += batch["score"].gather(1, pred[:, None]).sum().item()
+            total += len(batch["label"])
     model.train()
-    return right / max(total, 1)
+    return {name: right[name] / max(total, 1) for name in BRANCHES}
 
 
 def main() -> None:
@@ -71,9 +78,10 @@ def main() -> None:
         eval_loader = data.make_loader(bundle.eval, cfg, train=False, seed=cfg.seed, epoch=0,
                                        batch_size=256)
         acc = evaluate(model, eval_loader)
+        branches = ", ".join(f"{k} {v:.4f}" for k, v in acc.items())
         print(f"epoch {epoch}: {len(bundle.train) / epoch_time:.0f} train samples/s, "
-              f"eval accuracy {acc:.4f}, elapsed {time.perf_counter() - start:.0f} s", flush=True)
-    print(f"final accuracy {acc:.4f} after {time.perf_counter() - start:.0f} s "
+              f"eval accuracy {branches}, elapsed {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"final accuracy {acc['fused']:.4f} after {time.perf_counter() - start:.0f} s "
           f"(training {train_time:.0f} s, {torch.get_num_threads()} threads)")
 
 

@@ -302,3 +302,35 @@ def test_summary_without_meta_uses_nominal_vocabularies():
     s = summary(config.load("gqa"))
     assert s["nominal_vocabulary"] and s["answers"] == 1842 and s["visual"] == "regions"
     assert summary(config.load("default"))["total"] > summary(config.load("cpu-quick"))["total"]
+
+
+# ---- vqatune model summary ------------------------------------------------------------------
+
+
+def test_model_summary_command_json_and_table():
+    from typer.testing import CliRunner
+
+    from vqatune.tui.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["model", "summary", "smoke", "--set", "num_hid=48", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["total"] == summary(config.load("smoke", ["num_hid=48"]))["total"]
+    assert data["xvlm_lr"]["value"] == config.load("smoke").xvlm_lr
+    result = runner.invoke(app, ["model", "summary", "smoke"])
+    assert result.exit_code == 0 and "xvlm_backbone" in result.stdout and "total" in result.stdout
+
+
+def test_model_summary_command_user_errors_exit_2():
+    from typer.testing import CliRunner
+
+    from vqatune.tui.cli import app
+
+    runner = CliRunner()
+    for args in (["model", "summary", "no-such-preset"],
+                 ["model", "summary", "smoke", "--set", "vision_width=30", "--set", "backbone_heads=4"],
+                 ["model", "summary", "smoke", "--set", "config=/nonexistent/VQA.yaml"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.output
