@@ -533,32 +533,34 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
             tj.claim.release()
         echo(f"trial {tj.number}: {outcome}")
 
-    try:
-        pending_resume = resumable()
-        while True:
-            for slot_index in list(active):
-                report_new_evals(active[slot_index])
-                if active[slot_index].job.finished():
-                    finish(slot_index)
-            while free:
-                free.sort()
-                started = False
-                while pending_resume and not started:
-                    started = start_resumed(*pending_resume.pop(0), free[0])
-                if not started and not start_new(free[0]):
+    # Shared with the other workers of this sweep here: tells `vqatune sweeps` it is running.
+    with sweep_mod.sweep_lock(sweep, shared=True):
+        try:
+            pending_resume = resumable()
+            while True:
+                for slot_index in list(active):
+                    report_new_evals(active[slot_index])
+                    if active[slot_index].job.finished():
+                        finish(slot_index)
+                while free:
+                    free.sort()
+                    started = False
+                    while pending_resume and not started:
+                        started = start_resumed(*pending_resume.pop(0), free[0])
+                    if not started and not start_new(free[0]):
+                        break
+                    free.pop(0)
+                if not active:
                     break
-                free.pop(0)
-            if not active:
-                break
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        echo(f"interrupted: stopping {len(active)} live trial run(s)")
-        sweep_mod.stop_jobs([tj.job for tj in active.values()], echo)
-        for tj in active.values():
-            tj.claim.release()
-        raise sweep_mod.SweepInterrupted(
-            f"sweep {sweep.id} interrupted; its open trials are resumed when the same command "
-            f"runs again") from None
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            echo(f"interrupted: stopping {len(active)} live trial run(s)")
+            sweep_mod.stop_jobs([tj.job for tj in active.values()], echo)
+            for tj in active.values():
+                tj.claim.release()
+            raise sweep_mod.SweepInterrupted(
+                f"sweep {sweep.id} interrupted; its open trials are resumed when the same command "
+                f"runs again") from None
     best = _best_trial(study)
     return SearchResult(study_name, safe_url(storage_url), ran,
                         best.number if best else None, best.value if best else None,

@@ -362,15 +362,20 @@ def find_sweep(query: str, runs_dir: Path | None = None) -> Sweep:
 
 
 @contextlib.contextmanager
-def sweep_lock(sweep: Sweep) -> Iterator[None]:
-    """One process runs a variants sweep at a time (two would duplicate its runs)."""
+def sweep_lock(sweep: Sweep, *, shared: bool = False) -> Iterator[None]:
+    """Held while a process works on the sweep: exclusive for a variants sweep (two processes
+    would duplicate its runs), shared by the workers of a search (the study keeps them apart).
+    is_active() tells from it whether anyone works on the sweep now."""
     with open(sweep.path / LOCK_FILE, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
             raise ConfigError(f"sweep {sweep.id} is already running ({holder})") from None
+        if shared:
+            yield
+            return
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()}")
@@ -380,6 +385,18 @@ def sweep_lock(sweep: Sweep) -> Iterator[None]:
         finally:
             f.seek(0)
             f.truncate()
+
+
+def is_active(sweep: Sweep) -> bool:
+    """A process on this machine is running the sweep (it holds the sweep's lock)."""
+    try:
+        with open(sweep.path / LOCK_FILE, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def launch_detached(sweep: Sweep, args: list[str]) -> tuple[int, Path]:
@@ -618,6 +635,14 @@ class SweepProgress:
     best_accuracy: float | None
     best_run: str | None  # run id
     best_label: str | None  # variant/seed or "trial N"
+    active: bool = False  # a sweep process works on it now
+
+    @property
+    def state(self) -> str:
+        """running (a process works on it), finished, or incomplete (interrupted)."""
+        if self.active:
+            return "running"
+        return "finished" if self.total is not None and self.done >= self.total else "incomplete"
 
 
 def run_label(info: runstore.RunInfo) -> str:
@@ -644,7 +669,7 @@ def progress(sweep: Sweep, runs: list[runstore.RunInfo] | None = None) -> SweepP
         running=sum(r.state in ("running", "queued") and r.live for r in runs),
         failed=sum(r.state in ("diverged", "oom", "failed", "crashed") for r in runs),
         best_accuracy=best.best_accuracy if best else None, best_run=best.id if best else None,
-        best_label=run_label(best) if best else None)
+        best_label=run_label(best) if best else None, active=is_active(sweep))
 
 
 def overview(runs_dir: Path | None = None) -> list[tuple[Sweep, SweepProgress]]:

@@ -115,7 +115,8 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, caps
 
     out = CliRunner().invoke(app, ["sweeps", "--runs-dir", str(tmp_path / "runs"), "--json"])
     [row] = json.loads(out.output)
-    assert (row["id"], row["done"], row["total"], row["best_accuracy"]) == (sw.id, 4, 4, 0.5)
+    assert (row["id"], row["state"], row["done"], row["total"], row["best_accuracy"]) == \
+        (sw.id, "finished", 4, 4, 0.5)
     sweep_cmd.compare_sweep(sw.id[:8], tmp_path / "runs", plot=True)
     text = capsys.readouterr().out
     assert "winner: fast" in text and "0.5000 ± 0.0000" in text and "validation accuracy" in text
@@ -225,9 +226,12 @@ def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, 
 def test_a_second_process_on_a_running_sweep_is_refused(tmp_path, fake):
     plan = sweep.load_plan(str(plan_file(tmp_path, "")))
     sw = sweep.open_sweep(plan, tmp_path / "runs")
+    assert not sweep.is_active(sw)
     with sweep.sweep_lock(sw):
+        assert sweep.is_active(sw) and sweep.progress(sw).state == "running"
         proc = vqatune(["sweep", str(plan.path), "--runs-dir", str(tmp_path / "runs")])
         out, _ = proc.communicate(timeout=60)
+    assert sweep.progress(sw).state == "incomplete"
     assert proc.returncode == 2
     assert out.strip() == f"error: sweep {sw.id} is already running (pid {os.getpid()} on " \
                           f"{os.uname().nodename})"
@@ -296,10 +300,12 @@ def test_interrupted_search_resumes_its_open_trial(tmp_path):
     first = vqatune(args, env={"FAKE_DELAY": "0.05"})
     assert wait_for(lambda: any(r.state == "running" and (r.path / "checkpoints").exists()
                                 for r in runstore.list_runs(runs)), timeout=60)
+    [sw] = sweep.list_sweeps(runs)
+    assert sweep.is_active(sw)  # the worker holds the sweep's (shared) lock
     first.send_signal(signal.SIGINT)
     out, _ = first.communicate(timeout=60)
     assert first.returncode == 130, out
-    [sw] = sweep.list_sweeps(runs)
+    assert not sweep.is_active(sw)
     storage = search.default_storage(sw.path)
     open_trials = [t for t in trial_table(storage, sw.id) if t.state.name == "RUNNING"]
     assert len(open_trials) == 1

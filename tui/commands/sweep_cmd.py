@@ -239,7 +239,7 @@ def sweeps(
     rows = []
     for s, p in sweep_mod.overview(runs_dir):
         rows.append({"id": s.id, "title": s.title, "kind": s.kind, "base": s.data.get("base"),
-                     "total": p.total, "done": p.done, "running": p.running, "failed": p.failed,
+                     "state": p.state, "total": p.total, "done": p.done, "running": p.running, "failed": p.failed,
                      "best_accuracy": p.best_accuracy, "best_run": p.best_run,
                      "best_label": p.best_label, "path": str(s.path)})
     if as_json:
@@ -251,11 +251,11 @@ def sweeps(
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("sweep", "kind", "progress", "running", "best acc", "best"):
+    for col in ("sweep", "kind", "state", "progress", "live runs", "best acc", "best"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["id"], r["kind"], f"{r['done']}/{r['total']}", str(r["running"]),
-                      _fmt(r["best_accuracy"]), r["best_label"] or "-")
+        table.add_row(r["id"], r["kind"], r["state"], f"{r['done']}/{r['total']}",
+                      str(r["running"]), _fmt(r["best_accuracy"]), r["best_label"] or "-")
     console().print(table)
 
 
