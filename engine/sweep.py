@@ -245,8 +245,9 @@ def expand(plan: Plan) -> list[PlannedRun]:
 
 def make_sweep_id(plan: Plan, planned: list[PlannedRun] | None = None) -> str:
     """<plan>-<base>-<digest>: the same plan on the same base is the same sweep."""
-    if plan.kind == "search":
-        content: Any = {"base": base_config(plan).to_dict(), "search": plan.search}
+    if plan.kind == "search":  # n_trials left out: raising it and re-running adds trials
+        search = {k: v for k, v in plan.search.items() if k != "n_trials"}
+        content: Any = {"base": base_config(plan).to_dict(), "search": search}
     else:
         content = [(p.key, p.config.to_dict()) for p in (planned or expand(plan))]
     digest = hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()

@@ -94,6 +94,15 @@ def test_sweep_id_is_stable_and_follows_the_expansion(tmp_path):
                                                                          base="cpu-quick"))
 
 
+def test_search_sweep_id_ignores_n_trials_so_raising_it_adds_trials(tmp_path):
+    ids = []
+    for n, lr in ((4, "{}"), (8, "{}"), (8, "{ high = 3e-4 }")):
+        path = write_plan(tmp_path, f'base = "smoke"\n[search]\nn_trials = {n}\n'
+                                    f'[search.params]\nlr = {lr}\n', "s.toml")
+        ids.append(sweep.make_sweep_id(sweep.load_plan(str(path))))
+    assert ids[0] == ids[1] != ids[2]
+
+
 @pytest.mark.parametrize("text, message", [
     ('[variants.a]\nlrr = 1e-4\n', "plan.toml:2: unknown parameter 'lrr'; did you mean 'lr'?"),
     ('[variants.a]\nlr = -1.0\n', "plan.toml:2: lr: must be > 0"),
