@@ -171,8 +171,8 @@ def test_plans_command_lists_the_shipped_plans():
     assert {p["name"] for p in json.loads(result.output)} >= {"learning-rate", "seeds", "search"}
 
 
-def test_cli_module_imports_no_optuna_or_torch():
-    code = ("import sys; import vqatune.tui.cli; "
+def test_cli_and_sweep_engine_import_no_optuna_or_torch():
+    code = ("import sys; import vqatune.tui.cli, vqatune.engine.sweep, vqatune.engine.search; "
             "bad = [m for m in ('optuna', 'torch', 'textual') if m in sys.modules]; "
             "print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
