@@ -97,7 +97,10 @@ class Status:
 
     def _beat(self) -> None:
         while not self.stopped.wait(STATUS_EVERY_S):
-            self.write()
+            try:
+                self.write()
+            except OSError as exc:  # a full disk: keep training, try again at the next beat
+                log.error("cannot write %s: %s", self.path.name, exc)
 
     def close(self, **final) -> None:
         self.stopped.set()
@@ -510,10 +513,15 @@ class Trainer:
                    "best_step": getattr(self, "best_step", None),
                    "final_accuracy": getattr(self, "last_accuracy", None),
                    "duration_s": round(ended - self.started, 3)}
-        self.metrics.write("end", **summary)
-        self.metrics.close()
-        events.write_json_atomic(self.run_dir / events.SUMMARY_FILE, summary)
-        self.status.close(state=state, ended=ended, message=message, step=step, eta_s=0)
+        # Each record on its own: one failing (a full disk) must not cost the others.
+        for write in (lambda: self.metrics.write("end", **summary), self.metrics.close,
+                      lambda: events.write_json_atomic(self.run_dir / events.SUMMARY_FILE, summary),
+                      lambda: self.status.close(state=state, ended=ended, message=message,
+                                                step=step, eta_s=0)):
+            try:
+                write()
+            except OSError as exc:
+                log.error("cannot write the end of the run: %s", exc)
         (log.info if state == "done" else log.warning)(
             "run %s%s", state, f": {message}" if message else "")
 

@@ -292,3 +292,19 @@ def test_entry_point_rejects_a_directory_without_config(tmp_path):
     result = subprocess.run([sys.executable, "-m", "vqatune.engine.train", str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("error:")
+
+
+def test_a_full_disk_at_the_end_still_records_the_final_state(tmp_path, monkeypatch):
+    run_dir = make_run(tmp_path, "full", QUICK + ["max_steps=1"])
+    write = events.MetricsWriter.write
+
+    def failing(self, event, **fields):
+        if event == "end":
+            raise OSError(28, "No space left on device")
+        return write(self, event, **fields)
+
+    monkeypatch.setattr(events.MetricsWriter, "write", failing)
+    assert train(run_dir, monkeypatch=monkeypatch) == 0
+    assert status(run_dir)["state"] == "done"
+    assert events.read_json(run_dir / events.SUMMARY_FILE)["state"] == "done"
+    assert "No space left" in (run_dir / events.LOG_FILE).read_text()
