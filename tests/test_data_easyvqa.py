@@ -124,6 +124,9 @@ def test_tfidf_is_cooccurrence_weighted_average():
     np.testing.assert_allclose(out[3], base[2], rtol=1e-5)
     np.testing.assert_allclose(out[5], base[5])  # never co-occurs: its base vector
     assert not out[0].any()  # <pad>
+    # an unknown word (1) inside a text is skipped, not the end of the text
+    out = tfidf_init(np.array([[2, 1, 3, 0], [5, 0, 0, 0]]), 6, seed=3)
+    np.testing.assert_allclose(out[2], base[3], rtol=1e-5)
     # 1/df weighting: a frequent partner counts less
     out = tfidf_init(np.array([[2, 3, 4], [3, 0, 0], [3, 0, 0]]), 6, seed=3)
     np.testing.assert_allclose(out[2], (base[3] / 3 + base[4]) / (1 / 3 + 1), rtol=1e-5)

@@ -58,7 +58,8 @@ def tfidf_init(tokens: np.ndarray, vocab_size: int, seed: int = 0) -> np.ndarray
     Returns float32 [V, 300].
     """
     base = base_vectors(vocab_size, seed)
-    tokens = np.where(tokens > 1, tokens, 0)
+    longest = int((tokens != 0).sum(1).max(initial=0))  # texts are left-aligned, pad at the end
+    tokens = np.where(tokens > 1, tokens, 0)[:, : max(longest, 1)]  # ignore pad and <unk>
     df = np.bincount(tokens.ravel(), minlength=vocab_size).astype(np.float64)
     i, j = np.triu_indices(tokens.shape[1], k=1)
     keys, counts = [], []
