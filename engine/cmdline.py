@@ -9,6 +9,7 @@ Light module: no torch, no textual.
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -17,20 +18,27 @@ from .schema import BY_NAME, PARAMS, ParamError, coerce, format_float
 
 _BOOL_WORDS = {"true", "false", "1", "0", "yes", "no", "on", "off"}
 PROGRAM_WORDS = ("python", "python3", "main.py", "-m", "vqatune", "train")
+_ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+# A shell comment: `#` starting a word, to the end of the line, with no quote after it (so that
+# `runs/#1` and `'#1'` stay values; shlex's own comment handling would cut `a#b`).
+_COMMENT = re.compile(r"""(^|\s)#[^'"\n]*$""", re.MULTILINE)
 
 
 def split(text: str) -> list[str]:
-    """Shell words of a command line, with backslash-newline continuations joined."""
+    """Shell words of a command line: backslash-newline continuations joined, `# ...` dropped."""
+    text = _COMMENT.sub(r"\1", text.replace("\\\n", " "))
     try:
-        return shlex.split(text.replace("\\\n", " "))
+        return shlex.split(text)
     except ValueError as e:
         raise ConfigError(f"command line: {e}") from None
 
 
 def strip_program(words: list[str]) -> list[str]:
-    """Drop a leading `python main.py` (or `vqatune train`)."""
+    """Drop a leading `VAR=value ... python main.py` (or `python -m vqatune train`)."""
     i = 0
-    while i < len(words) and not words[i].startswith("-"):
+    while i < len(words) and _ENV_ASSIGNMENT.match(words[i]):
+        i += 1
+    while i < len(words) and (not words[i].startswith("-") or words[i] == "-m"):
         if words[i] not in PROGRAM_WORDS and not words[i].endswith(".py"):
             raise ConfigError(f"command line: unexpected word {words[i]!r} before the flags")
         i += 1

@@ -24,14 +24,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from . import schema
-from .schema import BY_NAME, DEFAULTS, PARAMS, ParamError, coerce
+from .schema import BY_NAME, DEFAULTS, PARAMS, ConfigError, ParamError, coerce
 
 META_KEYS = ("extends", "title", "description")
 PRESET_SUFFIX = ".toml"
-
-
-class ConfigError(Exception):
-    """A user mistake in a config, preset or override: one line, already formatted."""
 
 
 class Config:
@@ -41,14 +37,21 @@ class Config:
 
     def __init__(self, values: Mapping[str, Any] | None = None):
         merged = dict(DEFAULTS)
-        if values:
-            unknown = set(values) - set(DEFAULTS)
-            if unknown:
-                raise ConfigError(f"unknown parameter {sorted(unknown)[0]!r}")
-            merged.update(values)
+        for name, value in (values or {}).items():
+            if name not in BY_NAME:
+                raise ConfigError(unknown_message(name))
+            # Typed values pass through unchanged; a wrong type or bound raises ParamError.
+            merged[name] = coerce(BY_NAME[name], value)
         object.__setattr__(self, "_values", merged)
 
+    def __reduce__(self):
+        # Pickle/copy through __init__: the default protocol would set the slot through the
+        # blocked __setattr__ (DataLoader workers and multiprocessing pickle configs).
+        return (Config, (self._values,))
+
     def __getattr__(self, name: str) -> Any:
+        if name == "_values":  # not set yet (mid-unpickling): no recursion
+            raise AttributeError(name)
         try:
             return self._values[name]
         except KeyError:
@@ -107,10 +110,9 @@ class Resolved:
 
 
 def unknown_message(key: str, where: str = "") -> str:
-    near = difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.6)
-    if not near:
-        lowered = {n.lower(): n for n in BY_NAME}
-        near = [lowered[key.lower()]] if key.lower() in lowered else []
+    lowered = {n.lower(): n for n in BY_NAME}
+    near = ([lowered[key.lower()]] if key.lower() in lowered  # aoa_layers -> AOA_layers
+            else difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.6))
     hint = f"; did you mean {near[0]!r}?" if near else ""
     return f"{where}unknown parameter {key!r}{hint}"
 
@@ -161,8 +163,8 @@ def list_presets() -> list[PresetInfo]:
     for name, path in preset_paths().items():
         try:
             data = _parse_toml(path)
-        except ConfigError:
-            data = {}
+        except ConfigError as e:  # still listed, so that the user sees why it does not load
+            data = {"description": f"(cannot be read: {e})"}
         out.append(PresetInfo(name, str(data.get("title", "")), str(data.get("description", "")),
                               path))
     order = {n: i for i, n in enumerate(BUILTIN_ORDER)}
@@ -187,12 +189,16 @@ def _parse_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read: {e}") from None
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer past Python's digit limit
         msg = str(e)
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
         if m:
             reason = msg[: m.start()].strip()
             raise ConfigError(f"{path}:{m.group(1)}:{m.group(2)}: invalid TOML: {reason}") from None
+        if msg.endswith("(at end of document)"):  # an unclosed array or string: point at the end
+            line, col = text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1
+            reason = msg[: -len("(at end of document)")].strip()
+            raise ConfigError(f"{path}:{line}:{col}: invalid TOML: {reason} at end of file") from None
         raise ConfigError(f"{path}: invalid TOML: {msg}") from None
 
 
@@ -211,11 +217,15 @@ def _key_line(path: Path, table: str | None, key: str) -> int | None:
         h = header_re.match(line)
         if h:
             current = h.group(1).strip().strip('"')
+            if table is None and current == key:  # `[key]`: a table where a value was expected
+                return number
             continue
         if current == table and key_re.match(line):
             return number
         if table and current is None and dotted_re.match(line):
             return number
+    if table:  # an inline table (`training = { lr = 1 }`): point at the table's line
+        return _key_line(path, None, table)
     return None
 
 
@@ -237,7 +247,7 @@ def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
                 tables = ", ".join(schema.TABLE_CATEGORIES)
                 near = difflib.get_close_matches(key, list(schema.TABLE_CATEGORIES), n=1)
                 hint = f"; did you mean [{near[0]}]?" if near else f" (tables: {tables})"
-                raise ConfigError(f"{path}: unknown table [{key}]{hint}")
+                raise ConfigError(f"{_where(path, None, key)}unknown table [{key}]{hint}")
             for name, v in value.items():
                 if name not in BY_NAME:
                     raise ConfigError(unknown_message(name, _where(path, key, name)))
@@ -257,13 +267,11 @@ def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
     return flat
 
 
-def _resolve_source(source: str, relative_to: Path | None = None) -> Path:
+def _resolve_source(source: str) -> Path:
     """A preset name or a file path -> the file."""
     looks_like_path = source.endswith(PRESET_SUFFIX) or "/" in source or os.sep in source
     if looks_like_path:
         path = Path(source).expanduser()
-        if relative_to is not None and not path.is_absolute():
-            path = relative_to / path
         if not path.exists():
             raise ConfigError(f"{source}: no such file")
         return path
@@ -307,12 +315,15 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Config, Config
 
 
 def _resolve_extends(extends: str, path: Path) -> Path:
-    candidate = (path.parent / extends)
+    candidate = path.parent / Path(extends).expanduser()  # an absolute path stays absolute
     if extends.endswith(PRESET_SUFFIX) or "/" in extends:
         if not candidate.exists():
             raise ConfigError(f"{_where(path, None, 'extends')}extends: no such file {extends!r}")
         return candidate
     preset = find_preset(extends)
+    if preset is not None and preset.resolve() == path.resolve():
+        # A user preset that overrides a built-in one of the same name and extends it.
+        preset = _shadowed_preset(extends, path)
     if preset is None:
         if candidate.with_suffix(PRESET_SUFFIX).exists():
             return candidate.with_suffix(PRESET_SUFFIX)
@@ -323,12 +334,26 @@ def _resolve_extends(extends: str, path: Path) -> Path:
     return preset
 
 
+def _shadowed_preset(name: str, path: Path) -> Path | None:
+    """The preset `name` in the directories before the one holding `path` (None if none)."""
+    found = None
+    for d in preset_dirs():
+        candidate = d / (name + PRESET_SUFFIX)
+        if candidate.resolve() == path.resolve():
+            return found
+        if candidate.is_file():
+            found = candidate
+    return None
+
+
 def _toml_value(param: schema.Param, raw: Any) -> Any:
     """TOML values are typed already: a string for a number is an error, not a parse."""
     if param.kind in ("int", "float") and isinstance(raw, str):
         raise ParamError(param.name, f"expected a number, got the string {raw!r}")
     if param.kind == "bool" and not isinstance(raw, bool):
         raise ParamError(param.name, f"expected true or false, got {raw!r}")
+    if param.kind == "int01" and not isinstance(raw, (bool, int)):
+        raise ParamError(param.name, f"expected 0/1 or true/false, got {raw!r}")
     return raw
 
 
@@ -342,6 +367,8 @@ def parse_set(item: str) -> tuple[str, Any]:
         table, _, name = name.rpartition(".")
         if table not in schema.TABLE_CATEGORIES:
             raise ConfigError(f"--set {item!r}: unknown table {table!r}")
+        if name in BY_NAME and BY_NAME[name].table != table:
+            raise ConfigError(f"--set {item!r}: {name} belongs in [{BY_NAME[name].table}]")
     if name not in BY_NAME:
         raise ConfigError("--set: " + unknown_message(name))
     try:

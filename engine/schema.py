@@ -303,8 +303,16 @@ def params_in_table(table: str) -> list[Param]:
     return [p for p in PARAMS if p.table == table]
 
 
-class ParamError(ValueError):
-    """A value that breaks a parameter's type or hard bounds."""
+class ConfigError(Exception):
+    """A user mistake in a config, preset, override or command line: one line, already formatted.
+
+    Re-exported by vqatune.engine.config, where callers import it from.
+    """
+
+
+class ParamError(ConfigError, ValueError):
+    """A value that breaks a parameter's type or hard bounds (a ConfigError, so CLI error
+    handlers that catch ConfigError turn it into one line too)."""
 
     def __init__(self, param: str, message: str):
         super().__init__(f"{param}: {message}")
@@ -332,11 +340,11 @@ def coerce(param: Param, value: Any) -> Any:
             out = value.strip().lower() in _TRUE
         else:
             allowed = "0/1 or true/false" if kind == "int01" else "true or false"
-            raise ParamError(param.name, f"expected {allowed}, got {value!r}")
+            raise ParamError(param.name, f"expected {allowed}, got {_show(value)}")
         return int(out) if kind == "int01" else out
     if kind == "int":
         if isinstance(value, bool):
-            raise ParamError(param.name, f"expected an integer, got {value!r}")
+            raise ParamError(param.name, f"expected an integer, got {_show(value)}")
         if isinstance(value, int):
             out = value
         elif isinstance(value, float) and value.is_integer():
@@ -350,40 +358,52 @@ def coerce(param: Param, value: Any) -> Any:
                 except ValueError:
                     f = math.nan
                 if not f.is_integer():
-                    raise ParamError(param.name, f"expected an integer, got {value!r}") from None
+                    raise ParamError(param.name, f"expected an integer, got {_show(value)}") from None
                 out = int(f)
         else:
-            raise ParamError(param.name, f"expected an integer, got {value!r}")
+            raise ParamError(param.name, f"expected an integer, got {_show(value)}")
         return check_bounds(param, out)
     if kind == "float":
         if isinstance(value, bool):
-            raise ParamError(param.name, f"expected a number, got {value!r}")
+            raise ParamError(param.name, f"expected a number, got {_show(value)}")
         if isinstance(value, (int, float)):
-            out = float(value)
+            try:
+                out = float(value)
+            except OverflowError:  # a TOML integer beyond any float
+                out = math.inf
         elif isinstance(value, str):
             try:
                 out = float(value.strip())
             except ValueError:
-                raise ParamError(param.name, f"expected a number, got {value!r}") from None
+                raise ParamError(param.name, f"expected a number, got {_show(value)}") from None
         else:
-            raise ParamError(param.name, f"expected a number, got {value!r}")
+            raise ParamError(param.name, f"expected a number, got {_show(value)}")
         if not math.isfinite(out):
-            raise ParamError(param.name, f"expected a finite number, got {value!r}")
+            raise ParamError(param.name, f"expected a finite number, got {_show(value)}")
         return check_bounds(param, out)
     if kind == "choice":
         if not isinstance(value, str):
-            raise ParamError(param.name, f"expected one of {', '.join(param.choices)}, got {value!r}")
+            raise ParamError(param.name, f"expected one of {', '.join(param.choices)}, got {_show(value)}")
         key = value.strip().lower()
         key = param.aliases.get(key, key)
         if key not in param.choices:
-            raise ParamError(param.name, f"expected one of {', '.join(param.choices)}, got {value!r}")
+            raise ParamError(param.name, f"expected one of {', '.join(param.choices)}, got {_show(value)}")
         return key
     # str and path
     if not isinstance(value, str):
-        raise ParamError(param.name, f"expected a string, got {value!r}")
+        raise ParamError(param.name, f"expected a string, got {_show(value)}")
     if "\x00" in value or "\n" in value:
         raise ParamError(param.name, "must not contain control characters")
     return value
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: its repr, cut short (one line stays readable)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit
+        return "a huge integer"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_bounds(param: Param, value: float) -> Any:
@@ -403,7 +423,7 @@ def recommendation_warning(param: Param, value: Any) -> str | None:
         return None
     if param.kind == "choice":
         if value not in rec:
-            return f"{param.name} = {value!r} is valid but the guide recommends {param.recommended_text()}"
+            return f"{param.name} = {_show(value)} is valid but the guide recommends {param.recommended_text()}"
         return None
     lo, hi = rec
     if not lo <= value <= hi:

@@ -9,8 +9,6 @@ from typing import Any, Iterator, NoReturn
 
 import typer
 
-from vqatune.engine.config import ConfigError
-
 EXIT_BAD_INPUT = 2
 
 
@@ -26,6 +24,9 @@ def warn(message: str) -> None:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a user's mistake into one line on stderr and exit code 2."""
+    # Imported here, not at module level: `vqatune --help` need not load the schema (~10 ms).
+    from vqatune.engine.config import ConfigError
+
     try:
         yield
     except ConfigError as e:
