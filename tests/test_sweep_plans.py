@@ -45,7 +45,7 @@ def test_shipped_designs_are_the_guides_section_3():
     assert [v.name for v in seeds.variants] == ["base"] and len(seeds.seeds) == 3
 
 
-def test_every_shipped_plan_loads_and_lists():
+def test_every_shipped_plan_loads_and_lists(isolated):
     names = {p.name: p.kind for p in sweep.list_plans()}
     assert names == {"learning-rate": "variants", "model-complexity": "variants",
                      "isubgvqa": "variants", "seeds": "variants", "search": "search"}
@@ -165,7 +165,7 @@ def test_cli_user_errors_are_one_line_exit_2_and_write_nothing(tmp_path, args, m
     assert not runs.exists()
 
 
-def test_plans_command_lists_the_shipped_plans():
+def test_plans_command_lists_the_shipped_plans(isolated):
     result = CliRunner().invoke(app, ["plans", "--json"])
     assert result.exit_code == 0
     assert {p["name"] for p in json.loads(result.output)} >= {"learning-rate", "seeds", "search"}
