@@ -308,25 +308,18 @@ def safe_url(url: str) -> str:
     return url
 
 
-class _GridSampler:
-    """Optuna's GridSampler without its study.stop() (only legal inside optimize()): the
-    worker loop stops at n_trials, which is the grid's size."""
-
-    def __new__(cls, search_space, seed):
-        import optuna
-
-        class GridSampler(optuna.samplers.GridSampler):
-            def after_trial(self, study, trial, state, values):
-                return None
-
-        return GridSampler(search_space, seed=seed)
-
-
 def make_sampler(spec: SearchSpec):
     import optuna
 
     if spec.sampler == "grid":
-        return _GridSampler(spec.grid(), seed=spec.seed)
+        class GridSampler(optuna.samplers.GridSampler):
+            """Without the study.stop() after the last grid point, which Optuna allows only
+            inside optimize(): the worker loop stops at n_trials, the grid's size."""
+
+            def after_trial(self, study, trial, state, values):
+                return None
+
+        return GridSampler(spec.grid(), seed=spec.seed)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
     return optuna.samplers.TPESampler(seed=spec.seed)
