@@ -381,8 +381,6 @@ class TrialJob:
 
 @dataclass
 class SearchResult:
-    study_name: str
-    storage: str
     ran: list[int]  # trial numbers this worker finished (or pruned)
     best_number: int | None
     best_value: float | None
@@ -555,8 +553,7 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
                 f"sweep {sweep.id} interrupted; its open trials are resumed when the same command "
                 f"runs again") from None
     best = _best_trial(study)
-    return SearchResult(study_name, safe_url(storage_url), ran,
-                        best.number if best else None, best.value if best else None,
+    return SearchResult(ran, best.number if best else None, best.value if best else None,
                         dict(best.params) if best else {})
 
 

@@ -3,7 +3,6 @@ samplers and pruners, storage URLs. Nothing here trains."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import optuna
 import pytest
