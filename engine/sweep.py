@@ -311,18 +311,18 @@ def update_sweep(sweep: Sweep, **changes: Any) -> None:
 
 
 def tag_run(run_dir: Path, **tags: Any) -> None:
-    """Add sweep tags to a run's meta.json (create_run has no field for them)."""
+    """Add tags to an existing run's meta.json (`pruned` when the pruner stops a trial)."""
     meta = read_json(Path(run_dir) / META_FILE) or {}
     meta.update(tags)
     write_json_atomic(Path(run_dir) / META_FILE, meta)
 
 
-def create_sweep_run(sweep: Sweep, cfg: Config, *, name: str, overrides: dict, tags: dict,
-                     argv: list[str] | None = None) -> Path:
-    run_dir = runstore.create_run(cfg, source=sweep.data.get("base", ""), name=name,
-                                  runs_dir=sweep.runs_dir, overrides=overrides, argv=argv)
-    tag_run(run_dir, sweep=sweep.id, **tags)
-    return run_dir
+def create_sweep_run(sweep: Sweep, cfg: Config, *, name: str, overrides: dict,
+                     tags: dict) -> Path:
+    # Tagged as it is created: a sweep interrupted right here leaves no untagged run behind.
+    return runstore.create_run(cfg, source=sweep.data.get("base", ""), name=name,
+                               runs_dir=sweep.runs_dir, overrides=overrides,
+                               tags={"sweep": sweep.id, **tags})
 
 
 def sweep_runs(sweep: Sweep) -> list[runstore.RunInfo]:
