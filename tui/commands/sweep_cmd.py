@@ -6,6 +6,7 @@ search engine, inside its functions.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -93,7 +94,11 @@ def sweep(
                    f"  log: {log}\n  progress: vqatune sweeps; results: "
                    f"vqatune compare --sweep {sweep_obj.id}")
         return
-    echo = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
+    def echo(line: str) -> None:
+        # A closed terminal (SIGHUP) must not keep the sweep from stopping its runs.
+        with contextlib.suppress(OSError):
+            typer.echo(line, err=as_json)
+
     try:
         with user_errors(), sweep_mod.interrupts_as_keyboard():
             if spec is None:
