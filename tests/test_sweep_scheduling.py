@@ -223,6 +223,17 @@ def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, 
         "fake trainer resume at step 0" not in resumed_log
 
 
+def test_sighup_with_the_terminal_gone_still_stops_the_runs(tmp_path):
+    plan = plan_file(tmp_path, "seeds = [1, 2]\n[set]\nmax_steps = 400\n")
+    runs = tmp_path / "runs"
+    proc = vqatune(["sweep", str(plan), "--runs-dir", str(runs)], env={"FAKE_DELAY": "0.05"})
+    assert wait_for(lambda: any(r.state == "running" for r in runstore.list_runs(runs)))
+    proc.stdout.close()  # the SSH connection is gone: writing the progress fails
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=60) == 130
+    assert [r.state for r in runstore.list_runs(runs)] == ["stopped"]
+
+
 def test_a_second_process_on_a_running_sweep_is_refused(tmp_path, fake):
     plan = sweep.load_plan(str(plan_file(tmp_path, "")))
     sw = sweep.open_sweep(plan, tmp_path / "runs")

@@ -6,7 +6,8 @@ search engine, inside its functions.
 
 from __future__ import annotations
 
-import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -94,10 +95,11 @@ def sweep(
                    f"  log: {log}\n  progress: vqatune sweeps; results: "
                    f"vqatune compare --sweep {sweep_obj.id}")
         return
-    def echo(line: str) -> None:
-        # A closed terminal (SIGHUP) must not keep the sweep from stopping its runs.
-        with contextlib.suppress(OSError):
-            typer.echo(line, err=as_json)
+    def echo(line: str, err: bool = as_json) -> None:
+        try:
+            typer.echo(line, err=err)
+        except OSError:  # the terminal is gone (SIGHUP): carry on quietly, stop the runs
+            sys.stdout = sys.stderr = open(os.devnull, "w")
 
     try:
         with user_errors(), sweep_mod.interrupts_as_keyboard():
@@ -112,7 +114,7 @@ def sweep(
                     echo(f"best trial {result.best_number}: accuracy {result.best_value:.4f} "
                          f"({search_mod.format_params(result.best_params)})")
     except sweep_mod.SweepInterrupted as e:
-        typer.echo(str(e), err=True)
+        echo(str(e), err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     comparison = sweep_mod.compare(sweep_obj, curves=as_json)
     if as_json:
