@@ -237,15 +237,20 @@ def test_sighup_with_the_terminal_gone_still_stops_the_runs(tmp_path):
 def test_a_second_process_on_a_running_sweep_is_refused(tmp_path, fake):
     plan = sweep.load_plan(str(plan_file(tmp_path, "")))
     sw = sweep.open_sweep(plan, tmp_path / "runs")
+    args = ["sweep", str(plan.path), "--runs-dir", str(tmp_path / "runs")]
     assert not sweep.is_active(sw)
     with sweep.sweep_lock(sw):
         assert sweep.is_active(sw) and sweep.progress(sw).state == "running"
-        proc = vqatune(["sweep", str(plan.path), "--runs-dir", str(tmp_path / "runs")])
-        out, _ = proc.communicate(timeout=60)
+        second = vqatune(args)
+        out, _ = second.communicate(timeout=60)
+        detached = vqatune([*args, "--detach"])
+        detached_out, _ = detached.communicate(timeout=60)
     assert sweep.progress(sw).state == "incomplete"
-    assert proc.returncode == 2
+    assert second.returncode == 2
     assert out.strip() == f"error: sweep {sw.id} is already running (pid {os.getpid()} on " \
                           f"{os.uname().nodename})"
+    assert detached.returncode == 2
+    assert detached_out.strip() == f"error: sweep {sw.id} is already running"
     assert runstore.list_runs(tmp_path / "runs") == []
 
 

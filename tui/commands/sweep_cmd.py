@@ -85,6 +85,8 @@ def sweep(
             search_mod.open_storage(storage)
         sweep_obj = sweep_mod.open_sweep(plan, runs_dir)
     if detach:
+        if plan.kind == "variants" and sweep_mod.is_active(sweep_obj):
+            fail(f"sweep {sweep_obj.id} is already running")
         args = [str(plan.path), "--runs-dir", str(sweep_obj.runs_dir)]
         for flag, value in (("--base", base), ("--seeds", seeds), ("--parallel", parallel),
                             ("--gpus", gpus), ("--storage", storage), ("--study", study)):
@@ -95,6 +97,7 @@ def sweep(
                    f"  log: {log}\n  progress: vqatune sweeps; results: "
                    f"vqatune compare --sweep {sweep_obj.id}")
         return
+
     def echo(line: str, err: bool = as_json) -> None:
         try:
             typer.echo(line, err=err)
