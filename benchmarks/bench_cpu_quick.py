@@ -44,13 +44,17 @@ def main() -> int:
     eval_s = sum(e["duration_s"] for e in evals)
     train_s = log[-1]["time"] - start["time"] - eval_s
     samples = summary["step"] * start["effective_batch_size"]
+    train_s = max(train_s, 1e-9)
     print(f"exit code {result.returncode}, state {summary['state']}")
     for e in evals:
         types = ", ".join(f"{k} {v:.4f}" for k, v in (e.get("accuracy_type") or {}).items())
         print(f"  eval at step {e['step']} (epoch {e['epoch']}): accuracy {e['accuracy']:.4f} "
               f"on {e['questions']} questions ({types}) in {e['duration_s']:.1f} s")
-    print(f"final accuracy {summary['final_accuracy']:.4f}, best {summary['best_accuracy']:.4f} "
-          f"on {evals[-1]['questions']} test questions (target >= 0.98)")
+    if evals:
+        print(f"final accuracy {summary['final_accuracy']:.4f}, best {summary['best_accuracy']:.4f} "
+              f"on {evals[-1]['questions']} test questions (target >= 0.98)")
+    else:
+        print(f"no evaluation ({summary.get('message')})")
     print(f"wall time {wall:.0f} s (target < 300 s): training {train_s:.0f} s "
           f"({samples / train_s:.0f} samples/s over {summary['step']} steps), evaluation "
           f"{eval_s:.0f} s, start-up and the rest {wall - train_s - eval_s:.0f} s; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -144,3 +145,20 @@ def test_suggestion_explains_itself(monkeypatch):
         ("NVIDIA A100 80GB", 0, 80 * GIB, 0, {}), ("NVIDIA RTX 4090", 0, 24 * GIB, 0, {})]))
     assert gpu.suggestion() == ("24gb", "2 GPUs, the smallest NVIDIA RTX 4090 with 24 GiB")
 
+
+
+def test_presets_suggest_cli(monkeypatch):
+    from typer.testing import CliRunner
+
+    from vqatune.tui.cli import app
+
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(init_error=NVMLError_LibraryNotFound()))
+    result = CliRunner().invoke(app, ["presets", "--suggest"])
+    assert result.exit_code == 0 and result.stdout == "cpu-quick\n"
+    assert "no NVIDIA GPU (NVML Shared Library Not Found)" in result.stderr
+
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([("NVIDIA L4", 0, 22 * GIB, 0, {})]))
+    result = CliRunner().invoke(app, ["presets", "--suggest"])
+    assert result.stdout == "24gb\n" and "NVIDIA L4 with 22 GiB" in result.stderr
+    data = json.loads(CliRunner().invoke(app, ["presets", "--suggest", "--json"]).stdout)
+    assert data["preset"] == "24gb" and data["gpus"][0]["memory_total"] == 22 * GIB

@@ -194,7 +194,8 @@ def test_logs_follow_ctrl_c_leaves_quietly(runs):
     assert proc.stdout.readline() == "line 1\n"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 130 and err == ""
+    # 130, or (rarely, by timing) killed by the SIGINT itself: a shell reads both as 130
+    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in err, err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,7 +285,8 @@ def test_compare_presets_and_seeds(runs):
     data = json.loads(out)
     differing = data["differing"]
     assert differing["seed"] == [1, 2, 3, 1]
-    assert differing["num_hid"] == [32, 32, 32, 256]
+    quick = config.load("cpu-quick").num_hid
+    assert quick != 32 and differing["num_hid"] == [32, 32, 32, quick]
     assert "question_len" not in differing and "name" not in differing  # only what differs
     assert [r["metrics"]["best_accuracy"] for r in data["runs"]] == pytest.approx(
         [0.8, 0.82, 0.84, 20 / 30 + 0.1])
