@@ -3,6 +3,7 @@
     RUN_DIR/
       config.toml      the resolved config (every parameter), written before training starts
       meta.json        id, name, preset/source, created time, command line, overrides
+      launch.json      pid and process start time of the launched process (written by the launcher)
       status.json      rewritten atomically: state, pid, pid_start_time, heartbeat, step, epoch, ...
       metrics.jsonl    append-only, one JSON event a line, flushed after each line
       train.log        human-readable log (stdout/stderr of the process)
@@ -74,6 +75,12 @@ class MetricsWriter:
 
     def __init__(self, path: Path):
         self._file = open(path, "a", encoding="utf-8", buffering=1)
+        # A process killed mid-line leaves a torn last line; start ours on a fresh one.
+        if self._file.tell() > 0:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    self._file.write("\n")
 
     def write(self, event: str, **fields: Any) -> dict:
         assert event in EVENT_TYPES, event

@@ -133,3 +133,17 @@ def test_downsample_keeps_spikes_and_bounds():
     assert max(dy) == 50.0 and min(dy) == pytest.approx(min(ys), abs=1e-6)
     assert metrics.downsample([1, 2], [3, 4], 200) == ([1, 2], [3, 4])
     assert ys[0] == 0.0 and len(ys) == 10_000  # the input is untouched
+
+
+def test_writer_starts_a_fresh_line_after_a_torn_one(tmp_path):
+    from vqatune.engine.events import MetricsWriter
+    from vqatune.engine.metrics import read_events
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"event": "step", "step": 1}\n{"event": "step", "st')  # killed mid-write
+    writer = MetricsWriter(path)
+    writer.write("resumed", step=1)
+    writer.close()
+    lines = path.read_text().splitlines()
+    assert lines[-1].startswith('{"event": "resumed"')
+    assert [e["event"] for e in read_events(path)] == ["step", "resumed"]
