@@ -120,8 +120,13 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, caps
     sweep_cmd.compare_sweep(sw.id[:8], tmp_path / "runs", plot=True)
     text = capsys.readouterr().out
     assert "winner: fast" in text and "0.5000 ± 0.0000" in text and "validation accuracy" in text
-    sweep_cmd.compare_sweep(sw.id, tmp_path / "runs", as_json=True)
-    assert json.loads(capsys.readouterr().out)["winner"] == "fast"
+    compare = ["compare", "--runs-dir", str(tmp_path / "runs")]
+    out = CliRunner().invoke(app, [*compare, "--sweep", sw.id, "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["winner"] == "fast"
+    out = CliRunner().invoke(app, [*compare, "--sweep", "nosuch"])
+    assert out.exit_code == 2 and out.output.startswith("error: no sweep 'nosuch'")
+    out = CliRunner().invoke(app, [*compare, "a", "b", "--sweep", sw.id])
+    assert out.exit_code == 2 and "give runs or --sweep, not both" in out.output
 
     # The same command again finds every run finished and keeps them.
     lines.clear()
