@@ -401,17 +401,29 @@ def resume(
 
 
 def compare(
-    run_names: List[str] = typer.Argument(..., metavar="RUN RUN...",
-                                          help="Two or more runs (id, prefix, name or directory)."),
+    run_names: Optional[List[str]] = typer.Argument(
+        None, metavar="RUN RUN...", help="Two or more runs (id, prefix, name or directory)."),
     as_json: bool = JsonOption,
     plot: bool = typer.Option(False, "--plot",
                               help="Overlay validation accuracy and training loss curves."),
+    sweep: Optional[str] = typer.Option(
+        None, "--sweep", metavar="ID",
+        help="Compare a sweep's runs instead: a row per variant (mean ± std over seeds) or "
+             "trial, the winner (id, prefix or plan name)."),
     runs_dir: Optional[Path] = RunsDirOption,
 ) -> None:
     """Compare runs: the parameters that differ (only those), best and final metrics side by
     side, runs that differ only in seed as mean ± std."""
     from vqatune.engine import compare as comparing
 
+    if sweep is not None:
+        if run_names:
+            fail("give runs or --sweep, not both")
+        from .sweep_cmd import compare_sweep
+
+        compare_sweep(sweep, runs_dir, as_json=as_json, plot=plot)
+        return
+    run_names = run_names or []
     if len(run_names) < 2:
         fail("compare needs at least two runs")
     dirs = [_find(q, runs_dir) for q in run_names]

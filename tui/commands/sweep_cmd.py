@@ -1,0 +1,295 @@
+"""`vqatune sweep PLAN`, `vqatune sweeps`, `vqatune plans`, and the `compare --sweep` view.
+
+The engine (vqatune.engine.sweep / .search) does the work; optuna is imported only by the
+search engine, inside its functions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import console, fail, print_json, user_errors
+
+EXIT_INTERRUPTED = 130
+
+
+def _split_list(text: str | None, what: str) -> list[str] | None:
+    if text is None:
+        return None
+    items = [x.strip() for x in text.split(",")]
+    if not all(items):
+        fail(f"{what} {text!r}: expected a comma-separated list, e.g. 0,1")
+    return items
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    items = _split_list(text, "--seeds")
+    if items is None:
+        return None
+    try:
+        seeds = [int(x) for x in items]
+    except ValueError:
+        fail(f"--seeds {text!r}: expected integers, e.g. 1204,1205,1206")
+    if any(s < 0 for s in seeds):
+        fail(f"--seeds {text!r}: seeds must be >= 0")
+    return seeds
+
+
+def sweep(
+    plan_source: str = typer.Argument(..., metavar="PLAN",
+                                      help="A plan name (see `vqatune plans`) or a plan file."),
+    base: Optional[str] = typer.Option(None, "--base", "-b", metavar="PRESET|FILE",
+                                       help="Replace the plan's base config."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", metavar="S1,S2,...",
+                                        help="Replace the plan's seeds."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", "-p", metavar="N",
+                                           help="Runs at a time (default 1; with --gpus, one per GPU)."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", metavar="0,1,...",
+                                       help="GPUs to use, one run on each at a time (CUDA_VISIBLE_DEVICES)."),
+    storage: Optional[str] = typer.Option(None, "--storage", metavar="URL",
+                                          help="Search: Optuna storage URL or journal:PATH shared by workers "
+                                               "(default: SQLite in the sweep directory)."),
+    study: Optional[str] = typer.Option(None, "--study", metavar="NAME",
+                                        help="Search: study name (default: the sweep id); the same name and "
+                                             "storage on several machines share one study."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", metavar="DIR",
+                                            help="Run store (default: $VQATUNE_RUNS or ./runs)."),
+    detach: bool = typer.Option(False, "--detach", "-d",
+                                help="Run the sweep in the background (own session, output to "
+                                     "sweep.log in the sweep directory) and return."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs (or search space) and start nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable result."),
+) -> None:
+    """Run a plan: every variant x seed as ordinary runs, or an Optuna study. Re-running the same
+    command resumes it: finished runs are kept, unfinished ones resumed, none duplicated."""
+    from vqatune.engine import sweep as sweep_mod
+
+    with user_errors():
+        plan = sweep_mod.load_plan(plan_source, base=base, seeds=_seeds(seeds))
+        slots = sweep_mod.make_slots(parallel, _split_list(gpus, "--gpus"))
+        if plan.kind == "variants" and (storage or study):
+            fail(f"{plan.path}: --storage and --study are for plans with a [search] table")
+        if dry_run:
+            _dry_run(plan, as_json)
+            return
+        from vqatune.engine import search as search_mod
+
+        spec = search_mod.parse_search(plan.search, plan.path) if plan.kind == "search" else None
+        # Check a storage URL before anything is written.
+        if storage:
+            search_mod.open_storage(storage)
+        sweep_obj = sweep_mod.open_sweep(plan, runs_dir)
+    if detach:
+        if plan.kind == "variants" and sweep_mod.is_active(sweep_obj):
+            fail(f"sweep {sweep_obj.id} is already running")
+        args = [str(plan.path), "--runs-dir", str(sweep_obj.runs_dir)]
+        for flag, value in (("--base", base), ("--seeds", seeds), ("--parallel", parallel),
+                            ("--gpus", gpus), ("--storage", storage), ("--study", study)):
+            if value is not None:
+                args += [flag, str(value)]
+        pid, log = sweep_mod.launch_detached(sweep_obj, args)
+        typer.echo(f"sweep {sweep_obj.id} running in the background (pid {pid})\n"
+                   f"  log: {log}\n  progress: vqatune sweeps; results: "
+                   f"vqatune compare --sweep {sweep_obj.id}")
+        return
+
+    def echo(line: str, err: bool = as_json) -> None:
+        try:
+            typer.echo(line, err=err)
+        except OSError:  # the terminal is gone (SIGHUP): carry on quietly, stop the runs
+            sys.stdout = sys.stderr = open(os.devnull, "w")
+
+    try:
+        with user_errors(), sweep_mod.interrupts_as_keyboard():
+            if spec is None:
+                sweep_mod.run_variants(sweep_obj, plan, slots=slots, echo=echo)
+            else:
+                result = search_mod.run_search(
+                    sweep_obj, plan, spec, storage_url=storage or
+                    search_mod.default_storage(sweep_obj.path),
+                    study_name=study or sweep_obj.id, slots=slots, echo=echo)
+                if result.best_number is not None:
+                    echo(f"best trial {result.best_number}: accuracy {result.best_value:.4f} "
+                         f"({search_mod.format_params(result.best_params)})")
+    except sweep_mod.SweepInterrupted as e:
+        echo(str(e), err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    comparison = sweep_mod.compare(sweep_obj, curves=as_json)
+    if as_json:
+        print_json(comparison)
+    else:
+        print_comparison(comparison)
+
+
+def _dry_run(plan, as_json: bool) -> None:
+    from vqatune.engine import sweep as sweep_mod
+
+    sweep_id = sweep_mod.make_sweep_id(plan)
+    if plan.kind == "search":
+        from vqatune.engine.search import parse_search
+
+        spec = parse_search(plan.search, plan.path)
+        if as_json:
+            print_json({"sweep": sweep_id, "base": plan.base, "search": spec.to_dict()})
+            return
+        typer.echo(f"sweep {sweep_id}: Optuna study on {plan.base}: {spec.sampler} sampler, "
+                   f"{spec.n_trials} trials, pruner {spec.pruner}")
+        for d in spec.dims:
+            typer.echo(f"  {d.name}: {d.describe()}")
+        return
+    planned = sweep_mod.expand(plan)
+    if as_json:
+        print_json({"sweep": sweep_id, "base": plan.base,
+                    "runs": [{"key": p.key, "variant": p.variant, "seed": p.seed,
+                              "overrides": p.overrides} for p in planned]})
+        return
+    typer.echo(f"sweep {sweep_id}: {len(planned)} runs on {plan.base}")
+    from vqatune.engine.cmdline import format_value
+
+    for p in planned:
+        changes = " ".join(f"{k}={format_value(v)}" for k, v in p.overrides.items())
+        typer.echo(f"  {p.key}: {changes}")
+
+
+def _fmt(x, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "-"
+
+
+def _mean_std(mean, std) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def print_comparison(result: dict, plot: bool = False) -> None:
+    """The sweep's table (one row per variant or trial), its winner, and optionally the
+    overlaid validation-accuracy curves."""
+    from rich.table import Table
+
+    from vqatune.engine.cmdline import format_value
+
+    trials = result["kind"] == "search"
+    table = Table(title=f"{result['title']} — sweep {result['sweep']} on {result['base']}",
+                  box=None, pad_edge=False, title_justify="left")
+    table.add_column("trial" if trials else "variant", style="bold")
+    table.add_column("params" if trials else "overrides", overflow="fold")
+    table.add_column("runs" if not trials else "state", justify="right")
+    table.add_column("best acc (mean ± std)" if not trials else "best acc")
+    table.add_column("final acc (mean ± std)" if not trials else "final acc")
+    if not trials:
+        table.add_column("best run")
+    for row in result["variants"]:
+        mark = " *" if row["variant"] == result["winner"] else ""
+        changes = " ".join(f"{k}={format_value(v)}" for k, v in row["overrides"].items())
+        if trials:
+            run = row["runs"][0] if row["runs"] else {}
+            state = "pruned" if run.get("pruned") else run.get("state", "-")
+            table.add_row(row["variant"] + mark, changes, state, _fmt(row["best"]),
+                          _fmt(run.get("final_accuracy")))
+        else:
+            states = [r["state"] for r in row["runs"]]
+            count = f"{states.count('done')}/{len(states)}" if states else "0"
+            best = f"{_fmt(row['best'])} ({row['best_run']})" if row["best_run"] else "-"
+            table.add_row(row["variant"] + mark, changes, count,
+                          _mean_std(row["best_mean"], row["best_std"]),
+                          _mean_std(row["final_mean"], row["final_std"]), best)
+    out = console()
+    out.print(table)
+    if result["winner"] is not None:
+        out.print(f"winner: {result['winner']}")
+    else:
+        out.print("no finished run yet")
+    if plot:
+        plot_curves(result)
+
+
+def plot_curves(result: dict) -> None:
+    import plotext as plt
+
+    curves = [c for c in result.get("curves", []) if c["accuracy"]]
+    if not curves:
+        typer.echo("no evaluations to plot yet")
+        return
+    plt.clear_figure()
+    for c in curves:
+        plt.plot(c["steps"], c["accuracy"], label=c["label"], marker="braille")
+    plt.title(f"validation accuracy — sweep {result['sweep']}")
+    plt.xlabel("step")
+    plt.plotsize(100, 25)
+    plt.show()
+
+
+def compare_sweep(query: str, runs_dir: Path | None = None, *, as_json: bool = False,
+                  plot: bool = False) -> None:
+    """`vqatune compare --sweep ID`: called by the compare command of runs_cmd."""
+    from vqatune.engine import sweep as sweep_mod
+
+    with user_errors():
+        found = sweep_mod.find_sweep(query, runs_dir)
+    result = sweep_mod.compare(found, curves=as_json or plot)
+    if as_json:
+        print_json(result)
+    else:
+        print_comparison(result, plot=plot)
+
+
+def sweeps(
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", metavar="DIR",
+                                            help="Run store (default: $VQATUNE_RUNS or ./runs)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List the sweeps in the run store: progress and best run."""
+    from vqatune.engine import sweep as sweep_mod
+
+    rows = []
+    for s, p in sweep_mod.overview(runs_dir):
+        rows.append({"id": s.id, "title": s.title, "kind": s.kind, "base": s.data.get("base"),
+                     "state": p.state, "total": p.total, "done": p.done, "running": p.running, "failed": p.failed,
+                     "best_accuracy": p.best_accuracy, "best_run": p.best_run,
+                     "best_label": p.best_label, "path": str(s.path)})
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no sweeps yet: start one with `vqatune sweep PLAN`")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("sweep", "kind", "state", "progress", "live runs", "best acc", "best"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["kind"], r["state"], f"{r['done']}/{r['total']}",
+                      str(r["running"]), _fmt(r["best_accuracy"]), r["best_label"] or "-")
+    console().print(table)
+
+
+def plans(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the sweep plans (presets/experiments, ./presets/experiments, user plans)."""
+    from vqatune.engine.sweep import list_plans
+
+    found = list_plans()
+    if as_json:
+        print_json([{"name": p.name, "title": p.title, "kind": p.kind,
+                     "description": p.description, "path": str(p.path)} for p in found])
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    table.add_column("plan", style="bold")
+    table.add_column("kind")
+    table.add_column("description", overflow="fold")
+    for p in found:
+        table.add_row(p.name, p.kind, p.description)
+    console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
+    app.command("sweeps")(sweeps)
+    app.command("plans")(plans)
