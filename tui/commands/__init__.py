@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from . import config_cmd, data_cmd, model_cmd, presets_cmd
+from . import config_cmd, data_cmd, model_cmd, presets_cmd, run_cmd, runs_cmd
 
-MODULES = (presets_cmd, config_cmd, data_cmd, model_cmd)
+MODULES = (presets_cmd, config_cmd, data_cmd, model_cmd, run_cmd, runs_cmd)
 
 
 def register_all(app: typer.Typer) -> None:

@@ -1,0 +1,248 @@
+"""`vqatune run PRESET|FILE` and `vqatune train [guide flags]`: start a run and follow it.
+
+Both create a run directory (engine.runstore.create_run), start the training process
+(runstore.launch) and, unless --detach, show a progress bar fed by the run's metrics.jsonl and
+status.json until the process ends. Exit codes: 0 done, 1 failed/diverged/oom, 2 bad config
+(nothing created), 130 interrupted (Ctrl-C stops the run cleanly: checkpoint, `stopped`).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import SetOption, user_errors, warn
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+FINAL_EXIT_CODES = {"done": 0, "stopped": EXIT_INTERRUPTED}
+POLL_S = 0.25
+
+RunsDirOption = typer.Option(None, "--runs-dir", metavar="DIR",
+                             help="Where run directories go (default: $VQATUNE_RUNS or ./runs).")
+DetachOption = typer.Option(False, "--detach", "-d",
+                            help="Start the run in the background, print its id and return.")
+
+
+def run(
+    source: str = typer.Argument(..., metavar="PRESET|FILE", help="Preset name or TOML file."),
+    sets: Optional[List[str]] = SetOption,
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Run name (part of the run id)."),
+    runs_dir: Optional[Path] = RunsDirOption,
+    detach: bool = DetachOption,
+) -> None:
+    """Train a preset or config file: create a run, start it, follow it to the end."""
+    from vqatune.engine import config
+
+    with user_errors():
+        resolved = config.resolve(source, sets or ())
+        cfg = resolved.config.replace(name=name) if name else resolved.config
+    report_warnings(cfg, resolved.overrides,
+                    preset=source if config.find_preset(source) is not None else None)
+    start(cfg, source=resolved.source, overrides=resolved.overrides, runs_dir=runs_dir,
+          detach=detach)
+
+
+def train(
+    ctx: typer.Context,
+    sets: Optional[List[str]] = SetOption,
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Validate, print the config and the model summary; train nothing."),
+    runs_dir: Optional[Path] = RunsDirOption,
+    detach: bool = DetachOption,
+) -> None:
+    """Train with the tuning guide's `python main.py` flags, verbatim (defaults: the `default`
+    preset on easy-vqa). Also: --output DIR, --max_steps N, --name N, --dry-run, --set k=v."""
+    from vqatune.engine import config
+
+    with user_errors():
+        cfg, overrides = config_from_flags(ctx.args, sets or ())
+    report_warnings(cfg, overrides, preset=None)
+    if dry_run:
+        show_dry_run(cfg)
+        return
+    start(cfg, source="default", overrides=overrides, runs_dir=runs_dir, detach=detach)
+
+
+def config_from_flags(words: List[str], sets=()) -> tuple:
+    """`vqatune train` words (a guide command line, `python main.py` optional) -> (config, the
+    values given). Raises ConfigError."""
+    from vqatune.engine import cmdline, config
+
+    given = cmdline.parse_flags(cmdline.strip_program(list(words)))
+    values = {**config.load("default").to_dict(), **given}
+    cfg, overrides = config.apply_sets(config.Config(values), sets)
+    return cfg, {**given, **overrides}
+
+
+def report_warnings(cfg, overrides: dict, preset: str | None) -> None:
+    """Out-of-range values are warned about one by one, except a preset's own, which may leave
+    the guide's ranges on purpose (cpu-quick, smoke): those are counted in one line."""
+    from vqatune.engine import schema
+
+    if not preset:
+        for w in cfg.warnings():
+            warn(w)
+        return
+    own = [w for name, value in overrides.items()
+           if (w := schema.recommendation_warning(schema.BY_NAME[name], value))]
+    for w in own:
+        warn(w)
+    rest = len(cfg.warnings()) - len(own)
+    if rest > 0:
+        warn(f"{rest} parameter{'s' * (rest != 1)} of preset {preset} outside the guide's "
+             f"recommended ranges (`vqatune config show {preset}` lists them)")
+
+
+def show_dry_run(cfg) -> None:
+    from vqatune.engine import config
+    from vqatune.engine.model import summary
+
+    typer.echo(f"# effective batch size: {cfg.effective_batch_size} "
+               f"(batch_size x update_freq x gradient_accumulation_steps, per process)")
+    typer.echo(config.dumps(cfg, full=True), nl=False)
+    with user_errors():
+        counts = summary(cfg)
+    typer.echo("\n# model summary")
+    _echo_tree(counts, "# ")
+
+
+def _echo_tree(data: dict, prefix: str) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            typer.echo(f"{prefix}{key}:")
+            _echo_tree(value, prefix + "  ")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            typer.echo(f"{prefix}{key}: {value:,}")
+        else:
+            typer.echo(f"{prefix}{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+
+
+def start(cfg, *, source: str, overrides: dict, runs_dir: Optional[Path], detach: bool) -> None:
+    from vqatune.engine import runstore
+
+    with user_errors():
+        run_dir = runstore.create_run(cfg, source=source, name=cfg.name, runs_dir=runs_dir,
+                                      overrides=overrides, argv=sys.argv,
+                                      output=cfg.output or None)
+        proc = runstore.launch(run_dir, detach=detach)
+    if detach:
+        typer.echo(run_dir.name)
+        typer.echo(f"started in the background: `vqatune logs {run_dir.name} -f` to follow, "
+                   f"`vqatune stop {run_dir.name}` to stop", err=True)
+        return
+    raise typer.Exit(follow(run_dir, proc))
+
+
+# ----------------------------------------------------------------------------------------------
+# Following a run
+
+
+def follow(run_dir: Path, proc) -> int:
+    """Progress bar until the training process ends; then a summary. Returns the exit code."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from vqatune.engine import events
+    from vqatune.engine.metrics import MetricsTail
+
+    tail = MetricsTail(run_dir / events.METRICS_FILE)
+    view = _View()
+    interrupted = False
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), transient=False)
+    with progress:
+        task = progress.add_task(f"{run_dir.name} starting", total=None, info="")
+        try:
+            while proc.poll() is None:
+                view.take(tail.read(), events.read_json(run_dir / events.STATUS_FILE))
+                progress.update(task, **view.fields())
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            interrupted = True
+            progress.console.print("stopping: finishing the step and saving a checkpoint "
+                                   "(Ctrl-C again to leave it running)")
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+            except KeyboardInterrupt:
+                return EXIT_INTERRUPTED
+        view.take(tail.read(), events.read_json(run_dir / events.STATUS_FILE))
+        progress.update(task, **view.fields())
+    summary = events.read_json(run_dir / events.SUMMARY_FILE) or {}
+    print_summary(run_dir, summary, proc.returncode)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return FINAL_EXIT_CODES.get(summary.get("state"), EXIT_FAILED)
+
+
+class _View:
+    """What the progress bar shows, from the latest events and status."""
+
+    def __init__(self):
+        self.step, self.eval, self.status = {}, {}, {}
+
+    def take(self, new_events: list[dict], status: dict | None) -> None:
+        for e in new_events:
+            if e["event"] == "step":
+                self.step = e
+            elif e["event"] == "eval":
+                self.eval = e
+        self.status = status or self.status
+
+    def fields(self) -> dict:
+        s = self.status
+        total, step = s.get("total_steps") or None, s.get("step") or 0
+        parts = []
+        if self.step.get("loss") is not None:
+            parts.append(f"loss {self.step['loss']:.4f}")
+        if self.eval.get("accuracy") is not None:
+            parts.append(f"acc {self.eval['accuracy']:.4f}")
+        if s.get("samples_per_s"):
+            parts.append(f"{s['samples_per_s']:.0f} samples/s")
+        memory = self.step.get("memory") or {}
+        mb = memory.get("allocated_mb", memory.get("rss_mb"))
+        if mb is not None:
+            parts.append(f"mem {mb:,.0f} MiB")
+        if s.get("eta_s") and s.get("state") == "running":
+            parts.append(f"ETA {_duration(s['eta_s'])}")
+        epoch = f"epoch {s.get('epoch') or 1}/{s['epochs']}" if s.get("epochs") else "starting"
+        return {"description": epoch, "total": total, "completed": step, "info": "  ".join(parts)}
+
+
+def print_summary(run_dir: Path, summary: dict, returncode: int | None) -> None:
+    state = summary.get("state")
+    if state is None:
+        typer.echo(f"run {run_dir.name}: the training process ended (exit code {returncode}) "
+                   f"without a summary; see {run_dir / 'train.log'}", err=True)
+        return
+    line = f"run {run_dir.name}: {state}"
+    if summary.get("message"):
+        line += f" ({summary['message']})"
+    typer.echo(line)
+
+    parts = [f"steps {summary.get('step')}/{summary.get('total_steps')}"]
+    if summary.get("best_accuracy") is not None:
+        parts.append(f"best accuracy {100 * summary['best_accuracy']:.2f}% "
+                     f"(step {summary.get('best_step')})")
+        parts.append(f"final accuracy {100 * summary['final_accuracy']:.2f}%")
+    parts.append(f"time {_duration(summary.get('duration_s') or 0)}")
+    typer.echo("  " + "  ".join(parts))
+    typer.echo(f"  run directory: {run_dir}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("train", context_settings={"allow_extra_args": True,
+                                           "ignore_unknown_options": True})(train)
