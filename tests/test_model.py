@@ -334,17 +334,3 @@ def test_model_summary_command_user_errors_exit_2():
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith("error: ") and "Traceback" not in result.output
-
-
-def test_fresh_vit_gets_a_convolutional_stem_with_the_same_token_grid():
-    from vqatune.engine.model.backbone import ConvStem
-
-    meta = make_meta("pixels")
-    cfg = tiny(image_res=48, patch_size=12, vision_width=16, backbone_heads=2)
-    bb = build_model(cfg, meta).backbone
-    assert isinstance(bb.vision.embeddings.patch_embeddings.projection, ConvStem)
-    assert bb(make_batch(cfg, meta))["vision"].shape[1] == 1 + 16
-    cfg = tiny(image_res=36, patch_size=6, vision_width=16, backbone_heads=2)  # 6 % 4 != 0
-    bb = build_model(cfg, meta).backbone
-    assert isinstance(bb.vision.embeddings.patch_embeddings.projection, torch.nn.Conv2d)
-    assert bb(make_batch(cfg, meta))["vision"].shape[1] == 1 + 36

@@ -172,22 +172,6 @@ def patch_boxes(grid: int) -> torch.Tensor:
     return torch.cat([torch.tensor([[0.0, 0.0, 1.0, 1.0]]), patches])
 
 
-class ConvStem(nn.Sequential):
-    """A convolutional patch embedding (Xiao et al. 2021, "Early convolutions help transformers
-    see better"): two stride-2 3x3 convolutions, then one patch/4 projection. Same token grid as
-    the linear patch projection; a ViT trained from scratch learns far faster with it."""
-
-    def __init__(self, patch_size: int, width: int):
-        super().__init__(
-            nn.Conv2d(3, width // 4, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(width // 4, width // 2, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(width // 2, width, patch_size // 4, stride=patch_size // 4))
-
-    @property
-    def weight(self) -> torch.Tensor:  # ViTModel reads projection.weight.dtype
-        return self[-1].weight
-
-
 class RegionEmbedding(nn.Module):
     """regions [B,N,D] + boxes [B,N,4] -> [B,1+N,Wv] with a learned [IMG] token first."""
 
@@ -224,9 +208,6 @@ class XVLMBackbone(nn.Module):
                     hidden_size=sizes.vision_width, num_hidden_layers=sizes.vision_layers,
                     num_attention_heads=sizes.heads, intermediate_size=4 * sizes.vision_width,
                     attn_implementation=attn), add_pooling_layer=False)
-                if sizes.patch_size % 4 == 0:
-                    self.vision.embeddings.patch_embeddings.projection = ConvStem(
-                        sizes.patch_size, sizes.vision_width)
             vc = self.vision.config
             self.register_buffer("boxes", patch_boxes(vc.image_size // vc.patch_size),
                                  persistent=False)
