@@ -42,16 +42,18 @@ def make_run(root: Path, name: str, sets=()) -> Path:
     return run_dir
 
 
-def torchrun(run_dir: Path, faults: str = "", resume: bool = False) -> int:
-    """Start the run as `vqatune run` does (runstore.launch) and wait for it."""
-    env = {FAULTS_ENV: faults}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+def start(run_dir: Path, faults: str = "", resume: bool = False):
+    """Start the run as `vqatune run` does (runstore.launch); returns the torchrun process."""
+    old = os.environ.get(FAULTS_ENV)
+    os.environ[FAULTS_ENV] = faults
     try:
-        return runstore.launch(run_dir, detach=True, resume=resume).wait(timeout=120)
+        return runstore.launch(run_dir, detach=True, resume=resume)
     finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        os.environ.pop(FAULTS_ENV) if old is None else os.environ.__setitem__(FAULTS_ENV, old)
+
+
+def torchrun(run_dir: Path, faults: str = "", resume: bool = False) -> int:
+    return start(run_dir, faults, resume).wait(timeout=120)
 
 
 def read(run_dir: Path) -> list[dict]:
@@ -158,12 +160,13 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
 
 def test_stop_on_one_rank_stops_every_rank_and_resume_is_exact(tmp_path):
     full = make_run(tmp_path, "full", ["nproc_per_node=2", "dropout=0.3"])
-    assert torchrun(full) == 0
     stopped = make_run(tmp_path, "stopped", ["nproc_per_node=2", "dropout=0.3"])
+    # Both at once (torchrun's start and end are mostly waiting).
     # A stop request reaching rank 1 alone (as SIGTERM would) at step 2: all ranks agree.
     # Every rank exits 130; torchrun calls any non-zero exit a failure (exit 1); our state
     # is in status.json (what `vqatune run` reports).
-    assert torchrun(stopped, faults="stop@2:1") != 0
+    procs = [start(full), start(stopped, faults="stop@2:1")]
+    assert [p.wait(timeout=120) != 0 for p in procs] == [False, True]
     status = events.read_json(stopped / events.STATUS_FILE)
     assert status["state"] == "stopped" and status["step"] == 2
     ckpt = torch.load(stopped / "checkpoints" / "last.pt", weights_only=False)
@@ -185,3 +188,44 @@ def test_a_failing_rank_fails_the_run_with_its_error(tmp_path):
     log = (run_dir / events.LOG_FILE).read_text()
     assert "[rank 1] training failed" in log and "injected failure at step 2" in log
     assert runstore.run_info(run_dir).state == "failed"
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line (no training)
+
+
+def cli(*args):
+    from typer.testing import CliRunner
+
+    from vqatune.tui.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nnodes", "2"], "error: rdzv_endpoint: nnodes > 1 needs the HOST:PORT of node 0"),
+    (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "gpu0:29500"],
+     "error: node_rank: 2 is not below nnodes = 2"),
+    (["--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "gpu0"],
+     "error: rdzv_endpoint: 'gpu0' is not HOST:PORT"),
+])
+def test_run_rejects_bad_process_layouts_and_creates_nothing(tmp_path, args, message):
+    result = cli("run", "smoke", "--runs-dir", str(tmp_path / "runs"), *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_effective_batch_includes_the_processes_and_show_lists_them(tmp_path):
+    result = cli("config", "show", "smoke", "--set", "nproc_per_node=4", "--set", "nnodes=2")
+    assert "# effective batch size: 64 (batch_size x update_freq x gradient_accumulation_steps " \
+           "= 8 per process, x 8 processes: nproc_per_node 4 x nnodes 2)" in result.stdout
+    result = cli("config", "show", "smoke", "-f", "json", "--set", "nproc_per_node=4")
+    assert '"effective_batch_size": 32' in result.stdout and '"world_size": 4' in result.stdout
+
+    cfg = config.load("smoke", ["nproc_per_node=4", "nnodes=2", "node_rank=1",
+                                "rdzv_endpoint=gpu0:29500"])
+    run_dir = runstore.create_run(cfg, source="smoke", runs_dir=tmp_path / "runs")
+    result = cli("show", run_dir.name, "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output
+    assert "8 (nproc_per_node 4 x nnodes 2), node_rank 1, rendezvous gpu0:29500" in result.stdout
