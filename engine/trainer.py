@@ -203,6 +203,9 @@ class Trainer:
         errors = [e for e in distributed.read_errors(self.run_dir) if e["time"] >= self.started]
         first = min(errors, key=lambda e: e["time"], default=None)
         if first is None or first["rank"] == 0:
+            if "by peer" in message:  # gloo: another rank died without a word (kill -9)
+                return ("another training process ended abruptly (torchrun names it in "
+                        f"train.log): {message}")
             return message
         return f"rank {first['rank']} failed: {first['message']}"
 

@@ -178,16 +178,25 @@ def test_stop_on_one_rank_stops_every_rank_and_resume_is_exact(tmp_path):
 
 
 def test_a_failing_rank_fails_the_run_with_its_error(tmp_path):
-    run_dir = make_run(tmp_path, "crash", ["nproc_per_node=2"])
-    assert torchrun(run_dir, faults="error@2:1") != 0
-    status = events.read_json(run_dir / events.STATUS_FILE)
+    error = make_run(tmp_path, "error", ["nproc_per_node=2"])
+    killed = make_run(tmp_path, "killed", ["nproc_per_node=2"])
+    # A Python error on rank 1 at step 2; rank 1 dying at once after step 2 (as kill -9).
+    procs = [start(error, faults="error@2:1"), start(killed, faults="crash@2:1")]
+    assert all(p.wait(timeout=120) != 0 for p in procs)
+
+    status = events.read_json(error / events.STATUS_FILE)
     assert status["state"] == "failed"
     assert status["message"] == "rank 1 failed: RuntimeError: injected failure at step 2 (a test)"
-    summary = events.read_json(run_dir / events.SUMMARY_FILE)
+    summary = events.read_json(error / events.SUMMARY_FILE)
     assert summary["state"] == "failed" and summary["message"] == status["message"]
-    log = (run_dir / events.LOG_FILE).read_text()
+    log = (error / events.LOG_FILE).read_text()
     assert "[rank 1] training failed" in log and "injected failure at step 2" in log
-    assert runstore.run_info(run_dir).state == "failed"
+    assert runstore.run_info(error).state == "failed"
+
+    status = events.read_json(killed / events.STATUS_FILE)
+    assert status["state"] == "failed" and status["step"] == 2
+    assert status["message"].startswith("another training process ended abruptly")
+    assert "exitcode: 3) local_rank: 1" in (killed / events.LOG_FILE).read_text()  # torchrun's
 
 
 # ------------------------------------------------------------------------------------------------
