@@ -241,9 +241,14 @@ class Trainer:
 
             # Buffers are constants here: no broadcast in forward, so a rank may skip forwards
             # (out of memory) without desynchronising; branches unused by a data set (no graph).
-            self.ddp = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=True)
+            import warnings
+
+            with warnings.catch_warnings():  # broadcast_buffers: the spelling whose meaning we want
+                warnings.simplefilter("ignore", FutureWarning)
+                self.ddp = DistributedDataParallel(
+                    self.model,
+                    device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    broadcast_buffers=False, find_unused_parameters=True)
             if world.rank:  # own dropout noise; rank 0 draws as a single process would
                 seeding.seed_everything(cfg.seed + world.rank)
 
