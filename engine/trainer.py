@@ -399,33 +399,40 @@ class Trainer:
         self.opt.zero_grad()
         losses = torch.zeros(1 + len(BRANCHES), device=self.device)  # total, fused, ban, graph, xvlm
         oom = None
+        # DDP all-reduces gradients in the backward of a micro-batch run outside no_sync: the
+        # last one. With dynamic_batch_size every micro-batch runs under no_sync and the
+        # gradients are all-reduced after the ranks agree that none ran out of memory (DDP's
+        # reducer cannot take back a synchronising forward whose backward never comes).
+        manual_sync = world.distributed and self.cfg.dynamic_batch_size
         for i in range(n_micro):
-            last = i == n_micro - 1
+            ddp_sync = world.distributed and i == n_micro - 1 and not manual_sync
             try:
                 batch = _to_device(next(batches), self.device)
                 if i == 0 and self.faults.fire("oom", step):
                     raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected for a test)")
                 if i == 0 and self.faults.fire("error", step):
                     raise RuntimeError(f"injected failure at step {step} (a test)")
-                # DDP all-reduces gradients in the last micro-batch's backward only.
-                with self.ddp.no_sync() if world.distributed and not last else nullcontext():
+                with self.ddp.no_sync() if world.distributed and not ddp_sync else nullcontext():
                     with self.precision.autocast():
                         out = self.ddp(batch)
                         loss, parts = model.loss(out, batch)
                     if i == 0 and self.faults.fire("nan", step):
                         loss = loss * float("nan")
-                    if not last:
+                    if not ddp_sync:
                         self.scaler.scale(loss / n_micro).backward()
             except Exception as exc:
                 if not (world.distributed and precision.is_oom(exc)):
                     raise
-                oom = exc  # agreed on below, before any rank enters the synchronising backward
+                oom = exc  # agreed on below, before any gradient is synchronised
                 break
             losses += torch.stack([loss.detach().float()] +
                                   [parts[b].detach().float() for b in BRANCHES])
         if world.distributed and world.any(oom is not None, self.device):
             raise oom or torch.cuda.OutOfMemoryError("CUDA out of memory on another rank")
-        self.scaler.scale(loss / n_micro).backward()
+        if ddp_sync:
+            self.scaler.scale(loss / n_micro).backward()
+        elif manual_sync:
+            self._average_gradients()
         samples = sum(self.batch_sizes[self.micro_done:self.micro_done + n_micro])  # all ranks
         self.micro_done += n_micro
         # Every rank sees the global mean losses: the same divergence decision everywhere.
@@ -440,6 +447,18 @@ class Trainer:
         self.step, self.sample = step, self.sample + samples
         self.steps_this_process += 1
         self.window.add(losses, grad_norm, samples)
+
+    def _average_gradients(self) -> None:
+        """All-reduce the gradients in one flat buffer (DDP's job when it synchronises)."""
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        for p in self.params:
+            if p.grad is None:  # the same tensors on every rank
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in self.params]
+        flat = self.world.sum(_flatten_dense_tensors(grads)) / self.world.size
+        for g, averaged in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            g.copy_(averaged)
 
     def after_step(self) -> None:
         cfg, step = self.cfg, self.step

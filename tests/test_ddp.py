@@ -177,12 +177,25 @@ def test_stop_on_one_rank_stops_every_rank_and_resume_is_exact(tmp_path):
     assert step_losses(read(stopped)) == step_losses(read(full))
 
 
-def test_a_failing_rank_fails_the_run_with_its_error(tmp_path):
+def test_a_failing_rank_fails_the_run_with_its_error_an_oom_on_one_rank_resizes_all(tmp_path):
     error = make_run(tmp_path, "error", ["nproc_per_node=2"])
     killed = make_run(tmp_path, "killed", ["nproc_per_node=2"])
-    # A Python error on rank 1 at step 2; rank 1 dying at once after step 2 (as kill -9).
-    procs = [start(error, faults="error@2:1"), start(killed, faults="crash@2:1")]
-    assert all(p.wait(timeout=120) != 0 for p in procs)
+    oom = make_run(tmp_path, "oom", ["nproc_per_node=2", "dynamic_batch_size=true"])
+    # A Python error on rank 1 at step 2; rank 1 dying at once after step 2 (as kill -9);
+    # an out-of-memory error on rank 1 alone at step 2 (all three at once).
+    procs = [start(error, faults="error@2:1"), start(killed, faults="crash@2:1"),
+             start(oom, faults="oom@2:1")]
+    assert [p.wait(timeout=120) != 0 for p in procs] == [True, True, False]
+
+    # Both ranks halve their micro-batch at step 2 and double the accumulation: same global batch.
+    records = read(oom)
+    resized = [r for r in records if r["event"] == "batch_resized"]
+    assert [(r["step"], r["old_batch_size"], r["new_batch_size"], r["accumulation"])
+            for r in resized] == [(2, 8, 4, 2)]
+    steps = [r for r in records if r["event"] == "step"]
+    assert [(r["step"], r["batch_size"], r["accumulation"]) for r in steps] == \
+        [(1, 8, 1), (2, 4, 2), (3, 4, 2), (4, 4, 2)]
+    assert events.read_json(oom / events.STATUS_FILE)["state"] == "done"
 
     status = events.read_json(error / events.STATUS_FILE)
     assert status["state"] == "failed"
