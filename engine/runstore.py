@@ -128,6 +128,14 @@ def _id_suffix() -> str:
 
 
 def train_command(run_dir: Path, resume: bool = False) -> list[str]:
+    """The trainer, or torchrun starting one per process when the run's config asks for more
+    than one (nproc_per_node x nnodes; see engine/distributed.py)."""
+    from . import distributed
+    from .config import load
+
+    cfg = load(str(Path(run_dir) / CONFIG_FILE))
+    if distributed.world_size_of(cfg) > 1:
+        return distributed.torchrun_command(run_dir, cfg, resume)
     return [*TRAINER, str(run_dir), *(["--resume"] if resume else [])]
 
 

@@ -286,6 +286,18 @@ PARAMS: tuple[Param, ...] = (
     _p("allow_dropped", "bool", False, RUN, "Run",
        "Allow more than 1% of questions to be dropped (no graph or features for their image).",
        guide=False),
+    _p("nproc_per_node", "int", 1, RUN, "Run",
+       "Training processes on this server, one per GPU (torchrun --nproc_per_node; 1: no DDP).",
+       guide=False, low=1),
+    _p("nnodes", "int", 1, RUN, "Run",
+       "Servers taking part in the run (torchrun --nnodes); each runs the same command.",
+       guide=False, low=1),
+    _p("node_rank", "int", 0, RUN, "Run",
+       "This server's number among nnodes, 0 to nnodes-1; node 0 writes the run's records.",
+       guide=False, low=0),
+    _p("rdzv_endpoint", "str", "", RUN, "Run",
+       "HOST:PORT of node 0 where the servers meet (torchrun --rdzv_endpoint; nnodes > 1).",
+       guide=False),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}

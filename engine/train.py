@@ -7,6 +7,8 @@ Trains RUN_DIR/config.toml and writes only into RUN_DIR (see events.py). Exit co
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +28,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .trainer import Trainer
 
-    return Trainer(args.run_dir, resume=args.resume).run()
+    trainer = Trainer(args.run_dir, resume=args.resume)
+    code = trainer.run()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun, leave without running destructors (the trainer stays referenced):
+        # tearing down DDP's gloo process group blocks forever once a peer is gone.
+        # Everything is written and closed.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

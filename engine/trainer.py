@@ -12,9 +12,16 @@ One `Trainer` trains one run directory (see events.py for the files). The loop, 
 The data position is (epoch, the epoch's order, samples done), so a resumed run continues with
 exactly the batches, random numbers and optimiser state of an uninterrupted one.
 
-Test hooks: VQATUNE_FAULTS="oom@3,nan@5,stop@4,crash@6" injects, at optimiser step N (1-based,
-each once per process): a CUDA out-of-memory error in the forward pass, a NaN loss, a stop request
-(as SIGTERM), or a hard exit right after the step (as kill -9, no final status).
+Several processes (torchrun, see distributed.py): the model is wrapped in DDP; each rank takes
+its shard of every global micro-batch; gradients are synchronised only on the micro-batch that
+steps the optimiser (no_sync before); losses, evaluation sums, stop requests and out-of-memory
+decisions are reduced across ranks so every rank takes the same decisions at the same step;
+rank 0 alone writes the run's files (with every rank's memory and RNG state gathered to it).
+
+Test hooks: VQATUNE_FAULTS="oom@3,nan@5,stop@4,crash@6,error@2:1" injects, at optimiser step N
+(1-based, each once per process; ":R" only on rank R): a CUDA out-of-memory error in the forward
+pass, a NaN loss, a stop request (as SIGTERM), a hard exit right after the step (as kill -9, no
+final status), or a Python error in the forward pass.
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import checkpoint, events, optim, precision, seeding
+from . import checkpoint, distributed, events, optim, precision, seeding
 from .config import load as load_config
 
 log = logging.getLogger("vqatune.train")
@@ -56,11 +64,13 @@ class RunEnd(Exception):
 class Faults:
     """Injected failures for tests, from VQATUNE_FAULTS ("kind@step,...")."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, rank: int = 0):
         self.pending = set()
         for item in filter(None, (s.strip() for s in spec.split(","))):
-            kind, _, step = item.partition("@")
-            self.pending.add((kind, int(step)))
+            kind, _, where = item.partition("@")
+            step, _, only_rank = where.partition(":")
+            if not only_rank or int(only_rank) == rank:
+                self.pending.add((kind, int(step)))
 
     def fire(self, kind: str, step: int) -> bool:
         if (kind, step) in self.pending:
@@ -72,8 +82,8 @@ class Faults:
 class Status:
     """status.json: the fields of the contract, rewritten atomically every 2 s by a thread."""
 
-    def __init__(self, path: Path, **fields):
-        self.path = path
+    def __init__(self, path: Path, enabled: bool = True, **fields):
+        self.path, self.enabled = path, enabled  # disabled on ranks other than 0
         self.fields = {"state": "running", "pid": os.getpid(),
                        "pid_start_time": _process_start_time(), "heartbeat": time.time(),
                        "step": 0, "total_steps": 0, "epoch": 0, "epochs": 0, "eta_s": None,
@@ -84,13 +94,16 @@ class Status:
         self.stopped = threading.Event()
         self.write()
         self.thread = threading.Thread(target=self._beat, name="status", daemon=True)
-        self.thread.start()
+        if enabled:
+            self.thread.start()
 
     def update(self, **fields) -> None:
         with self.lock:
             self.fields.update(fields)
 
     def write(self) -> None:
+        if not self.enabled:
+            return
         with self.lock:
             self.fields["heartbeat"] = time.time()
             events.write_json_atomic(self.path, dict(self.fields))
@@ -104,9 +117,20 @@ class Status:
 
     def close(self, **final) -> None:
         self.stopped.set()
-        self.thread.join()
+        if self.enabled:
+            self.thread.join()
         self.update(**final)
         self.write()
+
+
+class _NoMetrics:
+    """Ranks other than 0 write no metrics.jsonl; the trainer's calls stay the same."""
+
+    def write(self, event: str, **fields) -> dict:
+        return {"event": event, **fields}
+
+    def close(self) -> None:
+        pass
 
 
 def _process_start_time() -> float:
@@ -124,7 +148,9 @@ class Trainer:
     def __init__(self, run_dir: Path, resume: bool = False):
         self.run_dir = Path(run_dir)
         self.resume = resume
-        self.faults = Faults(os.environ.get(FAULTS_ENV, ""))
+        self.rank = int(os.environ.get("RANK", "0"))  # set by torchrun; 0 for a single process
+        self.faults = Faults(os.environ.get(FAULTS_ENV, ""), self.rank)
+        self.world = distributed.World()  # until setup joins torchrun's process group
         self.stop_requested = False
         self.started = time.time()
 
@@ -133,9 +159,11 @@ class Trainer:
 
     def run(self) -> int:
         """Train to the end; returns the exit code (0 done, 1 failed/diverged/oom, 130 stopped)."""
-        _setup_logging(self.run_dir / events.LOG_FILE)
-        self.metrics = events.MetricsWriter(self.run_dir / events.METRICS_FILE)
-        self.status = Status(self.run_dir / events.STATUS_FILE)
+        _setup_logging(self.run_dir / events.LOG_FILE, self.rank)
+        main = self.rank == 0
+        self.metrics = events.MetricsWriter(self.run_dir / events.METRICS_FILE) if main \
+            else _NoMetrics()
+        self.status = Status(self.run_dir / events.STATUS_FILE, enabled=main)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         state, message = "done", None
         try:
@@ -149,13 +177,37 @@ class Trainer:
             if precision.is_oom(exc):
                 state, message = self._oom_end(exc)
             else:
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                state, message = "failed", self._root_cause(message)
                 log.error("training failed:\n%s", traceback.format_exc())
-                state, message = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         self.finish(state, message)
         return EXIT_CODES.get(state, 1)
+
+    def _root_cause(self, message: str) -> str:
+        """Under torchrun, the first rank to fail names the cause: the others fail after it
+        (a peer gone from a collective). Each failing rank leaves its error; rank 0 reports
+        the earliest."""
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            return message
+        failed_at = time.time()
+        try:
+            distributed.write_error(self.run_dir, self.rank, message, failed_at)
+        except OSError:
+            pass
+        if self.rank != 0:
+            return message
+        time.sleep(1.0)  # the failing rank wrote before its sockets closed; let late ones land
+        errors = [e for e in distributed.read_errors(self.run_dir) if e["time"] >= self.started]
+        first = min(errors, key=lambda e: e["time"], default=None)
+        if first is None or first["rank"] == 0:
+            if "by peer" in message:  # gloo: another rank died without a word (kill -9)
+                return ("another training process ended abruptly (torchrun names it in "
+                        f"train.log): {message}")
+            return message
+        return f"rank {first['rank']} failed: {first['message']}"
 
     def _on_signal(self, signum, frame) -> None:
         log.info("received %s: finishing the current step, then stopping",
@@ -169,6 +221,7 @@ class Trainer:
         from . import data, model as model_lib
 
         cfg = self.cfg
+        self.world = world = distributed.init(cfg)
         seeding.seed_everything(cfg.seed)
         self.device = precision.pick_device(cfg)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -182,6 +235,22 @@ class Trainer:
         self.train_set, self.eval_set = bundle.train, bundle.eval  # train/eval_limit applied
 
         self.model = model_lib.build_model(cfg, self.meta).to(self.device)
+        self.ddp = self.model  # what the training forward goes through
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Buffers are constants here: no broadcast in forward, so a rank may skip forwards
+            # (out of memory) without desynchronising; branches unused by a data set (no graph).
+            import warnings
+
+            with warnings.catch_warnings():  # broadcast_buffers: the spelling whose meaning we want
+                warnings.simplefilter("ignore", FutureWarning)
+                self.ddp = DistributedDataParallel(
+                    self.model,
+                    device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    broadcast_buffers=False, find_unused_parameters=True)
+            if world.rank:  # own dropout noise; rank 0 draws as a single process would
+                seeding.seed_everything(cfg.seed + world.rank)
 
         # Micro-batch and accumulation: dynamic_batch_size may change them (not their product).
         self.micro_batch = cfg.batch_size
@@ -190,6 +259,7 @@ class Trainer:
         self.loader_template = data.make_loader(self.train_set, cfg, train=True, seed=cfg.seed,
                                                 epoch=0, batch_size=self.micro_batch)
         self.drop_last = self.loader_template.drop_last
+        self.batch_sizes, self.micro_done = [], 0  # global micro-batch sizes of the loader
         self.steps_per_epoch = self._steps_in(len(self.train_set))
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps:
@@ -204,14 +274,19 @@ class Trainer:
         self.window = _Window()
 
         last = self.run_dir / events.CHECKPOINT_DIR / checkpoint.LAST
-        restored = self.resume and last.exists()
+        state = None
+        if world.main and self.resume and last.exists():
+            state = checkpoint.load(last, map_location="cpu" if world.distributed else self.device)
+        state = world.broadcast(state)  # rank 0's checkpoint: other servers need no copy
+        restored = state is not None
         if restored:
-            self._restore(checkpoint.load(last, map_location=self.device))
+            self._restore(state)
         n_params = sum(p.numel() for p in self.model.parameters())
         common = dict(total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
                       epochs=cfg.epochs, device=str(self.device), precision=self.precision.name,
                       batch_size=self.micro_batch, accumulation=self.accumulation,
-                      effective_batch_size=self.micro_batch * self.accumulation, world_size=1,
+                      effective_batch_size=self.micro_batch * self.accumulation * world.size,
+                      world_size=world.size,
                       dataset=self.meta.dataset, train_size=len(self.train_set),
                       eval_size=len(self.eval_set), params=n_params,
                       trainable_params=sum(p.numel() for p in self.params))
@@ -227,8 +302,11 @@ class Trainer:
                 self.metrics.write("start", **common)
             log.info("training %s parameters on %s (%s), %d steps, effective batch %d",
                      f"{n_params:,}", self.device, self.precision.name, self.total_steps,
-                     self.micro_batch * self.accumulation)
-        self.status.update(total_steps=self.total_steps, step=self.step, epoch=self.epoch_label,
+                     self.micro_batch * self.accumulation * world.size)
+            if world.distributed:
+                log.info("%d processes (%d per node, %d nodes), backend %s", world.size,
+                         cfg.nproc_per_node, cfg.nnodes, torch.distributed.get_backend())
+        self.status.update(world_size=world.size, total_steps=self.total_steps, step=self.step, epoch=self.epoch_label,
                            best_accuracy=self.best_accuracy, last_accuracy=self.last_accuracy)
         self.train_started, self.steps_this_process = time.time(), 0
 
@@ -238,7 +316,8 @@ class Trainer:
         return self.epoch + (self.sample > 0)
 
     def _steps_in(self, n_samples: int) -> int:
-        micro = n_samples // self.micro_batch if self.drop_last else -(-n_samples // self.micro_batch)
+        size = self.micro_batch * self.world.size  # a global micro-batch
+        micro = n_samples // size if self.drop_last else -(-n_samples // size)
         return max(1, -(-micro // self.accumulation))
 
     # ------------------------------------------------------------------------------------------
@@ -255,7 +334,7 @@ class Trainer:
             self.epoch, self.sample, self.order = self.epoch + 1, 0, None
             if cfg.eval_every == 0:
                 self.evaluate_and_checkpoint()
-                if self.stop_requested:  # a signal during the evaluation; just checkpointed
+                if self.world.any(self.stop_requested, self.device):  # a signal during evaluation
                     raise RunEnd("stopped", f"stopped at step {self.step}")
         if self.last_eval_step != self.step:
             self.evaluate_and_checkpoint()
@@ -272,9 +351,15 @@ class Trainer:
     def _loader_from(self, start: int) -> DataLoader:
         """Micro-batches of the current epoch's order from sample `start` on."""
         order, size = self.order, self.micro_batch
-        batches = [order[i:i + size] for i in range(start, len(order), size)]
-        if self.drop_last and batches and len(batches[-1]) < size:
-            batches.pop()
+        if self.world.distributed:  # this rank's part of each global micro-batch
+            batches, self.batch_sizes = distributed.shard(order[start:], size, self.world.size,
+                                                          self.world.rank, self.drop_last)
+        else:
+            batches = [order[i:i + size] for i in range(start, len(order), size)]
+            if self.drop_last and batches and len(batches[-1]) < size:
+                batches.pop()
+            self.batch_sizes = [len(b) for b in batches]
+        self.micro_done = 0
         t = self.loader_template
         if t.batch_size is None:  # the sampler yields whole batches (the data module's fast path)
             batching = {"sampler": batches, "batch_size": None}
@@ -309,25 +394,49 @@ class Trainer:
                 self._handle_oom(exc)  # retries the step with smaller micro-batches, or ends
 
     def train_step(self, batches, n_micro: int) -> None:
-        """One optimiser step over n_micro micro-batches."""
-        model, step = self.model, self.step + 1
+        """One optimiser step over n_micro micro-batches (on every rank)."""
+        model, world, step = self.model, self.world, self.step + 1
         self.opt.zero_grad()
         losses = torch.zeros(1 + len(BRANCHES), device=self.device)  # total, fused, ban, graph, xvlm
-        samples = 0
+        oom = None
+        # DDP all-reduces gradients in the backward of a micro-batch run outside no_sync: the
+        # last one. With dynamic_batch_size every micro-batch runs under no_sync and the
+        # gradients are all-reduced after the ranks agree that none ran out of memory (DDP's
+        # reducer cannot take back a synchronising forward whose backward never comes).
+        manual_sync = world.distributed and self.cfg.dynamic_batch_size
         for i in range(n_micro):
-            batch = _to_device(next(batches), self.device)
-            if i == 0 and self.faults.fire("oom", step):
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected for a test)")
-            with self.precision.autocast():
-                out = model(batch)
-                loss, parts = model.loss(out, batch)
-            if i == 0 and self.faults.fire("nan", step):
-                loss = loss * float("nan")
-            self.scaler.scale(loss / n_micro).backward()
+            ddp_sync = world.distributed and i == n_micro - 1 and not manual_sync
+            try:
+                batch = _to_device(next(batches), self.device)
+                if i == 0 and self.faults.fire("oom", step):
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected for a test)")
+                if i == 0 and self.faults.fire("error", step):
+                    raise RuntimeError(f"injected failure at step {step} (a test)")
+                with self.ddp.no_sync() if world.distributed and not ddp_sync else nullcontext():
+                    with self.precision.autocast():
+                        out = self.ddp(batch)
+                        loss, parts = model.loss(out, batch)
+                    if i == 0 and self.faults.fire("nan", step):
+                        loss = loss * float("nan")
+                    if not ddp_sync:
+                        self.scaler.scale(loss / n_micro).backward()
+            except Exception as exc:
+                if not (world.distributed and precision.is_oom(exc)):
+                    raise
+                oom = exc  # agreed on below, before any gradient is synchronised
+                break
             losses += torch.stack([loss.detach().float()] +
                                   [parts[b].detach().float() for b in BRANCHES])
-            samples += batch["q_tokens"].shape[0]
-        losses = (losses / n_micro).tolist()
+        if world.distributed and world.any(oom is not None, self.device):
+            raise oom or torch.cuda.OutOfMemoryError("CUDA out of memory on another rank")
+        if ddp_sync:
+            self.scaler.scale(loss / n_micro).backward()
+        elif manual_sync:
+            self._average_gradients()
+        samples = sum(self.batch_sizes[self.micro_done:self.micro_done + n_micro])  # all ranks
+        self.micro_done += n_micro
+        # Every rank sees the global mean losses: the same divergence decision everywhere.
+        losses = (world.sum(losses) / (n_micro * world.size)).tolist()
         if not math.isfinite(losses[0]):
             raise RunEnd("diverged", f"loss became {losses[0]} at step {step}; "
                                      f"try a lower lr/xvlm_lr or a smaller clip_norm")
@@ -338,6 +447,18 @@ class Trainer:
         self.step, self.sample = step, self.sample + samples
         self.steps_this_process += 1
         self.window.add(losses, grad_norm, samples)
+
+    def _average_gradients(self) -> None:
+        """All-reduce the gradients in one flat buffer (DDP's job when it synchronises)."""
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        for p in self.params:
+            if p.grad is None:  # the same tensors on every rank
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in self.params]
+        flat = self.world.sum(_flatten_dense_tensors(grads)) / self.world.size
+        for g, averaged in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            g.copy_(averaged)
 
     def after_step(self) -> None:
         cfg, step = self.cfg, self.step
@@ -352,7 +473,7 @@ class Trainer:
         if cfg.eval_every and step % cfg.eval_every == 0:
             self.evaluate_and_checkpoint()
             evaluated = True
-        if self.stop_requested:
+        if self.world.any(self.stop_requested, self.device):  # every rank stops at this step
             if not evaluated:
                 self.save_checkpoint(best=False)
             raise RunEnd("stopped", f"stopped at step {step}")
@@ -365,13 +486,15 @@ class Trainer:
 
     def _log_step(self) -> None:
         w = self.window
+        memory = self.world.gather(precision.memory_stats(self.device))  # every rank's
+        per_rank = {"memory_ranks": memory} if self.world.distributed else {}
         record = self.metrics.write(
             "step", step=self.step, epoch=self.epoch_label, loss=_finite(w.mean(0)),
             losses={b: _finite(w.mean(i + 1)) for i, b in enumerate(BRANCHES)},
             lr=self.opt.lr("heads"), xvlm_lr=self.opt.lr("backbone"),
             grad_norm=_finite(w.grad_norm), batch_size=self.micro_batch,
             accumulation=self.accumulation, samples_per_s=round(w.samples_per_s(), 2),
-            memory=precision.memory_stats(self.device))
+            memory=memory[0], **per_rank)
         self.status.update(samples_per_s=record["samples_per_s"])
         log.info("step %d/%d epoch %d: loss %s, lr %.3g, xvlm_lr %.3g, %.0f samples/s",
                  self.step, self.total_steps, self.epoch_label, record["loss"], record["lr"],
@@ -389,6 +512,13 @@ class Trainer:
         self.model.eval()
         loader = data.make_loader(self.eval_set, self.cfg, train=False, seed=self.cfg.seed,
                                   epoch=0, batch_size=self.micro_batch)
+        world = self.world
+        if world.distributed:  # every world.size-th batch; the sums are reduced below
+            t = loader
+            mine = [b for j, b in enumerate(t.sampler) if j % world.size == world.rank]
+            loader = DataLoader(t.dataset, sampler=mine, batch_size=None, collate_fn=t.collate_fn,
+                                num_workers=t.num_workers, pin_memory=t.pin_memory,
+                                prefetch_factor=t.prefetch_factor if t.num_workers else None)
         n_types = len(self.meta.answer_types)
         correct = torch.zeros(len(BRANCHES), device=self.device, dtype=torch.float64)
         type_correct = torch.zeros(n_types, device=self.device, dtype=torch.float64)
@@ -411,6 +541,14 @@ class Trainer:
             loss_sum += loss.detach().double() * size
             n += size
         self.model.train()
+        if world.distributed:
+            sums = world.sum(torch.cat([correct, type_correct, type_count, loss_sum.view(1),
+                                        torch.tensor([float(n)], dtype=torch.float64,
+                                                     device=self.device)]))
+            k = len(BRANCHES)
+            correct, type_correct = sums[:k], sums[k:k + n_types]
+            type_count, loss_sum = sums[k + n_types:k + 2 * n_types], sums[-2]
+            n = int(sums[-1].item())
         accuracy = (correct / max(n, 1)).tolist()
         result = {"accuracy": accuracy[0], "accuracy_branch": dict(zip(BRANCHES, accuracy)),
                   "loss": _finite(loss_sum.item() / max(n, 1)), "questions": n}
@@ -443,12 +581,16 @@ class Trainer:
             raise RunEnd("done", f"early stop: no better accuracy in {patience} evaluations")
 
     def save_checkpoint(self, best: bool) -> None:
+        rngs = self.world.gather(seeding.rng_state())  # exact resume needs every rank's
+        if not self.world.main:
+            return
         folder = self.run_dir / events.CHECKPOINT_DIR
         path = folder / checkpoint.LAST
         checkpoint.save({
             "step": self.step, "epoch": self.epoch, "config": self.cfg.to_dict(),
             "model": self.model.state_dict(), "optimisation": self.opt.state_dict(),
-            "scaler": self.scaler.state_dict(), "rng": seeding.rng_state(),
+            "scaler": self.scaler.state_dict(), "rng": rngs[0], "rng_ranks": rngs,
+            "world_size": self.world.size,
             "data": {"epoch": self.epoch, "sample": self.sample,
                      "order": self.order,
                      "batch_size": self.micro_batch, "accumulation": self.accumulation},
@@ -475,7 +617,13 @@ class Trainer:
         self.last_accuracy, self.last_eval_step = p["last_accuracy"], p["last_eval_step"]
         self.evals_since_best = p["evals_since_best"]
         self.window = _Window.from_state(p["window"])
-        seeding.set_rng_state(state["rng"])
+        rngs = state.get("rng_ranks") or [state["rng"]]
+        if len(rngs) == self.world.size:
+            seeding.set_rng_state(rngs[self.world.rank])
+        else:  # another world size: the data position is exact, the random numbers are not
+            log.warning("checkpoint of %d processes resumed with %d", len(rngs), self.world.size)
+            if self.world.main:
+                seeding.set_rng_state(state["rng"])
 
     # ------------------------------------------------------------------------------------------
     # Out of memory
@@ -514,14 +662,19 @@ class Trainer:
                    "final_accuracy": getattr(self, "last_accuracy", None),
                    "duration_s": round(ended - self.started, 3)}
         # Each record on its own: one failing (a full disk) must not cost the others.
-        for write in (lambda: self.metrics.write("end", **summary), self.metrics.close,
+        writes = (lambda: self.metrics.write("end", **summary), self.metrics.close,
                       lambda: events.write_json_atomic(self.run_dir / events.SUMMARY_FILE, summary),
                       lambda: self.status.close(state=state, ended=ended, message=message,
-                                                step=step, eta_s=0)):
+                                                step=step, eta_s=0))
+        for write in writes if self.rank == 0 else writes[3:]:  # status: a no-op off rank 0
             try:
                 write()
             except OSError as exc:
                 log.error("cannot write the end of the run: %s", exc)
+        try:
+            self.world.close()
+        except Exception as exc:  # noqa: BLE001 - a peer already gone; the run has ended anyway
+            log.warning("leaving the process group: %s", exc)
         (log.info if state == "done" else log.warning)(
             "run %s%s", state, f": {message}" if message else "")
 
@@ -561,8 +714,10 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _setup_logging(path: Path) -> None:
-    """Log to train.log; echo to stdout too unless stdout already is train.log."""
+def _setup_logging(path: Path, rank: int = 0) -> None:
+    """Log to train.log; echo to stdout too unless stdout already is train.log. Under torchrun,
+    lines carry the rank, and ranks other than 0 log only warnings and errors."""
+    tag = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
     try:
         same = os.path.exists(path) and os.path.samefile(path, f"/proc/self/fd/{sys.stdout.fileno()}")
@@ -571,10 +726,10 @@ def _setup_logging(path: Path) -> None:
     if not same:
         handlers.append(logging.StreamHandler(sys.stdout))
     for h in handlers:
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        h.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(message)s", "%H:%M:%S"))
     root = logging.getLogger("vqatune")
     for old in root.handlers:
         old.close()
     root.handlers[:] = handlers
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     root.propagate = False

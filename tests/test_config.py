@@ -205,7 +205,8 @@ def test_set_overrides_are_typed_and_applied_last(isolated):
     ("lr", "--set 'lr': expected name=value"),
     ("lr=", "--set: lr: expected a number, got ''"),
     ("lr=-1", "--set: lr: must be > 0.0, got -1.0"),
-    ("nope=1", "--set: unknown parameter 'nope'"),
+    ("nope=1", "--set: unknown parameter 'nope'; did you mean 'nnodes'?"),  # a close name: suggested
+    ("xyzzy=1", "--set: unknown parameter 'xyzzy'"),
     ("batch_sise=1", "--set: unknown parameter 'batch_sise'; did you mean 'batch_size'?"),
     ("model.lr=1e-4", "--set 'model.lr=1e-4': lr belongs in [training]"),
     ("trainig.lr=1e-4", "--set 'trainig.lr=1e-4': unknown table 'trainig'"),

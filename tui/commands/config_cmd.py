@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from .common import SetOption, console, fail, print_json, user_errors, warn
+from .run_cmd import effective_batch_line
 
 config_app = typer.Typer(help="Resolve, check, compare and convert configurations.",
                          no_args_is_help=True)
@@ -36,7 +37,9 @@ def show(
     for w in cfg.warnings():
         warn(w)
     if fmt is Format.json:
-        print_json({"source": resolved.source, "effective_batch_size": cfg.effective_batch_size,
+        world = cfg.nproc_per_node * cfg.nnodes  # DDP processes
+        print_json({"source": resolved.source,
+                    "effective_batch_size": cfg.effective_batch_size * world, "world_size": world,
                     "overrides": resolved.overrides, "warnings": cfg.warnings(),
                     "config": cfg.to_dict()})
     elif fmt is Format.cmdline:
@@ -44,8 +47,7 @@ def show(
     else:
         header = (f"# resolved from {resolved.source or 'the defaults'}"
                   f"{' with ' + ', '.join(sets) if sets else ''}\n"
-                  f"# effective batch size: {cfg.effective_batch_size} "
-                  f"(batch_size x update_freq x gradient_accumulation_steps, per process)\n")
+                  f"{effective_batch_line(cfg)}\n")
         typer.echo(header + config.dumps(cfg, full=True), nl=False)
 
 

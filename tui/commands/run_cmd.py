@@ -27,6 +27,15 @@ RunsDirOption = typer.Option(None, "--runs-dir", metavar="DIR",
                              help="Where run directories go (default: $VQATUNE_RUNS or ./runs).")
 DetachOption = typer.Option(False, "--detach", "-d",
                             help="Start the run in the background, print its id and return.")
+NprocOption = typer.Option(None, "--nproc", min=1, metavar="N",
+                           help="Training processes on this server, one per GPU (DDP via torchrun; "
+                                "sets nproc_per_node).")
+NnodesOption = typer.Option(None, "--nnodes", min=1, metavar="M",
+                            help="Servers in the run; each runs the same command (sets nnodes).")
+NodeRankOption = typer.Option(None, "--node-rank", min=0, metavar="R",
+                              help="This server's number, 0..M-1; node 0 writes the records.")
+RdzvOption = typer.Option(None, "--rdzv-endpoint", metavar="HOST:PORT",
+                          help="Where the servers meet: node 0's address and a free port.")
 
 
 def run(
@@ -35,13 +44,20 @@ def run(
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Run name (part of the run id)."),
     runs_dir: Optional[Path] = RunsDirOption,
     detach: bool = DetachOption,
+    nproc: Optional[int] = NprocOption,
+    nnodes: Optional[int] = NnodesOption,
+    node_rank: Optional[int] = NodeRankOption,
+    rdzv_endpoint: Optional[str] = RdzvOption,
 ) -> None:
     """Train a preset or config file: create a run, start it, follow it to the end."""
     from vqatune.engine import config
 
+    given = {k: v for k, v in (("name", name), ("nproc_per_node", nproc), ("nnodes", nnodes),
+                               ("node_rank", node_rank), ("rdzv_endpoint", rdzv_endpoint))
+             if v is not None}
     with user_errors():
         resolved = config.resolve(source, sets or ())
-        cfg = resolved.config.replace(name=name) if name else resolved.config
+        cfg = resolved.config.replace(**given) if given else resolved.config
     report_warnings(cfg, resolved.overrides,
                     preset=source if config.find_preset(source) is not None else None)
     start(cfg, source=resolved.source, overrides=resolved.overrides, runs_dir=runs_dir,
@@ -103,13 +119,26 @@ def show_dry_run(cfg) -> None:
     from vqatune.engine import config
     from vqatune.engine.model import summary
 
-    typer.echo(f"# effective batch size: {cfg.effective_batch_size} "
-               f"(batch_size x update_freq x gradient_accumulation_steps, per process)")
+    typer.echo(effective_batch_line(cfg))
     typer.echo(config.dumps(cfg, full=True), nl=False)
     with user_errors():
         counts = summary(cfg)
     typer.echo("\n# model summary")
     _echo_tree(counts, "# ")
+
+
+def effective_batch_line(cfg) -> str:
+    """The effective batch a config trains with: per process, times the processes under DDP."""
+    from vqatune.engine.distributed import world_size_of
+
+    world = world_size_of(cfg)
+    if world == 1:
+        return (f"# effective batch size: {cfg.effective_batch_size} "
+                f"(batch_size x update_freq x gradient_accumulation_steps)")
+    return (f"# effective batch size: {cfg.effective_batch_size * world} "
+            f"(batch_size x update_freq x gradient_accumulation_steps = "
+            f"{cfg.effective_batch_size} per process, x {world} processes: "
+            f"nproc_per_node {cfg.nproc_per_node} x nnodes {cfg.nnodes})")
 
 
 def _echo_tree(data: dict, prefix: str) -> None:
@@ -124,9 +153,11 @@ def _echo_tree(data: dict, prefix: str) -> None:
 
 
 def start(cfg, *, source: str, overrides: dict, runs_dir: Optional[Path], detach: bool) -> None:
-    from vqatune.engine import runstore
+    from vqatune.engine import distributed, runstore
 
     with user_errors():
+        if distributed.world_size_of(cfg) > 1:  # a bad combination: nothing created
+            distributed.torchrun_command(Path("RUN_DIR"), cfg)
         run_dir = runstore.create_run(cfg, source=source, name=cfg.name, runs_dir=runs_dir,
                                       overrides=overrides, argv=sys.argv,
                                       output=cfg.output or None)

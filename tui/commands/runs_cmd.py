@@ -163,6 +163,15 @@ def _source_config(info):
         return None
 
 
+def distributed_summary(cfg) -> str:
+    """DDP: nproc_per_node x nnodes, this node's rank and the rendezvous endpoint."""
+    text = (f"{cfg.nproc_per_node * cfg.nnodes} (nproc_per_node {cfg.nproc_per_node} x "
+            f"nnodes {cfg.nnodes})")
+    if cfg.nnodes > 1:
+        text += f", node_rank {cfg.node_rank}, rendezvous {cfg.rdzv_endpoint}"
+    return text
+
+
 def show(
     run: str = typer.Argument(..., metavar="RUN", help="Run id, id prefix, name or directory."),
     as_json: bool = JsonOption,
@@ -212,6 +221,8 @@ def show(
             ("started", fmt_time(info.started)), ("duration", fmt_duration(info.duration_s))]
     if info.pid:
         rows.append(("pid", str(info.pid)))
+    if cfg is not None and cfg.nproc_per_node * cfg.nnodes > 1:
+        rows.append(("processes", distributed_summary(cfg)))
     if monitor is not None:
         rows.extend(monitor_rows(monitor))
     if info.meta.get("argv"):
