@@ -1,4 +1,4 @@
-"""The vqatune workstation: Configure, Runs (with Monitor and Compare) as Textual modes."""
+"""The vqatune workstation: Configure, Runs (with Monitor and Compare), Sweeps as Textual modes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from vqatune.tui.screens.configure import ConfigureScreen
 
 
 class VQATuneApp(App):
-    """Keyboard first: F2 Configure, F3 Runs, ctrl+p the command palette, ctrl+q quit.
+    """Keyboard first: F2 Configure, F3 Runs, F4 Sweeps, ctrl+p the command palette, ctrl+q quit.
 
     Quitting never stops a run: training runs in its own detached process and the TUI only reads
     its run directory.
@@ -22,11 +22,13 @@ class VQATuneApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "vqatune"
-    MODES = {"configure": ConfigureScreen, "runs": lambda: _runs_screen()}
+    MODES = {"configure": ConfigureScreen, "runs": lambda: _runs_screen(),
+             "sweeps": lambda: _sweeps_screen()}
     DEFAULT_MODE = "configure"  # built directly, without an empty default screen first
     BINDINGS = [
         Binding("f2", "switch_mode('configure')", "Config"),
         Binding("f3", "switch_mode('runs')", "Runs"),
+        Binding("f4", "switch_mode('sweeps')", "Sweeps"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -74,6 +76,8 @@ class VQATuneApp(App):
                             lambda: self.switch_mode("configure"))
         yield SystemCommand("Runs", "All runs: monitor, filter, sort, compare (F3)",
                             lambda: self.switch_mode("runs"))
+        yield SystemCommand("Sweeps", "Sweeps: progress, best run, compare their runs (F4)",
+                            lambda: self.switch_mode("sweeps"))
         if screen.id == "runs":
             yield SystemCommand("Compare selected runs", "Parameters, metrics and curves (c)",
                                 screen.action_compare)
@@ -81,6 +85,11 @@ class VQATuneApp(App):
                                 screen.action_cycle_sort)
             yield SystemCommand("Filter runs", "By id, state or preset (/)",
                                 screen.action_focus_filter)
+        if screen.id == "sweeps":
+            yield SystemCommand("Compare the sweep's runs", "Its runs side by side (enter)",
+                                screen.action_open_runs)
+            yield SystemCommand("Open the sweep's best run", "Its monitor (b)",
+                                screen.action_open_best)
         if screen.id == "monitor":
             yield SystemCommand("Stop run", "Graceful: checkpoint, then stopped (s)",
                                 screen.action_stop)
@@ -116,3 +125,9 @@ def _runs_screen() -> Screen:
     from vqatune.tui.screens.runs import RunsScreen
 
     return RunsScreen()
+
+
+def _sweeps_screen() -> Screen:
+    from vqatune.tui.screens.sweeps import SweepsScreen
+
+    return SweepsScreen()

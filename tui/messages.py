@@ -77,3 +77,9 @@ class CompareLoaded(Message):
     def __init__(self, comparison: Any):
         super().__init__()
         self.comparison = comparison
+
+
+class SweepsListed(Message):
+    def __init__(self, sweeps: list):
+        super().__init__()
+        self.sweeps = sweeps

@@ -13,6 +13,7 @@ class StartScreen(str, Enum):
     auto = "auto"
     configure = "configure"
     runs = "runs"
+    sweeps = "sweeps"
 
 
 def tui(
