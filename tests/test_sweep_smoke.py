@@ -129,7 +129,9 @@ def test_4_trial_study_prunes_the_hopeless_trials(tmp_path):
         if t.params["lr"] == 1e-9:
             # no learning: below the finished trials' median at its first evaluation
             assert t.state.name == "PRUNED" and run.state == "stopped" and run.meta["pruned"]
-            assert len(evals) < 3 and reported == evals[:1]
+            # only the first evaluation is reported; the ones the run makes before the stop
+            # reaches it (how many depends on the machine's load) are not
+            assert reported == evals[:1]
         else:
             assert t.state.name == "COMPLETE" and t.value == max(evals) and run.state == "done"
             assert reported == evals

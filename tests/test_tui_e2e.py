@@ -125,7 +125,7 @@ def test_through_tmux_at_80x24(env):
             _tmux("send-keys", "-t", session, "End", "BSpace", "BSpace", "BSpace")  # epochs
             _tmux("send-keys", "-t", session, "-l", "--", "-1")
             try:
-                _wait_for(session, "must be >= 1, got -1", "1 invalid", timeout=5)
+                _wait_for(session, "must be >= 1, got -1", "1 invalid", timeout=15)
                 break
             except AssertionError:
                 if attempt == 2:
