@@ -22,3 +22,18 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("VQATUNE_RUNS", str(tmp_path / "runs"))
     monkeypatch.chdir(work)
     return work
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is many times faster than two
+    competing with other processes (and the training subprocesses get the same). A module that
+    trains in-process or starts trainers says `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch  # here, not at the top: most test modules never need torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
+    torch.set_num_threads(threads)

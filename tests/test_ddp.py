@@ -24,14 +24,7 @@ from vqatune.engine.trainer import FAULTS_ENV, Trainer
 SETS = ["dropout=0", "max_steps=0", "eval_limit=16"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_run(root: Path, name: str, sets=()) -> Path:

@@ -23,16 +23,7 @@ RESUME_SETS = ["epochs=2", "max_steps=0", "train_limit=48", "eval_limit=8", "upd
 QUICK = ["eval_limit=8"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is many times faster than two
-    competing with other processes (and the training subprocesses get the same)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_run(root: Path, name: str, sets=()) -> Path:

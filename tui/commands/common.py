@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from typing import Any, Iterator, NoReturn
+from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 import typer
 
@@ -41,6 +41,20 @@ def console():
     from rich.console import Console
 
     return Console()
+
+
+def print_listing(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A borderless table of named things: the first column bold, the last (a description)
+    folded to the terminal's width."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for i, name in enumerate(columns):
+        table.add_column(name, style="bold" if i == 0 else None,
+                         overflow="fold" if i == len(columns) - 1 else "ellipsis")
+    for row in rows:
+        table.add_row(*row)
+    console().print(table)
 
 
 SetOption = typer.Option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, print_json
+from .common import print_json, print_listing
 
 
 def presets(
@@ -34,15 +34,8 @@ def presets(
         print_json([{"name": p.name, "title": p.title, "description": p.description,
                      "path": str(p.path)} for p in found])
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    table.add_column("name", style="bold")
-    table.add_column("title")
-    table.add_column("description", overflow="fold")
-    for p in found:
-        table.add_row(p.name, p.title, p.description)
-    console().print(table)
+    print_listing(("name", "title", "description"),
+                  ((p.name, p.title, p.description) for p in found))
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from .common import console, fail, print_json, user_errors
+from .common import console, fail, print_json, print_listing, user_errors
 
 EXIT_INTERRUPTED = 130
 
@@ -278,15 +278,8 @@ def plans(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
         print_json([{"name": p.name, "title": p.title, "kind": p.kind,
                      "description": p.description, "path": str(p.path)} for p in found])
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    table.add_column("plan", style="bold")
-    table.add_column("kind")
-    table.add_column("description", overflow="fold")
-    for p in found:
-        table.add_row(p.name, p.kind, p.description)
-    console().print(table)
+    print_listing(("plan", "kind", "description"),
+                  ((p.name, p.kind, p.description) for p in found))
 
 
 def register(app: typer.Typer) -> None:
