@@ -227,7 +227,8 @@ def test_a_sweep_run_by_the_engine_and_its_lock(tmp_path, monkeypatch):
                 app.screen.refresh_sweeps()
                 await settle(pilot)
                 assert table_rows(table)[0][1] == "running"
-                assert "1 running" in str(app.screen.query_one("#sweeps-status").render())
+                assert str(app.screen.query_one("#sweeps-status").render()).startswith(
+                    "1 sweep · 1 running")
 
     asyncio.run(run())
 

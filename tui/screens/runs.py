@@ -156,7 +156,8 @@ class RunsScreen(Screen):
         running = sum(r.state == "running" for r in self.rows)
         direction = "desc" if self.sort_reverse else "asc"
         self.query_one("#runs-status", Static).update(
-            f"{len(self.rows)} runs · {running} running · {len(self.selected)} selected · "
+            f"{len(self.rows)} run{'' if len(self.rows) == 1 else 's'} · {running} running · "
+            f"{len(self.selected)} selected · "
             f"sorted by {self.sort_column} {direction}"
             + (f" · filter {self.filter_text!r}" if self.filter_text else ""))
 

@@ -110,7 +110,7 @@ class SweepsScreen(Screen):
             table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
         active = sum(r.state == "running" for r in self.rows)
         self.query_one("#sweeps-status", Static).update(
-            f"{len(self.rows)} sweeps · {active} running · "
+            f"{len(self.rows)} sweep{'' if len(self.rows) == 1 else 's'} · {active} running · "
             "enter: compare its runs · b: best run's monitor")
 
     def current_row(self) -> SweepRow | None:
