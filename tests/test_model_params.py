@@ -265,7 +265,10 @@ def test_nb_samples_averages_samples():
 
 
 def test_imle_gradient_matches_its_formula():
-    """dL/dtheta = mean_s[topk(theta + e_s) - topk(alpha*theta - beta*dL/dz + e_s)]."""
+    """dL/dtheta = mean_s[topk(theta + e_s) - topk(alpha*theta - beta*dL/dz + e_s)] / beta: a
+    finite difference of step beta (torch-imle's scaling). Without the 1/beta every flipped node
+    got a gradient of 1 whatever the loss scale, and the graph branch's sampler swamped the
+    backbone's gradients (easy-VQA colour accuracy 19% instead of 83% after 300 steps)."""
     theta = torch.tensor([[2.0, 1.0, 0.5, -1.0, 0.0]], requires_grad=True)
     mask = torch.ones(1, 5, dtype=torch.bool)
     noise = torch.tensor([[[0.1, -0.2, 0.3, 0.0, 0.05]], [[-0.5, 0.4, 0.0, 0.2, 0.1]]])  # S=2
@@ -278,8 +281,9 @@ def test_imle_gradient_matches_its_formula():
         with torch.no_grad():
             sample = topk_khot(theta + noise, 2)
             target = topk_khot(alpha * theta - beta * w + noise, 2)
-            expected = (sample - target).mean(0)
-        assert torch.equal(theta.grad, expected), (alpha, beta)
+            expected = (sample - target).mean(0) / beta
+        assert torch.allclose(theta.grad, expected), (alpha, beta)
+        assert theta.grad.abs().max() <= 1 / beta + 1e-6  # bounded by the step, not by 1
     # alpha and beta change the gradient
     grads = []
     for alpha, beta in ((1.0, 0.1), (1.0, 10.0), (0.0, 0.1)):
