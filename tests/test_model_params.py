@@ -149,9 +149,21 @@ def test_dropout_rate_reaches_the_heads():
 def test_tfidf_initialises_word_embeddings_from_meta():
     meta = make_meta("pixels", word_init=True)
     model = build_model(tiny(tfidf=True), meta)
-    assert torch.equal(model.word_emb.weight, torch.as_tensor(meta.word_init))
+    assert torch.equal(model.word_tfidf.weight, torch.as_tensor(meta.word_init))
+    assert model.gru.input_size == 600  # [own ; TF-IDF], ban-vqa's op "c"
     model = build_model(tiny(tfidf=False), meta)
-    assert not torch.equal(model.word_emb.weight, torch.as_tensor(meta.word_init))
+    assert not hasattr(model, "word_tfidf") and model.gru.input_size == 300
+
+
+def test_words_with_the_same_tfidf_vector_keep_apart():
+    """Words seen in the same contexts (easy-VQA's colours) get the same TF-IDF vector; their own
+    vectors beside it must still tell them apart."""
+    meta = make_meta("pixels", word_init=True)
+    meta.word_init[3] = meta.word_init[4]
+    model = build_model(tiny(tfidf=True), meta)
+    words = model.embed_words(torch.tensor([[3, 4]]))[0]  # [2, 600]
+    assert torch.equal(words[0, 300:], words[1, 300:])
+    assert (words[0] - words[1]).norm() > 0.5 * words[0].norm()
 
 
 # ---- CFRF fusion weights, fusion ratio -----------------------------------------------------------
