@@ -8,7 +8,8 @@ engine's own optimisers (engine/optim.py: Adamax heads, AdamW backbone), then pr
 line: official accuracy of the fused answer and of each branch, the fused accuracy per answer
 type (yes/no, color, shape), and samples per CPU-second (the figure that does not depend on how
 much of a shared machine the run got). --head-lr-factor replaces ban-vqa's per-epoch warm-up
-factor of the heads' lr (0.5 in epoch 0) to test schedule changes without editing optim.py.
+factor of the heads' lr (0.5 in epoch 0) to test schedule changes without editing optim.py (it
+implies lr_schedule = ban-vqa, whose per-epoch rate it overrides).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = config.load("cpu-quick", args.sets)
+    if args.head_lr_factor is not None:  # a constant factor replaces the per-epoch schedule
+        cfg = cfg.replace(lr_schedule="ban-vqa")
     torch.manual_seed(cfg.seed)
     bundle = data.build(cfg)
     model = build_model(cfg, bundle.meta)

@@ -9,7 +9,9 @@ As the original code bases:
   `xvlm_lr = 0` freezes the backbone (no optimiser for it).
 
 The heads' rate is set at the start of each epoch (as ban-vqa does); the backbone's is a LambdaLR
-of the optimiser step. A checkpoint holds both optimisers and the scheduler's counter.
+of the optimiser step. With `lr_schedule = "linear"` (short runs, e.g. cpu-quick) the heads follow
+the backbone's per-step shape instead, peaking at `lr`: ban-vqa's half rate in the whole first
+epoch is most of a three-epoch run. A checkpoint holds both optimisers and the schedulers' counters.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class Optimisation:
     schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
 
     def start_epoch(self, epoch: int, base_lr: float) -> None:
+        if "heads" in self.schedulers:  # per-step schedule (lr_schedule = "linear")
+            return
         for group in self.optimizers["heads"].param_groups:
             group["lr"] = base_lr * head_lr_factor(epoch)
 
@@ -88,9 +92,13 @@ class Optimisation:
 def build(param_groups: dict[str, list[torch.nn.Parameter]], cfg, total_steps: int) -> Optimisation:
     """param_groups: {"heads": [...], "backbone": [...]} as model.param_groups() returns."""
     heads = [p for p in param_groups["heads"] if p.requires_grad]
-    head_opt = torch.optim.Adamax(heads, lr=cfg.lr * head_lr_factor(0))
-    optimizers = {"heads": head_opt}
-    schedulers = {}
+    optimizers, schedulers = {}, {}
+    if cfg.lr_schedule == "linear":
+        optimizers["heads"] = torch.optim.Adamax(heads, lr=cfg.lr)
+        schedulers["heads"] = torch.optim.lr_scheduler.LambdaLR(
+            optimizers["heads"], lambda step: backbone_lr_factor(step, total_steps))
+    else:
+        optimizers["heads"] = torch.optim.Adamax(heads, lr=cfg.lr * head_lr_factor(0))
     backbone = [p for p in param_groups["backbone"] if p.requires_grad]
     if cfg.xvlm_lr > 0 and backbone:
         decay = [p for p in backbone if p.ndim >= 2]

@@ -205,6 +205,11 @@ PARAMS: tuple[Param, ...] = (
     _p("clip_norm", "float", 0.25, OP, "Gradients",
        "Gradient clipping threshold on the global norm (0 disables clipping).",
        recommended=(0.1, 0.5), low=0.0),
+    _p("lr_schedule", "choice", "ban-vqa", OP, "Gradients",
+       "Schedule of the heads' lr: ban-vqa's per-epoch warm-up (0.5, 1, 1.5, 2 x lr, then "
+       "x 0.25 every 2 epochs from epoch 10), or linear: per-step warm-up to lr over the first "
+       "10% of the steps, then linear decay to 0 (runs of a few epochs).",
+       guide=False, recommended=("ban-vqa", "linear"), choices=("ban-vqa", "linear")),
     _p("gradient_accumulation_steps", "int", 1, OP, "Gradients",
        "Gradient accumulation steps; simulates a larger batch.", recommended=(1, 8), low=1),
     # Memory
@@ -247,6 +252,10 @@ PARAMS: tuple[Param, ...] = (
        guide=False, low=1),
     _p("fusion_layers", "int", 6, BB, "X-VLM backbone",
        "Cross-attention fusion layers (text attends to the image).", guide=False, low=1),
+    _p("conv_stem", "bool", False, BB, "X-VLM backbone",
+       "Convolutional patch embedding (hybrid ViT): stride-2 3x3 convolutions instead of the "
+       "linear patch projection; a ViT trained from scratch learns shapes far sooner with it.",
+       guide=False),
     _p("backbone_heads", "int", 12, BB, "X-VLM backbone",
        "Attention heads in the backbone (must divide the widths).", guide=False, low=1),
     # Run: what the guide's command lines pass besides the tables, and what a user needs.

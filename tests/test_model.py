@@ -11,7 +11,7 @@ from model_batches import make_batch, make_meta
 from vqatune.engine import config
 from vqatune.engine.config import ConfigError
 from vqatune.engine.model import build_model, summary
-from vqatune.engine.model.backbone import backbone_sizes
+from vqatune.engine.model.backbone import ConvStem, backbone_sizes
 
 
 def tiny(**changes):
@@ -198,6 +198,28 @@ def test_backbone_sizes_follow_schema_knobs():
     assert out["fused"].shape == (4, 1 + cfg.question_len, 16)
     cfg16 = cfg.replace(patch_size=16)
     assert build_model(cfg16, meta).backbone(make_batch(cfg16, meta))["vision"].shape[1] == 1 + 4
+
+
+@pytest.mark.parametrize("patch_size", [4, 8, 16])
+def test_conv_stem_replaces_the_patch_projection_on_the_same_grid(patch_size):
+    meta = make_meta("pixels")
+    cfg = tiny(image_res=32, patch_size=patch_size, vision_width=24, backbone_heads=4)
+    torch.manual_seed(0)
+    plain = build_model(cfg, meta)
+    hybrid = build_model(cfg.replace(conv_stem=True), meta)
+    assert isinstance(plain.backbone.vision.embeddings.patch_embeddings.projection, torch.nn.Conv2d)
+    stem = hybrid.backbone.vision.embeddings.patch_embeddings.projection
+    assert isinstance(stem, ConvStem)
+    strided = [m for m in stem if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(strided) == {4: 1, 8: 2, 16: 3}[patch_size]  # stride-2 3x3 convolutions
+    batch = make_batch(cfg, meta)
+    out, (loss, _) = run(hybrid.train(), batch)
+    assert out["logits"]["xvlm"].shape == (4, len(meta.answers))
+    assert (hybrid.backbone(batch)["vision"].shape
+            == plain.backbone(batch)["vision"].shape == (4, 1 + (32 // patch_size) ** 2, 24))
+    loss.backward()
+    assert stem[0].weight.grad.abs().sum() > 0  # trained as part of the backbone
+    assert {id(p) for p in stem.parameters()} <= {id(p) for p in hybrid.param_groups()["backbone"]}
 
 
 def test_backbone_heads_must_divide_widths():

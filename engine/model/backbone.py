@@ -172,6 +172,26 @@ def patch_boxes(grid: int) -> torch.Tensor:
     return torch.cat([torch.tensor([[0.0, 0.0, 1.0, 1.0]]), patches])
 
 
+class ConvStem(nn.Sequential):
+    """Convolutional patch embedding (Xiao et al. 2021, "Early convolutions help transformers see
+    better"): stride-2 3x3 convolutions halve the image until one patch/2 step is left, then one
+    projection to the ViT width. Same token grid as ViT's linear patch projection."""
+
+    def __init__(self, patch_size: int, width: int):
+        layers, channels, size = [], 3, patch_size
+        while size > 2 and size % 2 == 0:  # [B,3,H,W] -> [B,C,H/2,W/2] ...
+            out = max(16, width // (size // 2))
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.BatchNorm2d(out),
+                       nn.ReLU()]
+            channels, size = out, size // 2
+        layers.append(nn.Conv2d(channels, width, size, stride=size))  # -> [B,Wv,H/p,W/p]
+        super().__init__(*layers)
+
+    @property
+    def weight(self) -> torch.Tensor:  # ViTEmbeddings reads projection.weight.dtype
+        return self[-1].weight
+
+
 class RegionEmbedding(nn.Module):
     """regions [B,N,D] + boxes [B,N,4] -> [B,1+N,Wv] with a learned [IMG] token first."""
 
@@ -208,6 +228,9 @@ class XVLMBackbone(nn.Module):
                     hidden_size=sizes.vision_width, num_hidden_layers=sizes.vision_layers,
                     num_attention_heads=sizes.heads, intermediate_size=4 * sizes.vision_width,
                     attn_implementation=attn), add_pooling_layer=False)
+                if cfg.conv_stem:
+                    self.vision.embeddings.patch_embeddings.projection = ConvStem(
+                        sizes.patch_size, sizes.vision_width)
             vc = self.vision.config
             self.register_buffer("boxes", patch_boxes(vc.image_size // vc.patch_size),
                                  persistent=False)

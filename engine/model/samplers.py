@@ -27,7 +27,10 @@ def gumbel_noise(shape, *, device, dtype, generator=None) -> torch.Tensor:
 class _IMLETopK(torch.autograd.Function):
     """Forward: mean over samples of top-k(theta + noise_s).
     Backward (Niepert et al. 2021, perturb-and-MAP): with the target theta' = alpha*theta - beta*dL/dz,
-    dL/dtheta = mean_s [top-k(theta + noise_s) - top-k(theta' + noise_s)]."""
+    dL/dtheta = mean_s [top-k(theta + noise_s) - top-k(theta' + noise_s)] / beta.
+    The 1/beta makes it a finite difference of step beta (as torch-imle): without it each flipped
+    node gets a gradient of 1 whatever the loss scale, which swamps every other gradient that
+    flows back into the node features (and the backbone under them)."""
 
     @staticmethod
     def forward(ctx, theta, noise, k, alpha, beta):
@@ -40,9 +43,11 @@ class _IMLETopK(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_z):
         theta, noise, samples = ctx.saved_tensors
+        if ctx.beta == 0:  # no step towards the downstream gradient: nothing to learn from
+            return torch.zeros_like(theta), None, None, None, None
         target = ctx.alpha * theta - ctx.beta * grad_z  # [B,N]
         target_samples = topk_khot(target.unsqueeze(0) + noise, ctx.k)  # [S,B,N]
-        return (samples - target_samples).mean(0), None, None, None, None
+        return (samples - target_samples).mean(0) / ctx.beta, None, None, None, None
 
 
 def imle_topk(theta: torch.Tensor, mask: torch.Tensor, k: int, *, tau: float, nb_samples: int,

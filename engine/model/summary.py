@@ -50,7 +50,8 @@ def summary(cfg, meta=None) -> dict:
     branches = {
         "xvlm_backbone": _count(backbone),
         "xvlm_head": _count(model.xvlm_head),
-        "question_encoder": _count(model.word_emb) + _count(model.gru),
+        "question_encoder": _count(model.word_emb) + _count(model.gru)
+        + (_count(model.word_tfidf) if model.word_init else 0),
         "ban": _count(model.ban) + _count(model.vision_proj)
         + (_count(model.entity_emb) if model.has_graph else 0),
         "aoa": _count(model.ban.aoa),

@@ -2,7 +2,7 @@
 
     batch -> backbone (vision tokens [B,Nv,Wv], fused text [B,1+L,Wt])
           -> xvlm logits  = answer head on the fused [CLS]                      [B,A]
-          -> question     = word embeddings (300, TF-IDF init) -> GRU(num_hid)  [B,L,H]
+          -> question     = word embeddings ([own 300 ; TF-IDF 300]) -> GRU(num_hid) [B,L,H]
           -> ban logits   = BAN(question, vision tokens -> H, CFRF fusions, AoA) [B,A]
           -> graph logits = ISubGVQA(question, scene graph or region graph)     [B,A]
           -> fused logits = softmax(w) . (xvlm, ban, graph)                     [B,A]
@@ -38,21 +38,26 @@ class VQAModel(nn.Module):
         # X-VLM branch: classification over the answer vocabulary (X-VLM itself generates answers
         # with a decoder; a classifier on the fused [CLS] is what the fusion needs).
         self.xvlm_head = Classifier(Wt, Wt, A, cfg.activation, cfg.dropout)
-        # question encoder shared by BAN and the graph branch
+        # question encoder shared by BAN and the graph branch: each word's own vector (GloVe's
+        # place in ban-vqa), and with tfidf its TF-IDF vector beside it (ban-vqa's op "c"). The
+        # TF-IDF vector alone cannot tell apart words seen in the same contexts (every colour
+        # of easy-VQA: cosine 0.999), which then take thousands of steps to separate.
         self.word_emb = nn.Embedding(V, WORD_DIM, padding_idx=0)
         self.word_init = meta.word_init is not None and cfg.tfidf
         if self.word_init:
             init = torch.as_tensor(meta.word_init, dtype=torch.float32)
             if tuple(init.shape) != (V, WORD_DIM):
                 raise ValueError(f"meta.word_init has shape {tuple(init.shape)}, expected {(V, WORD_DIM)}")
+            self.word_tfidf = nn.Embedding(V, WORD_DIM, padding_idx=0)
             with torch.no_grad():
-                self.word_emb.weight.copy_(init)
-        self.gru = nn.GRU(WORD_DIM, H, batch_first=True)
+                self.word_tfidf.weight.copy_(init)
+        word_dim = WORD_DIM * (2 if self.word_init else 1)
+        self.gru = nn.GRU(word_dim, H, batch_first=True)
         self.vision_proj = nn.Linear(Wv, H)
         self.has_graph = bool(meta.has_graph)
         if self.has_graph:  # entities for the question-entity fusion: scene-graph object names
             self.entity_emb = nn.Embedding(len(meta.node_vocab) + 1, H, padding_idx=0)
-        self.ban = BANBranch(cfg, A, WORD_DIM)
+        self.ban = BANBranch(cfg, A, word_dim)
         self.graph = GraphBranch(cfg, meta, A, H, Wv)
         self.fusion_logits = nn.Parameter(torch.zeros(len(BRANCHES)))
 
@@ -63,7 +68,7 @@ class VQAModel(nn.Module):
 
         q_mask = batch["q_mask"]
         lengths = q_mask.sum(1).clamp_min(1).cpu()
-        words = self.word_emb(batch["q_tokens"])  # [B,L,300]
+        words = self.embed_words(batch["q_tokens"])  # [B,L,word_dim]
         packed = nn.utils.rnn.pack_padded_sequence(words, lengths, batch_first=True,
                                                    enforce_sorted=False)
         q, _ = self.gru(packed)
@@ -74,7 +79,7 @@ class VQAModel(nn.Module):
             entities, entity_mask = self.entity_emb(batch["node_names"]), batch["node_mask"]
         else:
             entities, entity_mask = v, v_mask
-        stat = self.word_emb(batch["stat_words"])  # [B,S,300]
+        stat = self.embed_words(batch["stat_words"])  # [B,S,word_dim]
         ban = self.ban(q, q_mask, v, v_mask, v_boxes, entities, entity_mask, stat,
                        batch["stat_mask"])
         graph, node_weights = self.graph(batch, q, q_mask, vision, v_boxes, v_mask)
@@ -83,6 +88,11 @@ class VQAModel(nn.Module):
         weights = torch.softmax(self.fusion_logits, 0)
         logits["fused"] = sum(w * logits[b].float() for w, b in zip(weights, BRANCHES))
         return {"logits": logits, "fusion_weights": weights, "node_weights": node_weights}
+
+    def embed_words(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B,L] ids -> [B,L,300] own vectors, or [B,L,600] own and TF-IDF vectors."""
+        own = self.word_emb(tokens)
+        return torch.cat([own, self.word_tfidf(tokens)], -1) if self.word_init else own
 
     def branch_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         logits = logits.float()
