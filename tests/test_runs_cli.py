@@ -287,7 +287,7 @@ def test_compare_presets_and_seeds(runs):
     assert differing["seed"] == [1, 2, 3, 1]
     quick = config.load("cpu-quick").num_hid
     assert quick != 32 and differing["num_hid"] == [32, 32, 32, quick]
-    assert "question_len" not in differing and "name" not in differing  # only what differs
+    assert "max_boxes" not in differing and "name" not in differing  # only what differs
     assert [r["metrics"]["best_accuracy"] for r in data["runs"]] == pytest.approx(
         [0.8, 0.82, 0.84, 20 / 30 + 0.1])
     assert data["runs"][3]["metrics"]["steps"] == 20
@@ -301,7 +301,7 @@ def test_compare_presets_and_seeds(runs):
     assert code == 0
     assert "parameters that differ" in out and "num_hid" in out and "batch_size" in out
     assert "smoke × 3 seeds" in out and "0.8200 ± 0.0200" in out
-    assert "question_len" not in out
+    assert "max_boxes" not in out
 
 
 def test_compare_plot(runs):
