@@ -7,6 +7,7 @@ the model; tests/test_runstore_train.py drives the real trainer.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import polling
 import psutil
 import pytest
 
@@ -111,13 +113,7 @@ def smoke_cfg(**changes):
     return config.load("smoke").replace(**changes)
 
 
-def wait_for(predicate, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+wait_for = functools.partial(polling.wait_for, timeout=15.0)
 
 
 def write_status(run_dir: Path, **status):

@@ -8,13 +8,14 @@ one's tests go on.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
+import polling
 import psutil
 import pytest
 from typer.testing import CliRunner
@@ -28,13 +29,7 @@ SETS = ["eval_every=3"]
 TIMEOUT_S = 240
 
 
-def wait_for(predicate, timeout=TIMEOUT_S, every=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
+wait_for = functools.partial(polling.wait_for, timeout=TIMEOUT_S, every=0.1)
 
 
 def cli(*args):

@@ -4,15 +4,16 @@ studies, trial numbers shared by two workers. tests/test_sweep_smoke.py runs the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
+import polling
 import psutil
 import pytest
 
@@ -52,13 +53,7 @@ def vqatune(args: list[str], env: dict | None = None) -> subprocess.Popen:
         text=True, preexec_fn=default_sigint)
 
 
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+wait_for = functools.partial(polling.wait_for, timeout=30.0)
 
 
 def exited(pid: int) -> bool:
