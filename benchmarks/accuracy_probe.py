@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 import torch
-
 from vqatune.engine import config, data, optim
 from vqatune.engine.model import build_model
 
@@ -32,7 +31,9 @@ def evaluate(model, bundle, cfg) -> tuple[dict[str, float], list[float]]:
     by_type = np.zeros((len(bundle.meta.answer_types), 2))  # [types, (right, seen)]
     seen = 0
     with torch.no_grad():
-        for batch in data.make_loader(bundle.eval, cfg, train=False, seed=0, epoch=0, batch_size=256):
+        for batch in data.make_loader(
+            bundle.eval, cfg, train=False, seed=0, epoch=0, batch_size=256
+        ):
             logits = model(batch)["logits"]
             for name in BRANCHES:
                 ok = batch["score"].gather(1, logits[name].argmax(1)[:, None])[:, 0]
@@ -43,8 +44,10 @@ def evaluate(model, bundle, cfg) -> tuple[dict[str, float], list[float]]:
                         by_type[t] += (ok[m].sum().item(), m.sum().item())
             seen += len(batch["label"])
     model.train()
-    return ({k: v / max(seen, 1) for k, v in right.items()},
-            (by_type[:, 0] / np.maximum(by_type[:, 1], 1)).tolist())
+    return (
+        {k: v / max(seen, 1) for k, v in right.items()},
+        (by_type[:, 0] / np.maximum(by_type[:, 1], 1)).tolist(),
+    )
 
 
 def main() -> None:
@@ -81,19 +84,25 @@ def main() -> None:
             opt.step(scaler)
             step += 1
             if step % 100 == 0:
-                print(step, f"loss {loss.item():.3f}",
-                      {k: round(v.item(), 3) for k, v in parts.items()}, flush=True)
+                print(
+                    step,
+                    f"loss {loss.item():.3f}",
+                    {k: round(v.item(), 3) for k, v in parts.items()},
+                    flush=True,
+                )
             if step >= total:
                 break
         epoch += 1
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     acc, types = evaluate(model, bundle, cfg)
-    print(f"RESULT {args.name} {' '.join(args.sets)} epochs={args.epochs} "
-          f"head_lr_factor={args.head_lr_factor} steps={step} "
-          f"acc {' '.join(f'{k}={v:.4f}' for k, v in acc.items())} "
-          f"types(yes/no,color,shape)={[round(t, 4) for t in types]} "
-          f"samples/cpu-s={step * cfg.batch_size / cpu:.0f} cpu={cpu:.0f}s wall={wall:.0f}s",
-          flush=True)
+    print(
+        f"RESULT {args.name} {' '.join(args.sets)} epochs={args.epochs} "
+        f"head_lr_factor={args.head_lr_factor} steps={step} "
+        f"acc {' '.join(f'{k}={v:.4f}' for k, v in acc.items())} "
+        f"types(yes/no,color,shape)={[round(t, 4) for t in types]} "
+        f"samples/cpu-s={step * cfg.batch_size / cpu:.0f} cpu={cpu:.0f}s wall={wall:.0f}s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

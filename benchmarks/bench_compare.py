@@ -11,10 +11,10 @@ a plain json.loads of every line of one file.
 from __future__ import annotations
 
 import argparse
-import resource
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -43,12 +43,23 @@ def write_metrics(path: Path, lines: int, seed: int) -> None:
                 f'{rng.random()!r}, "graph": {rng.random()!r}, "xvlm": {rng.random()!r}}}, '
                 f'"lr": 0.00028, "xvlm_lr": 5e-05, "grad_norm": {rng.random()!r}, '
                 f'"samples_per_s": 1234.5, "memory": {{"allocated": 123456789, '
-                f'"reserved": 223456789, "peak": 323456789}}}}\n')
+                f'"reserved": 223456789, "peak": 323456789}}}}\n'
+            )
             if step % 1000 == 0:
-                buf.append(json.dumps({"event": "eval", "time": t, "step": step,
-                                       "epoch": step // 50000,
-                                       "accuracy": min(1.0, step / lines + rng.random() * 0.01),
-                                       "accuracy_branch": {"fused": 0.5}, "loss": 1.0}) + "\n")
+                buf.append(
+                    json.dumps(
+                        {
+                            "event": "eval",
+                            "time": t,
+                            "step": step,
+                            "epoch": step // 50000,
+                            "accuracy": min(1.0, step / lines + rng.random() * 0.01),
+                            "accuracy_branch": {"fused": 0.5},
+                            "loss": 1.0,
+                        }
+                    )
+                    + "\n"
+                )
             if len(buf) > 10000:
                 f.write("".join(buf))
                 buf.clear()
@@ -71,13 +82,17 @@ def time_command(cmd: list[str], repeat: int) -> tuple[list[float], list[float]]
 
 def report(label: str, walls: list[float], cpus: list[float]) -> None:
     wall, cpu = statistics.median(walls), statistics.median(cpus)
-    print(f"{label}: wall median {wall:.3f} s (min {min(walls):.3f}), CPU {cpu:.3f} s; "
-          f"target {TARGET_S:.1f} s -> ratio wall {wall / TARGET_S:.2f}, CPU {cpu / TARGET_S:.2f} "
-          f"{'OK' if min(walls) < TARGET_S else 'OVER'}")
+    print(
+        f"{label}: wall median {wall:.3f} s (min {min(walls):.3f}), CPU {cpu:.3f} s; "
+        f"target {TARGET_S:.1f} s -> ratio wall {wall / TARGET_S:.2f}, CPU {cpu / TARGET_S:.2f} "
+        f"{'OK' if min(walls) < TARGET_S else 'OVER'}"
+    )
     load = os.getloadavg()[0]
     if load > os.cpu_count():
-        print(f"  (load average {load:.1f} on {os.cpu_count()} cores: wall times are inflated; "
-              f"the CPU time is the fairer figure)")
+        print(
+            f"  (load average {load:.1f} on {os.cpu_count()} cores: wall times are inflated; "
+            f"the CPU time is the fairer figure)"
+        )
 
 
 def main() -> None:
@@ -91,13 +106,16 @@ def main() -> None:
         dirs = []
         t = time.perf_counter()
         for seed in (1, 2):
-            d = runstore.create_run(config.load("smoke").replace(seed=seed), source="smoke",
-                                    runs_dir=runs_dir)
+            d = runstore.create_run(
+                config.load("smoke").replace(seed=seed), source="smoke", runs_dir=runs_dir
+            )
             write_metrics(d / "metrics.jsonl", args.lines, seed)
             dirs.append(d)
         size = (dirs[0] / "metrics.jsonl").stat().st_size
-        print(f"wrote 2 x {args.lines} step lines ({size / 1e6:.0f} MB each) in "
-              f"{time.perf_counter() - t:.1f} s")
+        print(
+            f"wrote 2 x {args.lines} step lines ({size / 1e6:.0f} MB each) in "
+            f"{time.perf_counter() - t:.1f} s"
+        )
 
         t = time.perf_counter()
         with open(dirs[0] / "metrics.jsonl", "rb") as f:
@@ -105,8 +123,16 @@ def main() -> None:
         naive = time.perf_counter() - t
         print(f"for scale: json.loads of every line of ONE file: {naive:.2f} s ({n} lines)")
 
-        vqatune = [sys.executable, "-m", "vqatune.tui.cli", "compare", "--runs-dir",
-                   str(runs_dir), dirs[0].name, dirs[1].name]
+        vqatune = [
+            sys.executable,
+            "-m",
+            "vqatune.tui.cli",
+            "compare",
+            "--runs-dir",
+            str(runs_dir),
+            dirs[0].name,
+            dirs[1].name,
+        ]
         for label, extra in (("table", []), ("--json", ["--json"]), ("--plot", ["--plot"])):
             times, cpu = time_command(vqatune + extra, args.repeat)
             report(f"`vqatune compare {label}` 2 x {args.lines} lines", times, cpu)

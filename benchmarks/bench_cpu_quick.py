@@ -26,13 +26,23 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     args = ap.parse_args()
     runs = Path(tempfile.mkdtemp(prefix="bench-cpu-quick-"))
-    cmd = [sys.executable, "-m", "vqatune.tui.cli", "run", "cpu-quick", "--runs-dir", str(runs),
-           "--name", "bench"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vqatune.tui.cli",
+        "run",
+        "cpu-quick",
+        "--runs-dir",
+        str(runs),
+        "--name",
+        "bench",
+    ]
     for s in args.sets:
         cmd += ["--set", s]
     started = time.time()
-    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ))
+    result = subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
     wall = time.time() - started
     run_dir = next(runs.iterdir())
     with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
@@ -48,17 +58,23 @@ def main() -> int:
     print(f"exit code {result.returncode}, state {summary['state']}")
     for e in evals:
         types = ", ".join(f"{k} {v:.4f}" for k, v in (e.get("accuracy_type") or {}).items())
-        print(f"  eval at step {e['step']} (epoch {e['epoch']}): accuracy {e['accuracy']:.4f} "
-              f"on {e['questions']} questions ({types}) in {e['duration_s']:.1f} s")
+        print(
+            f"  eval at step {e['step']} (epoch {e['epoch']}): accuracy {e['accuracy']:.4f} "
+            f"on {e['questions']} questions ({types}) in {e['duration_s']:.1f} s"
+        )
     if evals:
-        print(f"final accuracy {summary['final_accuracy']:.4f}, best {summary['best_accuracy']:.4f} "
-              f"on {evals[-1]['questions']} test questions (target >= 0.98)")
+        print(
+            f"final accuracy {summary['final_accuracy']:.4f}, best {summary['best_accuracy']:.4f} "
+            f"on {evals[-1]['questions']} test questions (target >= 0.98)"
+        )
     else:
         print(f"no evaluation ({summary.get('message')})")
-    print(f"wall time {wall:.0f} s (target < 300 s): training {train_s:.0f} s "
-          f"({samples / train_s:.0f} samples/s over {summary['step']} steps), evaluation "
-          f"{eval_s:.0f} s, start-up and the rest {wall - train_s - eval_s:.0f} s; "
-          f"{start['params']:,} parameters, {os.cpu_count()} CPUs")
+    print(
+        f"wall time {wall:.0f} s (target < 300 s): training {train_s:.0f} s "
+        f"({samples / train_s:.0f} samples/s over {summary['step']} steps), evaluation "
+        f"{eval_s:.0f} s, start-up and the rest {wall - train_s - eval_s:.0f} s; "
+        f"{start['params']:,} parameters, {os.cpu_count()} CPUs"
+    )
     if steps:
         print(f"last logged training loss {steps[-1]['loss']:.4f}")
     if args.keep:

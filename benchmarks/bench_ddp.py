@@ -45,12 +45,18 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     n, b = args.nproc, args.batch
-    common = [f"max_steps={args.steps}", f"train_limit={args.steps * b * n}", "eval_limit=16",
-              "log_every=5", f"device={args.device}"]
+    common = [
+        f"max_steps={args.steps}",
+        f"train_limit={args.steps * b * n}",
+        "eval_limit=16",
+        "log_every=5",
+        f"device={args.device}",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         one, one_wall = train(Path(tmp), "one", [*common, f"batch_size={b * n}"])
-        many, many_wall = train(Path(tmp), f"ddp{n}", [*common, f"batch_size={b}",
-                                                       f"nproc_per_node={n}"])
+        many, many_wall = train(
+            Path(tmp), f"ddp{n}", [*common, f"batch_size={b}", f"nproc_per_node={n}"]
+        )
     print(f"global batch {b * n}, {args.steps} steps, device {args.device}")
     print(f"1 process  : {one:8.1f} samples/s  (run {one_wall:5.1f} s)")
     print(f"{n} processes: {many:8.1f} samples/s  (run {many_wall:5.1f} s)")

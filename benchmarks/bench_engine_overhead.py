@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from vqatune.engine import config, data, events, precision, seeding
 from vqatune.engine.model import build_model
 from vqatune.engine.trainer import Trainer
@@ -85,22 +84,38 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[])
     args = ap.parse_args()
     # One micro-batch per step (the plain loop has no accumulation), a short final evaluation.
-    cfg = config.load(args.preset, [f"max_steps={args.steps}", "update_freq=1",
-                                    "gradient_accumulation_steps=1", "eval_limit=64",
-                                    "eval_every=0", f"log_every={max(1, args.steps // 3)}",
-                                    *args.sets])
-    print(f"preset {args.preset}: batch {cfg.batch_size}, {args.steps} steps, "
-          f"{torch.get_num_threads()} threads, repeats {args.repeats}", flush=True)
+    cfg = config.load(
+        args.preset,
+        [
+            f"max_steps={args.steps}",
+            "update_freq=1",
+            "gradient_accumulation_steps=1",
+            "eval_limit=64",
+            "eval_every=0",
+            f"log_every={max(1, args.steps // 3)}",
+            *args.sets,
+        ],
+    )
+    print(
+        f"preset {args.preset}: batch {cfg.batch_size}, {args.steps} steps, "
+        f"{torch.get_num_threads()} threads, repeats {args.repeats}",
+        flush=True,
+    )
     engine, plain = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
             engine.append(engine_samples_per_s(cfg, Path(tmp), i))
             plain.append(plain_samples_per_s(cfg))
-            print(f"  repeat {i + 1}: engine {engine[-1]:.1f} samples/s, "
-                  f"plain {plain[-1]:.1f} samples/s", flush=True)
+            print(
+                f"  repeat {i + 1}: engine {engine[-1]:.1f} samples/s, "
+                f"plain {plain[-1]:.1f} samples/s",
+                flush=True,
+            )
     ratio = max(engine) / max(plain)
-    print(f"engine {max(engine):.1f} samples/s, plain loop {max(plain):.1f} samples/s, "
-          f"ratio {ratio:.3f} (target >= 0.97)")
+    print(
+        f"engine {max(engine):.1f} samples/s, plain loop {max(plain):.1f} samples/s, "
+        f"ratio {ratio:.3f} (target >= 0.97)"
+    )
 
 
 if __name__ == "__main__":

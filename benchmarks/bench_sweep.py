@@ -24,7 +24,7 @@ from pathlib import Path
 
 from vqatune.engine import config, runstore, sweep
 
-INSTANT_TRAINER = textwrap.dedent('''
+INSTANT_TRAINER = textwrap.dedent("""
     import json, os, sys, time
     run_dir = sys.argv[1]
     now = time.time()
@@ -35,7 +35,7 @@ INSTANT_TRAINER = textwrap.dedent('''
     with open(os.path.join(run_dir, "status.json"), "w") as f:
         json.dump({"state": "done", "started": now, "ended": now, "best_accuracy": 0.5,
                    "last_accuracy": 0.5}, f)
-''')
+""")
 
 
 def bench_overhead(tmp: Path, n: int) -> None:
@@ -50,8 +50,9 @@ def bench_overhead(tmp: Path, n: int) -> None:
     cfg = config.load("smoke")
     t = time.perf_counter()
     for i in range(n):
-        run_dir = runstore.create_run(cfg.replace(seed=i), name=f"hand{i}",
-                                      runs_dir=tmp / "by-hand")
+        run_dir = runstore.create_run(
+            cfg.replace(seed=i), name=f"hand{i}", runs_dir=tmp / "by-hand"
+        )
         runstore.launch(run_dir, detach=True).wait()
     by_hand = time.perf_counter() - t
 
@@ -60,8 +61,10 @@ def bench_overhead(tmp: Path, n: int) -> None:
     sweep.run_variants(sw, plan, slots=[None], echo=lambda _: None, poll_s=0.05)
     swept = time.perf_counter() - t
     extra_ms = (swept - by_hand) / n * 1000
-    print(f"scheduling: {n} runs by hand {by_hand:.2f} s, as a sweep {swept:.2f} s "
-          f"(ratio {swept / by_hand:.2f}; {extra_ms:+.0f} ms per run, aim < 100)")
+    print(
+        f"scheduling: {n} runs by hand {by_hand:.2f} s, as a sweep {swept:.2f} s "
+        f"(ratio {swept / by_hand:.2f}; {extra_ms:+.0f} ms per run, aim < 100)"
+    )
 
 
 def bench_list(tmp: Path, n: int, n_sweeps: int = 10) -> None:
@@ -77,25 +80,33 @@ def bench_list(tmp: Path, n: int, n_sweeps: int = 10) -> None:
             run_dir = runs_dir / f"20260101-000000-{sw.id}-{p.seed:04x}"
             shutil.copytree(template, run_dir)
             meta = json.loads((run_dir / "meta.json").read_text())
-            meta.update(id=run_dir.name, sweep=sw.id, sweep_key=p.key, variant=p.variant,
-                        seed=p.seed)
+            meta.update(
+                id=run_dir.name, sweep=sw.id, sweep_key=p.key, variant=p.variant, seed=p.seed
+            )
             (run_dir / "meta.json").write_text(json.dumps(meta))
-            (run_dir / "status.json").write_text(json.dumps(
-                {"state": "done", "best_accuracy": 0.5 + p.seed / 1e4, "ended": 1.0}))
-            (run_dir / "summary.json").write_text(json.dumps(
-                {"best_accuracy": 0.5 + p.seed / 1e4, "final_accuracy": 0.5}))
+            (run_dir / "status.json").write_text(
+                json.dumps({"state": "done", "best_accuracy": 0.5 + p.seed / 1e4, "ended": 1.0})
+            )
+            (run_dir / "summary.json").write_text(
+                json.dumps({"best_accuracy": 0.5 + p.seed / 1e4, "final_accuracy": 0.5})
+            )
     shutil.rmtree(template)
     walls, cpus = [], []
     for _ in range(3):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "vqatune.tui.cli", "sweeps", "--runs-dir",
-                        str(runs_dir)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "vqatune.tui.cli", "sweeps", "--runs-dir", str(runs_dir)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         walls.append(time.perf_counter() - t)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    print(f"vqatune sweeps: {n} runs in {n_sweeps} sweeps: best wall {min(walls):.2f} s, "
-          f"CPU {min(cpus):.2f} s (aim < 1 s)")
+    print(
+        f"vqatune sweeps: {n} runs in {n_sweeps} sweeps: best wall {min(walls):.2f} s, "
+        f"CPU {min(cpus):.2f} s (aim < 1 s)"
+    )
 
 
 def main() -> None:

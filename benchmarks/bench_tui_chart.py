@@ -19,7 +19,6 @@ import numpy as np
 
 async def measure(points: int, width: int, height: int, repeat: int):
     from textual.app import App
-
     from vqatune.tui.widgets.charts import MetricChart
 
     class ChartApp(App):
@@ -54,9 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     cpu, wall = asyncio.run(measure(args.points, args.width, args.height, args.repeat))
     median = statistics.median(cpu) * 1000
-    print(f"chart redraw, 3 series x {args.points:,} points at {args.width}x{args.height}: "
-          f"CPU median {median:.1f} ms (max {max(cpu) * 1000:.1f}), wall median "
-          f"{statistics.median(wall) * 1000:.1f} ms; goal < 50 ms; ratio to goal {median / 50:.2f}")
+    print(
+        f"chart redraw, 3 series x {args.points:,} points at {args.width}x{args.height}: "
+        f"CPU median {median:.1f} ms (max {max(cpu) * 1000:.1f}), wall median "
+        f"{statistics.median(wall) * 1000:.1f} ms; goal < 50 ms; ratio to goal {median / 50:.2f}"
+    )
 
 
 if __name__ == "__main__":

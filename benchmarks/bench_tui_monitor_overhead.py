@@ -30,8 +30,11 @@ from vqatune.engine.metrics import read_events
 
 
 def throughput(run_dir: Path) -> float:
-    rates = [e["samples_per_s"] for e in read_events(run_dir / METRICS_FILE, kinds=("step",))
-             if e.get("step", 0) > 3 and e.get("samples_per_s")]
+    rates = [
+        e["samples_per_s"]
+        for e in read_events(run_dir / METRICS_FILE, kinds=("step",))
+        if e.get("step", 0) > 3 and e.get("samples_per_s")
+    ]
     return statistics.median(rates)
 
 
@@ -67,16 +70,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
-    cfg = config.load("smoke").replace(max_steps=args.steps, train_limit=8 * (args.steps + 8),
-                                       log_every=1, eval_limit=16)
+    cfg = config.load("smoke").replace(
+        max_steps=args.steps, train_limit=8 * (args.steps + 8), log_every=1, eval_limit=16
+    )
     plain, monitored, shares = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
         for pair in range(args.pairs):
             order = ("plain", "tui") if pair % 2 == 0 else ("tui", "plain")
             for mode in order:
-                run_dir = runstore.create_run(cfg, source="smoke", name=f"bench-{mode}",
-                                              runs_dir=runs)
+                run_dir = runstore.create_run(
+                    cfg, source="smoke", name=f"bench-{mode}", runs_dir=runs
+                )
                 if mode == "plain":
                     train_plain(run_dir)
                     plain.append(throughput(run_dir))
@@ -88,12 +93,16 @@ def main() -> None:
                 print(f"  {mode:5s} {(plain if mode == 'plain' else monitored)[-1]:.1f} samples/s")
     ratio = statistics.median(monitored) / statistics.median(plain)
     paired = [m / p for m, p in zip(monitored, plain)]
-    print(f"training samples/s with the TUI monitoring / without: {ratio:.3f} "
-          f"(median {statistics.median(monitored):.1f} vs {statistics.median(plain):.1f} over "
-          f"{args.pairs} pairs of {args.steps} steps; per pair "
-          f"{', '.join(f'{r:.2f}' for r in paired)}); goal >= 0.97")
-    print(f"CPU the TUI used while monitoring: {statistics.median(shares) * 100:.1f}% of one core "
-          f"(median); load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"training samples/s with the TUI monitoring / without: {ratio:.3f} "
+        f"(median {statistics.median(monitored):.1f} vs {statistics.median(plain):.1f} over "
+        f"{args.pairs} pairs of {args.steps} steps; per pair "
+        f"{', '.join(f'{r:.2f}' for r in paired)}); goal >= 0.97"
+    )
+    print(
+        f"CPU the TUI used while monitoring: {statistics.median(shares) * 100:.1f}% of one core "
+        f"(median); load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,12 +24,34 @@ def write_history(runs: Path, steps: int) -> Path:
     run_dir = make_run(runs, "20260101-100000-long-aaaa", steps=10, eval_every=10)
     with open(run_dir / "metrics.jsonl", "w") as f:
         for step in range(1, steps + 1):
-            f.write(json.dumps({"event": "step", "time": 1.0 * step, "step": step, "epoch": 1,
-                                "loss": 1.0 / step, "lr": 1e-4, "samples_per_s": 100.0,
-                                "memory": {"device": "cpu", "rss_mb": 500.0}}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "event": "step",
+                        "time": 1.0 * step,
+                        "step": step,
+                        "epoch": 1,
+                        "loss": 1.0 / step,
+                        "lr": 1e-4,
+                        "samples_per_s": 100.0,
+                        "memory": {"device": "cpu", "rss_mb": 500.0},
+                    }
+                )
+                + "\n"
+            )
             if step % 100 == 0:
-                f.write(json.dumps({"event": "eval", "time": 1.0 * step, "step": step,
-                                    "accuracy": 0.5, "accuracy_branch": {"ban": 0.4}}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "event": "eval",
+                            "time": 1.0 * step,
+                            "step": step,
+                            "accuracy": 0.5,
+                            "accuracy_branch": {"ban": 0.4},
+                        }
+                    )
+                    + "\n"
+                )
     return run_dir
 
 
@@ -67,8 +89,10 @@ def main() -> None:
         run_dir = write_history(runs, args.steps)
         size = (run_dir / "metrics.jsonl").stat().st_size / 2**20
         seconds, freeze = asyncio.run(measure(runs, run_dir, args.steps))
-    print(f"re-attach to {args.steps:,} steps ({size:.0f} MiB of metrics): full history in the "
-          f"charts after {seconds:.2f} s; longest UI-thread stall {freeze * 1000:.0f} ms")
+    print(
+        f"re-attach to {args.steps:,} steps ({size:.0f} MiB of metrics): full history in the "
+        f"charts after {seconds:.2f} s; longest UI-thread stall {freeze * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

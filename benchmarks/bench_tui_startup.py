@@ -54,17 +54,20 @@ def main() -> None:
     imports, frames, cpus = [], [], []
     for _ in range(args.repeat):
         env["BENCH_STARTED"] = repr(time.time())
-        out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
-                             env=env, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, check=True
+        ).stdout.split()
         imports.append(float(out[-3]))
         frames.append(float(out[-2]))
         cpus.append(float(out[-1]))
     load = os.getloadavg()[0]
-    print(f"time to first frame: median {statistics.median(frames):.3f} s, "
-          f"min {min(frames):.3f} s over {args.repeat} runs (imports: median "
-          f"{statistics.median(imports):.3f} s; CPU time to first frame: median "
-          f"{statistics.median(cpus):.3f} s); goal < 0.5 s; "
-          f"ratio to goal {statistics.median(frames) / 0.5:.2f}; load average {load:.1f}")
+    print(
+        f"time to first frame: median {statistics.median(frames):.3f} s, "
+        f"min {min(frames):.3f} s over {args.repeat} runs (imports: median "
+        f"{statistics.median(imports):.3f} s; CPU time to first frame: median "
+        f"{statistics.median(cpus):.3f} s); goal < 0.5 s; "
+        f"ratio to goal {statistics.median(frames) / 0.5:.2f}; load average {load:.1f}"
+    )
 
 
 if __name__ == "__main__":

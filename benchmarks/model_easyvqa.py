@@ -13,10 +13,8 @@ import argparse
 import time
 
 import torch
-
 from vqatune.engine import config, data
 from vqatune.engine.model import build_model
-
 
 BRANCHES = ("fused", "xvlm", "ban", "graph")
 
@@ -50,12 +48,17 @@ def main() -> None:
     bundle = data.build(cfg)
     model = build_model(cfg, bundle.meta)
     groups = model.param_groups()
-    opt = torch.optim.AdamW([{"params": groups["backbone"], "lr": cfg.xvlm_lr},
-                             {"params": groups["heads"], "lr": cfg.lr}])
+    opt = torch.optim.AdamW(
+        [
+            {"params": groups["backbone"], "lr": cfg.xvlm_lr},
+            {"params": groups["heads"], "lr": cfg.lr},
+        ]
+    )
     steps_per_epoch = -(-len(bundle.train) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[cfg.xvlm_lr, cfg.lr],
-                                                total_steps=total_steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[cfg.xvlm_lr, cfg.lr], total_steps=total_steps, pct_start=0.1
+    )
     start = time.perf_counter()
     train_time = 0.0
     for epoch in range(cfg.epochs):
@@ -71,18 +74,27 @@ def main() -> None:
             opt.step()
             sched.step()
             if step % 100 == 0:
-                print(f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss.item():.3f} "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+                print(
+                    f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss.item():.3f} "
+                    f"({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
-        eval_loader = data.make_loader(bundle.eval, cfg, train=False, seed=cfg.seed, epoch=0,
-                                       batch_size=256)
+        eval_loader = data.make_loader(
+            bundle.eval, cfg, train=False, seed=cfg.seed, epoch=0, batch_size=256
+        )
         acc = evaluate(model, eval_loader)
         branches = ", ".join(f"{k} {v:.4f}" for k, v in acc.items())
-        print(f"epoch {epoch}: {len(bundle.train) / epoch_time:.0f} train samples/s, "
-              f"eval accuracy {branches}, elapsed {time.perf_counter() - start:.0f} s", flush=True)
-    print(f"final accuracy {acc['fused']:.4f} after {time.perf_counter() - start:.0f} s "
-          f"(training {train_time:.0f} s, {torch.get_num_threads()} threads)")
+        print(
+            f"epoch {epoch}: {len(bundle.train) / epoch_time:.0f} train samples/s, "
+            f"eval accuracy {branches}, elapsed {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
+    print(
+        f"final accuracy {acc['fused']:.4f} after {time.perf_counter() - start:.0f} s "
+        f"(training {train_time:.0f} s, {torch.get_num_threads()} threads)"
+    )
 
 
 if __name__ == "__main__":

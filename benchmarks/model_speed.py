@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from model_batches import make_batch, make_meta  # noqa: E402
-
 from vqatune.engine import config  # noqa: E402
 from vqatune.engine.model import build_model  # noqa: E402
 
@@ -45,8 +44,14 @@ def measure(preset: str, steps: int) -> dict:
             walls.append(time.perf_counter() - w0)
             cpus.append(time.process_time() - c0)
     wall, cpu = statistics.median(walls), statistics.median(cpus)
-    return {"preset": preset, "batch": cfg.batch_size, "wall_ms": wall * 1e3, "cpu_ms": cpu * 1e3,
-            "samples_per_s": cfg.batch_size / wall, "samples_per_cpu_s": cfg.batch_size / cpu}
+    return {
+        "preset": preset,
+        "batch": cfg.batch_size,
+        "wall_ms": wall * 1e3,
+        "cpu_ms": cpu * 1e3,
+        "samples_per_s": cfg.batch_size / wall,
+        "samples_per_cpu_s": cfg.batch_size / cpu,
+    }
 
 
 def main() -> None:
@@ -57,12 +62,16 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}"
+    )
     for preset in args.presets:
         r = measure(preset, args.steps)
-        print(f"{r['preset']:>12}: batch {r['batch']:3d}  fwd+bwd+step {r['wall_ms']:7.1f} ms wall "
-              f"({r['cpu_ms']:7.1f} ms CPU)  {r['samples_per_s']:7.0f} samples/s  "
-              f"{r['samples_per_cpu_s']:7.0f} samples/CPU-s")
+        print(
+            f"{r['preset']:>12}: batch {r['batch']:3d}  fwd+bwd+step {r['wall_ms']:7.1f} ms wall "
+            f"({r['cpu_ms']:7.1f} ms CPU)  {r['samples_per_s']:7.0f} samples/s  "
+            f"{r['samples_per_cpu_s']:7.0f} samples/CPU-s"
+        )
 
 
 if __name__ == "__main__":

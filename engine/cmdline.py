@@ -60,8 +60,10 @@ def parse_flags(words: list[str]) -> dict[str, Any]:
             continue
         param = BY_NAME.get(name) or BY_NAME.get(name.replace("-", "_"))
         if param is None:
-            raise ConfigError("command line: " + unknown_message(name).replace(
-                f"parameter {name!r}", f"flag --{name}"))
+            raise ConfigError(
+                "command line: "
+                + unknown_message(name).replace(f"parameter {name!r}", f"flag --{name}")
+            )
         if eq:
             text = inline
             i += 1
@@ -116,7 +118,8 @@ def to_flags(config: Config, base: Config | None = None, full: bool = False) -> 
     return words
 
 
-def to_cmdline(config: Config, base: Config | None = None, full: bool = False,
-               program: str = "python main.py") -> str:
+def to_cmdline(
+    config: Config, base: Config | None = None, full: bool = False, program: str = "python main.py"
+) -> str:
     words = to_flags(config, base, full)
     return " ".join([program] + [shlex.quote(w) for w in words])

@@ -67,8 +67,15 @@ class Comparison:
         return {
             "runs": [{**r.info.to_dict(), "metrics": r.metrics} for r in self.runs],
             "differing": {name: values for name, values in self.differing},
-            "groups": [{"runs": [r.info.id for r in g.runs], "seeds": g.seeds,
-                        "mean": g.mean, "std": g.std} for g in self.groups],
+            "groups": [
+                {
+                    "runs": [r.info.id for r in g.runs],
+                    "seeds": g.seeds,
+                    "mean": g.mean,
+                    "std": g.std,
+                }
+                for g in self.groups
+            ],
         }
 
 
@@ -110,8 +117,13 @@ def compare(run_dirs: list[Path], *, curve_points: int = 1000) -> Comparison:
 
 
 def _without_seed(cfg: Config) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in cfg.to_dict().items()
-                        if k != "seed" and k not in IDENTITY_PARAMS))
+    return tuple(
+        sorted(
+            (k, repr(v))
+            for k, v in cfg.to_dict().items()
+            if k != "seed" and k not in IDENTITY_PARAMS
+        )
+    )
 
 
 def seed_groups(results: list[RunResult]) -> list[Group]:

@@ -14,9 +14,10 @@ import difflib
 import os
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,7 +71,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         values = self.to_dict()
         for name, value in changes.items():
             if name not in BY_NAME:
@@ -78,9 +79,12 @@ class Config:
             values[name] = coerce(BY_NAME[name], value)
         return Config(values)
 
-    def changed_from(self, base: "Config") -> dict[str, Any]:
-        return {p.name: self._values[p.name] for p in PARAMS
-                if self._values[p.name] != base._values[p.name]}
+    def changed_from(self, base: Config) -> dict[str, Any]:
+        return {
+            p.name: self._values[p.name]
+            for p in PARAMS
+            if self._values[p.name] != base._values[p.name]
+        }
 
     @property
     def effective_batch_size(self) -> int:
@@ -111,8 +115,11 @@ class Resolved:
 
 def unknown_message(key: str, where: str = "") -> str:
     lowered = {n.lower(): n for n in BY_NAME}
-    near = ([lowered[key.lower()]] if key.lower() in lowered  # aoa_layers -> AOA_layers
-            else difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.6))
+    near = (
+        [lowered[key.lower()]]
+        if key.lower() in lowered  # aoa_layers -> AOA_layers
+        else difflib.get_close_matches(key, list(BY_NAME), n=1, cutoff=0.6)
+    )
     hint = f"; did you mean {near[0]!r}?" if near else ""
     return f"{where}unknown parameter {key!r}{hint}"
 
@@ -165,15 +172,25 @@ def list_presets() -> list[PresetInfo]:
             data = _parse_toml(path)
         except ConfigError as e:  # still listed, so that the user sees why it does not load
             data = {"description": f"(cannot be read: {e})"}
-        out.append(PresetInfo(name, str(data.get("title", "")), str(data.get("description", "")),
-                              path))
+        out.append(
+            PresetInfo(name, str(data.get("title", "")), str(data.get("description", "")), path)
+        )
     order = {n: i for i, n in enumerate(BUILTIN_ORDER)}
     out.sort(key=lambda p: (order.get(p.name, len(order)), p.name))
     return out
 
 
-BUILTIN_ORDER = ("default", "cpu-quick", "smoke", "8gb", "24gb", "high-performance",
-                 "memory-optimized", "gqa", "vqa")
+BUILTIN_ORDER = (
+    "default",
+    "cpu-quick",
+    "smoke",
+    "8gb",
+    "24gb",
+    "high-performance",
+    "memory-optimized",
+    "gqa",
+    "vqa",
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,7 +215,9 @@ def _parse_toml(path: Path) -> dict:
         if msg.endswith("(at end of document)"):  # an unclosed array or string: point at the end
             line, col = text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1
             reason = msg[: -len("(at end of document)")].strip()
-            raise ConfigError(f"{path}:{line}:{col}: invalid TOML: {reason} at end of file") from None
+            raise ConfigError(
+                f"{path}:{line}:{col}: invalid TOML: {reason} at end of file"
+            ) from None
         raise ConfigError(f"{path}: invalid TOML: {msg}") from None
 
 
@@ -211,8 +230,10 @@ def _key_line(path: Path, table: str | None, key: str) -> int | None:
     current = None
     key_re = re.compile(r"""^\s*(?:"%s"|'%s'|%s)\s*=""" % ((re.escape(key),) * 3))
     header_re = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
-    dotted_re = re.compile(r"""^\s*%s\s*\.\s*(?:"%s"|'%s'|%s)\s*=""" % (
-        (re.escape(table or ""),) + (re.escape(key),) * 3))
+    dotted_re = re.compile(
+        r"""^\s*%s\s*\.\s*(?:"%s"|'%s'|%s)\s*="""
+        % ((re.escape(table or ""),) + (re.escape(key),) * 3)
+    )
     for number, line in enumerate(lines, 1):
         h = header_re.match(line)
         if h:
@@ -243,7 +264,9 @@ def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
         if isinstance(value, dict):
             if key not in schema.TABLE_CATEGORIES:
                 if key in BY_NAME:
-                    raise ConfigError(f"{_where(path, None, key)}{key}: expected a value, got a table")
+                    raise ConfigError(
+                        f"{_where(path, None, key)}{key}: expected a value, got a table"
+                    )
                 tables = ", ".join(schema.TABLE_CATEGORIES)
                 near = difflib.get_close_matches(key, list(schema.TABLE_CATEGORIES), n=1)
                 hint = f"; did you mean [{near[0]}]?" if near else f" (tables: {tables})"
@@ -253,8 +276,9 @@ def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
                     raise ConfigError(unknown_message(name, _where(path, key, name)))
                 p = BY_NAME[name]
                 if p.table != key:
-                    raise ConfigError(f"{_where(path, key, name)}{name} belongs in [{p.table}], "
-                                      f"not [{key}]")
+                    raise ConfigError(
+                        f"{_where(path, key, name)}{name} belongs in [{p.table}], not [{key}]"
+                    )
                 if name in flat:
                     raise ConfigError(f"{_where(path, key, name)}{name} is given twice")
                 flat[name] = (v, key)
@@ -299,7 +323,9 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Config, Config
     extends = data.get("extends")
     if extends is not None:
         if not isinstance(extends, str) or not extends:
-            raise ConfigError(f"{_where(path, None, 'extends')}extends: expected a preset name or path")
+            raise ConfigError(
+                f"{_where(path, None, 'extends')}extends: expected a preset name or path"
+            )
         base_path = _resolve_extends(extends, path)
         base, _, _ = _load_file(base_path, chain)
     for meta in ("title", "description"):
@@ -330,7 +356,9 @@ def _resolve_extends(extends: str, path: Path) -> Path:
         names = list(preset_paths())
         near = difflib.get_close_matches(extends, names, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise ConfigError(f"{_where(path, None, 'extends')}extends: no such preset {extends!r}{hint}")
+        raise ConfigError(
+            f"{_where(path, None, 'extends')}extends: no such preset {extends!r}{hint}"
+        )
     return preset
 
 
@@ -405,8 +433,14 @@ def load(source: str | None = None, sets: Iterable[str] = ()) -> Config:
 # Writing
 
 
-def to_toml_dict(config: Config, base: Config | None = None, extends: str | None = None,
-                 title: str = "", description: str = "", full: bool = False) -> dict:
+def to_toml_dict(
+    config: Config,
+    base: Config | None = None,
+    extends: str | None = None,
+    title: str = "",
+    description: str = "",
+    full: bool = False,
+) -> dict:
     """Schema-ordered tables; only values that differ from `base` unless full."""
     out: dict[str, Any] = {}
     if extends:
@@ -436,5 +470,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def diff(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
-    return [(p.name, getattr(a, p.name), getattr(b, p.name)) for p in PARAMS
-            if getattr(a, p.name) != getattr(b, p.name)]
+    return [
+        (p.name, getattr(a, p.name), getattr(b, p.name))
+        for p in PARAMS
+        if getattr(a, p.name) != getattr(b, p.name)
+    ]

@@ -37,8 +37,9 @@ def world_size_of(cfg) -> int:
 def torchrun_command(run_dir, cfg, resume: bool = False) -> list[str]:
     """The torchrun command line of a distributed run. Raises ConfigError on a bad combination."""
     if cfg.nnodes > 1 and not cfg.rdzv_endpoint:
-        raise ConfigError("rdzv_endpoint: nnodes > 1 needs the HOST:PORT of node 0 "
-                          "(--rdzv-endpoint)")
+        raise ConfigError(
+            "rdzv_endpoint: nnodes > 1 needs the HOST:PORT of node 0 (--rdzv-endpoint)"
+        )
     if cfg.node_rank >= cfg.nnodes:
         raise ConfigError(f"node_rank: {cfg.node_rank} is not below nnodes = {cfg.nnodes}")
     if cfg.rdzv_endpoint and not cfg.rdzv_endpoint.rpartition(":")[2].isdigit():
@@ -48,15 +49,21 @@ def torchrun_command(run_dir, cfg, resume: bool = False) -> list[str]:
         cmd.append("--standalone")  # a free local port, no endpoint to configure
     else:
         # Static rendezvous: node ranks as given; the endpoint is node 0's master address.
-        cmd += ["--nnodes", str(cfg.nnodes), "--node_rank", str(cfg.node_rank),
-                "--rdzv_endpoint", cfg.rdzv_endpoint]
-    cmd += ["--nproc_per_node", str(cfg.nproc_per_node), "-m", "vqatune.engine.train",
-            str(run_dir)]
+        cmd += [
+            "--nnodes",
+            str(cfg.nnodes),
+            "--node_rank",
+            str(cfg.node_rank),
+            "--rdzv_endpoint",
+            cfg.rdzv_endpoint,
+        ]
+    cmd += ["--nproc_per_node", str(cfg.nproc_per_node), "-m", "vqatune.engine.train", str(run_dir)]
     return cmd + (["--resume"] if resume else [])
 
 
-def shard(order: np.ndarray, micro_batch: int, world: int, rank: int,
-          drop_last: bool) -> tuple[list[np.ndarray], list[int]]:
+def shard(
+    order: np.ndarray, micro_batch: int, world: int, rank: int, drop_last: bool
+) -> tuple[list[np.ndarray], list[int]]:
     """This rank's micro-batches of `order`, and each global micro-batch's size (samples taken
     from the order, for the data position). Every rank gets the same number of micro-batches:
     a short last global batch is split evenly, padded from the order's start like
@@ -64,7 +71,7 @@ def shard(order: np.ndarray, micro_batch: int, world: int, rank: int,
     size = micro_batch * world
     batches, sizes = [], []
     for start in range(0, len(order), size):
-        chunk = order[start:start + size]  # [<= micro_batch * world]
+        chunk = order[start : start + size]  # [<= micro_batch * world]
         if len(chunk) < size:
             if drop_last:
                 break
@@ -72,7 +79,7 @@ def shard(order: np.ndarray, micro_batch: int, world: int, rank: int,
             pad = per_rank * world - len(chunk)
             chunk = np.concatenate([chunk, np.resize(order, pad)]) if pad else chunk
         per_rank = len(chunk) // world
-        batches.append(chunk[rank * per_rank:(rank + 1) * per_rank])
+        batches.append(chunk[rank * per_rank : (rank + 1) * per_rank])
         sizes.append(min(size, len(order) - start))
     return batches, sizes
 
@@ -153,16 +160,21 @@ def init(cfg) -> World:
     if cuda and torch.cuda.is_available():
         torch.cuda.set_device(local_rank)  # precision.pick_device takes the current device
     dist.init_process_group("nccl" if cuda else "gloo")
-    return World(rank=dist.get_rank(), local_rank=local_rank, size=dist.get_world_size(),
-                 node_rank=int(os.environ.get("GROUP_RANK", "0")))
+    return World(
+        rank=dist.get_rank(),
+        local_rank=local_rank,
+        size=dist.get_world_size(),
+        node_rank=int(os.environ.get("GROUP_RANK", "0")),
+    )
 
 
 def write_error(run_dir, rank: int, message: str, when: float) -> None:
     """A failing rank leaves its error for rank 0, whose status then names the first."""
     from .events import write_json_atomic
 
-    write_json_atomic(run_dir / ERROR_FILE.format(rank=rank),
-                      {"rank": rank, "message": message, "time": when})
+    write_json_atomic(
+        run_dir / ERROR_FILE.format(rank=rank), {"rank": rank, "message": message, "time": when}
+    )
 
 
 def read_errors(run_dir) -> list[dict]:

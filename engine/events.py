@@ -42,8 +42,17 @@ CHECKPOINT_DIR = "checkpoints"
 #   early_stop     step, epoch, best_accuracy, patience
 #   resumed        step, epoch, from_checkpoint
 #   end            state, step, epoch, best_accuracy, final_accuracy, duration_s, message
-EVENT_TYPES = ("start", "step", "eval", "oom", "batch_resized", "checkpoint", "early_stop",
-               "resumed", "end")
+EVENT_TYPES = (
+    "start",
+    "step",
+    "eval",
+    "oom",
+    "batch_resized",
+    "checkpoint",
+    "early_stop",
+    "resumed",
+    "end",
+)
 
 # Run states. `running` and `crashed` are derived by the run store from the pid, its start time
 # and the heartbeat; the others are written by the training process when it ends.

@@ -79,11 +79,18 @@ class GPUMonitor:
                 h = nvml.nvmlDeviceGetHandleByIndex(i)
                 name = nvml.nvmlDeviceGetName(h)
                 mem = nvml.nvmlDeviceGetMemoryInfo(h)
-                out.append(GPUInfo(
-                    index=i, name=name.decode() if isinstance(name, bytes) else str(name),
-                    memory_used=int(mem.used), memory_total=int(mem.total),
-                    utilization=_optional(lambda: int(nvml.nvmlDeviceGetUtilizationRates(h).gpu)),
-                    process_memory=None if pid is None else _process_memory(nvml, h, pid)))
+                out.append(
+                    GPUInfo(
+                        index=i,
+                        name=name.decode() if isinstance(name, bytes) else str(name),
+                        memory_used=int(mem.used),
+                        memory_total=int(mem.total),
+                        utilization=_optional(
+                            lambda h=h: int(nvml.nvmlDeviceGetUtilizationRates(h).gpu)
+                        ),
+                        process_memory=None if pid is None else _process_memory(nvml, h, pid),
+                    )
+                )
             return out
         except Exception as e:  # a driver that fails mid-way (GPU lost, reset): report, not raise
             self._no_gpu = f"{NO_GPU} ({_nvml_reason(e)})"
@@ -100,7 +107,9 @@ class GPUMonitor:
         if pid is not None:
             try:
                 seen = pid in self._procs  # cpu_percent measures since the previous call
-                proc = self._procs[pid] if seen else self._procs.setdefault(pid, psutil.Process(pid))
+                proc = (
+                    self._procs[pid] if seen else self._procs.setdefault(pid, psutil.Process(pid))
+                )
                 with proc.oneshot():
                     snap.rss = proc.memory_info().rss
                     percent = proc.cpu_percent(interval=None)
@@ -110,7 +119,10 @@ class GPUMonitor:
         snap.system_cpu_percent = psutil.cpu_percent(interval=None) if self._started else None
         self._started = True
         vm = psutil.virtual_memory()
-        snap.system_memory_used, snap.system_memory_total = int(vm.total - vm.available), int(vm.total)
+        snap.system_memory_used, snap.system_memory_total = (
+            int(vm.total - vm.available),
+            int(vm.total),
+        )
         return snap
 
     def close(self) -> None:
@@ -138,7 +150,7 @@ def _process_memory(nvml, handle, pid: int) -> int | None:
     total = None
     for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
         fn = getattr(nvml, getter, None)
-        procs = _optional(lambda: fn(handle)) if fn else None
+        procs = _optional(lambda fn=fn: fn(handle)) if fn else None
         for p in procs or ():
             used = getattr(p, "usedGpuMemory", None)
             if getattr(p, "pid", None) == pid and isinstance(used, int):
@@ -187,4 +199,3 @@ def suggestion(snapshot: Snapshot | None = None) -> tuple[str, str]:
     smallest = min(snapshot.gpus, key=lambda g: g.memory_total)
     count = f"{len(snapshot.gpus)} GPUs, the smallest " if len(snapshot.gpus) > 1 else ""
     return preset, f"{count}{smallest.name} with {smallest.memory_total / GIB:.0f} GiB"
-

@@ -18,14 +18,15 @@ import json
 import mmap
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 # MetricsWriter writes `{"event": "<kind>", ...}` with json.dumps' default separators.
 EVENT_PREFIX = b'{"event": "'
 _STEP_LOSS_RE = re.compile(
-    rb'"event": "step",[^\n]*?"step": (\d+)[^\n]*?"loss": (-?[0-9][0-9.eE+-]*)')
+    rb'"event": "step",[^\n]*?"step": (\d+)[^\n]*?"loss": (-?[0-9][0-9.eE+-]*)'
+)
 READ_CHUNK = 8 << 20
 
 
@@ -87,10 +88,11 @@ class MetricsTail:
                 if end < 0:
                     pending = buf
                     continue
-                pending = buf[end + 1:]
+                pending = buf[end + 1 :]
                 self.offset += end + 1
-                lines = buf[:end].split(b"\n") if needles is None else \
-                    _lines_with(buf, end, needles)
+                lines = (
+                    buf[:end].split(b"\n") if needles is None else _lines_with(buf, end, needles)
+                )
                 for line in lines:
                     event = parse_line(line)
                     if event is not None and (kinds is None or event["event"] in kinds):
@@ -110,7 +112,7 @@ def _lines_with(buf, end: int, needles: tuple[bytes, ...]) -> list[bytes]:
     out = []
     for start in sorted(starts):
         stop = buf.find(b"\n", start, end)
-        out.append(buf[start:stop if stop >= 0 else end])
+        out.append(buf[start : stop if stop >= 0 else end])
     return out
 
 
@@ -168,7 +170,7 @@ def scan(path: str | Path, *, curve_points: int = 1000, exact_below: int = 16 <<
             return out
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             end = mm.rfind(b"\n") + 1  # complete lines only
-            if size < exact_below or mm[:len(EVENT_PREFIX)] != EVENT_PREFIX:
+            if size < exact_below or mm[: len(EVENT_PREFIX)] != EVENT_PREFIX:
                 _scan_all(mm, end, out)
             else:
                 _scan_fast(mm, end, out, curve_points)
@@ -203,7 +205,7 @@ def _scan_fast(mm: mmap.mmap, end: int, out: Scan, curve_points: int) -> None:
             out.evals.append(event)
     # The last step and end events sit at the end of the file.
     tail_start = max(0, end - (256 << 10))
-    for line in mm[tail_start:end].split(b"\n")[1 if tail_start else 0:]:
+    for line in mm[tail_start:end].split(b"\n")[1 if tail_start else 0 :]:
         event = parse_line(line)
         if event is not None and event["event"] in ("step", "end"):
             _take(event, out)

@@ -32,7 +32,7 @@ def head_lr_factor(epoch: int) -> float:
     if epoch < len(HEAD_WARMUP):
         return HEAD_WARMUP[epoch]
     decays = sum(1 for e in HEAD_DECAY_EPOCHS if e <= epoch)
-    return HEAD_WARMUP[-1] * HEAD_DECAY_RATE ** decays
+    return HEAD_WARMUP[-1] * HEAD_DECAY_RATE**decays
 
 
 def backbone_lr_factor(step: int, total_steps: int) -> float:
@@ -79,8 +79,10 @@ class Optimisation:
         return opt.param_groups[0]["lr"] if opt is not None else 0.0
 
     def state_dict(self) -> dict:
-        return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}}
+        return {
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for k, o in self.optimizers.items():
@@ -96,19 +98,23 @@ def build(param_groups: dict[str, list[torch.nn.Parameter]], cfg, total_steps: i
     if cfg.lr_schedule == "linear":
         optimizers["heads"] = torch.optim.Adamax(heads, lr=cfg.lr)
         schedulers["heads"] = torch.optim.lr_scheduler.LambdaLR(
-            optimizers["heads"], lambda step: backbone_lr_factor(step, total_steps))
+            optimizers["heads"], lambda step: backbone_lr_factor(step, total_steps)
+        )
     else:
         optimizers["heads"] = torch.optim.Adamax(heads, lr=cfg.lr * head_lr_factor(0))
     backbone = [p for p in param_groups["backbone"] if p.requires_grad]
     if cfg.xvlm_lr > 0 and backbone:
         decay = [p for p in backbone if p.ndim >= 2]
         no_decay = [p for p in backbone if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": BACKBONE_WEIGHT_DECAY},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": BACKBONE_WEIGHT_DECAY},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         backbone_opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.xvlm_lr)
         optimizers["backbone"] = backbone_opt
         schedulers["backbone"] = torch.optim.lr_scheduler.LambdaLR(
-            backbone_opt, lambda step: backbone_lr_factor(step, total_steps))
+            backbone_opt, lambda step: backbone_lr_factor(step, total_steps)
+        )
     else:  # frozen backbone: no gradients, no optimiser state
         for p in param_groups["backbone"]:
             p.requires_grad_(False)

@@ -54,7 +54,8 @@ def limit_memory(cfg, device: torch.device) -> None:
 
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
 
 
 def free_memory(device: torch.device) -> None:
@@ -66,10 +67,12 @@ def memory_stats(device: torch.device) -> dict:
     """Memory of this process for a step event: CUDA allocator figures, or RSS on CPU (MiB)."""
     mib = 2**20
     if device.type == "cuda":
-        return {"device": str(device),
-                "allocated_mb": round(torch.cuda.memory_allocated(device) / mib, 1),
-                "reserved_mb": round(torch.cuda.memory_reserved(device) / mib, 1),
-                "peak_mb": round(torch.cuda.max_memory_allocated(device) / mib, 1)}
+        return {
+            "device": str(device),
+            "allocated_mb": round(torch.cuda.memory_allocated(device) / mib, 1),
+            "reserved_mb": round(torch.cuda.memory_reserved(device) / mib, 1),
+            "peak_mb": round(torch.cuda.max_memory_allocated(device) / mib, 1),
+        }
     import psutil
 
     return {"device": "cpu", "rss_mb": round(psutil.Process().memory_info().rss / mib, 1)}
@@ -80,13 +83,18 @@ def oom_advice(cfg) -> str:
     tips = []
     if cfg.batch_size > 1:
         half = max(1, cfg.batch_size // 2)
-        tips.append(f"--batch_size {half} --gradient_accumulation_steps "
-                    f"{cfg.gradient_accumulation_steps * 2} (same effective batch)")
+        tips.append(
+            f"--batch_size {half} --gradient_accumulation_steps "
+            f"{cfg.gradient_accumulation_steps * 2} (same effective batch)"
+        )
     if not cfg.dynamic_batch_size:
         tips.append("--dynamic_batch_size")
     if not cfg.mixed_precision:
         tips.append("--mixed_precision")
     if not cfg.memory_efficient_attention:
         tips.append("--memory_efficient_attention")
-    return ("try the memory-optimized or 8gb preset, or " + ", ".join(tips)) if tips else \
-        "try the memory-optimized or 8gb preset"
+    return (
+        ("try the memory-optimized or 8gb preset, or " + ", ".join(tips))
+        if tips
+        else "try the memory-optimized or 8gb preset"
+    )

@@ -25,13 +25,23 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .config import Config, ConfigError, dumps
-from .events import (CHECKPOINT_DIR, CONFIG_FILE, FINAL_STATES, LOG_FILE, META_FILE, STATUS_FILE,
-                     SUMMARY_FILE, read_json, write_json_atomic)
+from .events import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    FINAL_STATES,
+    LOG_FILE,
+    META_FILE,
+    STATUS_FILE,
+    SUMMARY_FILE,
+    read_json,
+    write_json_atomic,
+)
 
 LAUNCH_FILE = "launch.json"
 HEARTBEAT_TIMEOUT_S = 30.0
@@ -63,9 +73,17 @@ def name_from_id(run_id: str) -> str:
 # Creating and launching
 
 
-def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path | None = None,
-               overrides: Mapping[str, Any] | None = None, argv: Iterable[str] | None = None,
-               output: str | Path | None = None, tags: Mapping[str, Any] | None = None) -> Path:
+def create_run(
+    cfg: Config,
+    *,
+    source: str = "",
+    name: str = "",
+    runs_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    argv: Iterable[str] | None = None,
+    output: str | Path | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Path:
     """Write a new run directory (config.toml, meta.json, status.json queued) atomically.
 
     The directory is built under a hidden temporary name and renamed into place, so a reader
@@ -93,13 +111,16 @@ def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path 
         created = time.time()
         (tmp / CONFIG_FILE).write_text(dumps(cfg, full=True), encoding="utf-8")
         meta = {
-            "name": label, "source": source, "created": created,
-            "argv": list(argv) if argv is not None else [], "overrides": dict(overrides or {}),
+            "name": label,
+            "source": source,
+            "created": created,
+            "argv": list(argv) if argv is not None else [],
+            "overrides": dict(overrides or {}),
             "host": socket.gethostname(),
         }
         while True:
             if final is None:
-                stamp = time.strftime('%Y%m%d-%H%M%S', time.localtime(created))
+                stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(created))
                 run_id = f"{stamp}-{safe}-{_id_suffix()}"
                 target = parent / run_id
             else:
@@ -113,11 +134,13 @@ def create_run(cfg: Config, *, source: str = "", name: str = "", runs_dir: Path 
                 return target
             except OSError as e:
                 if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise ConfigError(f"{target}: cannot create the run directory: "
-                                      f"{e.strerror}") from None
+                    raise ConfigError(
+                        f"{target}: cannot create the run directory: {e.strerror}"
+                    ) from None
                 if final is not None:  # another run took the --output directory meanwhile
-                    raise ConfigError(f"--output {output}: exists and is not an empty "
-                                      f"directory") from None
+                    raise ConfigError(
+                        f"--output {output}: exists and is not an empty directory"
+                    ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -154,16 +177,30 @@ def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.P
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(run_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
-            train_command(run_dir, resume), stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=detach, close_fds=True, env=env,
-            cwd=os.getcwd())
+            train_command(run_dir, resume),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=detach,
+            close_fds=True,
+            env=env,
+            cwd=os.getcwd(),
+        )
     try:
         start_time = psutil.Process(proc.pid).create_time()
     except psutil.Error:  # already gone: run_info will call it crashed
         start_time = None
-    write_json_atomic(run_dir / LAUNCH_FILE, {
-        "pid": proc.pid, "pid_start_time": start_time, "time": time.time(), "resume": resume,
-        "detached": detach, "host": socket.gethostname()})
+    write_json_atomic(
+        run_dir / LAUNCH_FILE,
+        {
+            "pid": proc.pid,
+            "pid_start_time": start_time,
+            "time": time.time(),
+            "resume": resume,
+            "detached": detach,
+            "host": socket.gethostname(),
+        },
+    )
     return proc
 
 
@@ -209,12 +246,25 @@ class RunInfo:
         return self.state in ("running", "queued") and self.pid is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "path": str(self.path), "name": self.name, "source": self.source,
-                "state": self.state, "created": self.created, "started": self.started,
-                "ended": self.ended, "duration_s": self.duration_s, "step": self.step,
-                "total_steps": self.total_steps, "epoch": self.epoch, "epochs": self.epochs,
-                "best_accuracy": self.best_accuracy, "last_accuracy": self.last_accuracy,
-                "message": self.message, "pid": self.pid}
+        return {
+            "id": self.id,
+            "path": str(self.path),
+            "name": self.name,
+            "source": self.source,
+            "state": self.state,
+            "created": self.created,
+            "started": self.started,
+            "ended": self.ended,
+            "duration_s": self.duration_s,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "best_accuracy": self.best_accuracy,
+            "last_accuracy": self.last_accuracy,
+            "message": self.message,
+            "pid": self.pid,
+        }
 
 
 def process_matches(pid: Any, start_time: Any) -> bool:
@@ -232,8 +282,13 @@ def process_matches(pid: Any, start_time: Any) -> bool:
         return False
 
 
-def derive_state(status: dict | None, launch_record: dict | None, *, same_host: bool = True,
-                 now: float | None = None) -> tuple[str, str | None, int | None]:
+def derive_state(
+    status: dict | None,
+    launch_record: dict | None,
+    *,
+    same_host: bool = True,
+    now: float | None = None,
+) -> tuple[str, str | None, int | None]:
     """(state, message, live pid) from what the files say and what the OS says."""
     now = time.time() if now is None else now
     status = status or {}
@@ -260,8 +315,11 @@ def derive_state(status: dict | None, launch_record: dict | None, *, same_host: 
         return "crashed", f"{STATUS_FILE} is missing or unreadable", None
     if not same_host or process_matches(pid, start):
         return "queued", "starting", pid
-    return "crashed", f"the training process (pid {pid}) exited before it started training; " \
-                      f"see {LOG_FILE}", None
+    return (
+        "crashed",
+        f"the training process (pid {pid}) exited before it started training; see {LOG_FILE}",
+        None,
+    )
 
 
 def run_info(run_dir: Path) -> RunInfo:
@@ -271,7 +329,8 @@ def run_info(run_dir: Path) -> RunInfo:
     launch_record = read_json(run_dir / LAUNCH_FILE)
     host = meta.get("host")
     state, message, pid = derive_state(
-        status, launch_record, same_host=not host or host == socket.gethostname())
+        status, launch_record, same_host=not host or host == socket.gethostname()
+    )
     status = status or {}
     summary = read_json(run_dir / SUMMARY_FILE) if state in FINAL_STATES else None
     best = status.get("best_accuracy")
@@ -280,12 +339,26 @@ def run_info(run_dir: Path) -> RunInfo:
         best = summary.get("best_accuracy", best)
         last = summary.get("final_accuracy", last)
     return RunInfo(
-        id=run_dir.name, path=run_dir, name=str(meta.get("name") or name_from_id(run_dir.name)),
-        source=str(meta.get("source") or ""), state=state, created=meta.get("created"),
-        started=status.get("started"), ended=status.get("ended"), step=status.get("step"),
-        total_steps=status.get("total_steps"), epoch=status.get("epoch"),
-        epochs=status.get("epochs"), best_accuracy=best, last_accuracy=last,
-        message=message, pid=pid, status=status, meta=meta, summary=summary)
+        id=run_dir.name,
+        path=run_dir,
+        name=str(meta.get("name") or name_from_id(run_dir.name)),
+        source=str(meta.get("source") or ""),
+        state=state,
+        created=meta.get("created"),
+        started=status.get("started"),
+        ended=status.get("ended"),
+        step=status.get("step"),
+        total_steps=status.get("total_steps"),
+        epoch=status.get("epoch"),
+        epochs=status.get("epochs"),
+        best_accuracy=best,
+        last_accuracy=last,
+        message=message,
+        pid=pid,
+        status=status,
+        meta=meta,
+        summary=summary,
+    )
 
 
 def _run_dirs(runs_dir: Path) -> list[Path]:
@@ -293,15 +366,21 @@ def _run_dirs(runs_dir: Path) -> list[Path]:
         entries = list(os.scandir(runs_dir))
     except FileNotFoundError:
         return []
-    return sorted(Path(e.path) for e in entries
-                  if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+    return sorted(
+        Path(e.path)
+        for e in entries
+        if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+    )
 
 
 def list_runs(runs_dir: Path | None = None) -> list[RunInfo]:
     """Every run in the store, oldest first (ids sort by time)."""
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
-    return [run_info(d) for d in _run_dirs(runs_dir)
-            if (d / STATUS_FILE).exists() or (d / CONFIG_FILE).exists()]
+    return [
+        run_info(d)
+        for d in _run_dirs(runs_dir)
+        if (d / STATUS_FILE).exists() or (d / CONFIG_FILE).exists()
+    ]
 
 
 def find_run(query: str, runs_dir: Path | None = None) -> Path:
@@ -360,8 +439,11 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     except ProcessLookupError:
         return run_info(run_dir)
     deadline = time.time() + max(wait_s, 5.0 if kill else 0.0)
-    start = (read_json(run_dir / LAUNCH_FILE) or {}).get("pid_start_time") \
-        if info.status.get("state") == "queued" else info.status.get("pid_start_time")
+    start = (
+        (read_json(run_dir / LAUNCH_FILE) or {}).get("pid_start_time")
+        if info.status.get("state") == "queued"
+        else info.status.get("pid_start_time")
+    )
     while process_matches(pid, start) and time.time() < deadline:
         time.sleep(0.05)
     if not process_matches(pid, start):
@@ -370,10 +452,18 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
         status = read_json(run_dir / STATUS_FILE) or {}
         if status.get("state") not in FINAL_STATES:
             now = time.time()
-            write_json_atomic(run_dir / STATUS_FILE, {
-                **status, "state": "stopped", "ended": now, "heartbeat": now,
-                "message": "killed by `vqatune stop --kill`" if kill else
-                "ended by SIGTERM without an end record (no final checkpoint)"})
+            write_json_atomic(
+                run_dir / STATUS_FILE,
+                {
+                    **status,
+                    "state": "stopped",
+                    "ended": now,
+                    "heartbeat": now,
+                    "message": "killed by `vqatune stop --kill`"
+                    if kill
+                    else "ended by SIGTERM without an end record (no final checkpoint)",
+                },
+            )
     return run_info(run_dir)
 
 
@@ -393,17 +483,21 @@ def resume(run_dir: Path) -> subprocess.Popen:
     if info.live:
         raise ConfigError(f"run {info.id} is already {info.state} (pid {info.pid})")
     if info.pid is not None:
-        raise ConfigError(f"run {info.id}: its process (pid {info.pid}) is alive but silent; "
-                          f"end it first with `vqatune stop --kill {info.id}`")
+        raise ConfigError(
+            f"run {info.id}: its process (pid {info.pid}) is alive but silent; "
+            f"end it first with `vqatune stop --kill {info.id}`"
+        )
     if info.state not in RESUMABLE_STATES:
-        raise ConfigError(f"run {info.id} ended as {info.state}; resume continues stopped or "
-                          f"crashed runs")
+        raise ConfigError(
+            f"run {info.id} ended as {info.state}; resume continues stopped or crashed runs"
+        )
     # No process owns the run now. Mark it queued, so that it reads `queued` (starting) and
     # then `running` rather than its old state while the trainer starts; the summary of the
     # earlier process no longer describes the run.
     status = read_json(run_dir / STATUS_FILE) or {}
-    write_json_atomic(run_dir / STATUS_FILE, {**status, "state": "queued", "ended": None,
-                                              "message": f"resuming ({info.state})"})
+    write_json_atomic(
+        run_dir / STATUS_FILE,
+        {**status, "state": "queued", "ended": None, "message": f"resuming ({info.state})"},
+    )
     (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     return launch(run_dir, detach=True, resume=True)
-

@@ -35,9 +35,10 @@ import fcntl
 import math
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import runstore
 from . import sweep as sweep_mod
@@ -47,8 +48,16 @@ from .schema import BY_NAME, Param, ParamError, coerce
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "none")
-SEARCH_KEYS = ("sampler", "n_trials", "seed", "pruner", "pruner_startup_trials",
-               "pruner_warmup_evals", "grid_points", "params")
+SEARCH_KEYS = (
+    "sampler",
+    "n_trials",
+    "seed",
+    "pruner",
+    "pruner_startup_trials",
+    "pruner_warmup_evals",
+    "grid_points",
+    "params",
+)
 DIMENSION_KEYS = ("low", "high", "log", "step", "choices")
 DEFAULT_N_TRIALS = 20
 OVERFLOW_ATTR = "vqatune_overflow"  # a trial asked after the study was full: never run
@@ -77,8 +86,9 @@ class Dimension:
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
         if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high),
-                                     step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def grid_values(self, points: int) -> list:
@@ -93,8 +103,11 @@ class Dimension:
             for i in range(points):
                 t = i / (points - 1) if points > 1 else 0.0
                 if self.log:
-                    values.append(math.exp(math.log(self.low) + t * (math.log(self.high)
-                                                                    - math.log(self.low))))
+                    values.append(
+                        math.exp(
+                            math.log(self.low) + t * (math.log(self.high) - math.log(self.low))
+                        )
+                    )
                 else:
                     values.append(self.low + t * (self.high - self.low))
         if self.kind == "int":
@@ -106,24 +119,31 @@ class Dimension:
     def describe(self) -> str:
         if self.kind == "categorical":
             return "{" + ", ".join(map(str, self.choices)) + "}"
-        return f"[{self.low:g}, {self.high:g}]" + (" log" if self.log else "") + \
-            (f" step {self.step:g}" if self.step else "")
+        return (
+            f"[{self.low:g}, {self.high:g}]"
+            + (" log" if self.log else "")
+            + (f" step {self.step:g}" if self.step else "")
+        )
 
 
 def default_dimension(param: Param) -> Dimension:
     """The guide's recommended range (log scale for learning rates), or the choices."""
     if param.kind in ("bool", "int01"):
-        return Dimension(param.name, "categorical",
-                         choices=(False, True) if param.kind == "bool" else (0, 1))
+        return Dimension(
+            param.name, "categorical", choices=(False, True) if param.kind == "bool" else (0, 1)
+        )
     if param.kind == "choice":
-        return Dimension(param.name, "categorical",
-                         choices=tuple(param.recommended or param.choices))
+        return Dimension(
+            param.name, "categorical", choices=tuple(param.recommended or param.choices)
+        )
     if param.kind in ("int", "float") and param.recommended:
         low, high = param.recommended
-        return Dimension(param.name, param.kind, low=low, high=high,
-                         log=is_learning_rate(param.name))
-    raise ParamError(param.name, "has no recommended range to search; give low and high "
-                                 "(or choices)")
+        return Dimension(
+            param.name, param.kind, low=low, high=high, log=is_learning_rate(param.name)
+        )
+    raise ParamError(
+        param.name, "has no recommended range to search; give low and high (or choices)"
+    )
 
 
 @dataclass
@@ -141,10 +161,15 @@ class SearchSpec:
         return {d.name: d.grid_values(self.grid_points) for d in self.dims}
 
     def to_dict(self) -> dict:
-        return {"sampler": self.sampler, "n_trials": self.n_trials, "seed": self.seed,
-                "pruner": self.pruner, "pruner_startup_trials": self.pruner_startup_trials,
-                "pruner_warmup_evals": self.pruner_warmup_evals,
-                "params": {d.name: d.describe() for d in self.dims}}
+        return {
+            "sampler": self.sampler,
+            "n_trials": self.n_trials,
+            "seed": self.seed,
+            "pruner": self.pruner,
+            "pruner_startup_trials": self.pruner_startup_trials,
+            "pruner_warmup_evals": self.pruner_warmup_evals,
+            "params": {d.name: d.describe() for d in self.dims},
+        }
 
 
 def _where(path: Path | None, table: str, key: str) -> str:
@@ -157,8 +182,10 @@ def _where(path: Path | None, table: str, key: str) -> str:
 def _int_option(path, table: dict, key: str, default: int, low: int) -> int:
     value = table.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{_where(path, 'search', key)}search.{key}: expected an integer "
-                          f">= {low}, got {value!r}")
+        raise ConfigError(
+            f"{_where(path, 'search', key)}search.{key}: expected an integer "
+            f">= {low}, got {value!r}"
+        )
     return value
 
 
@@ -175,11 +202,15 @@ def _dimension(path: Path | None, name: str, spec: Any) -> Dimension:
         if isinstance(spec, list):
             spec = {"choices": spec}
         if not isinstance(spec, dict):
-            raise ParamError(name, "expected {} (recommended range), {low, high[, log, step]} "
-                                   "or {choices = [...]}")
+            raise ParamError(
+                name,
+                "expected {} (recommended range), {low, high[, log, step]} or {choices = [...]}",
+            )
         unknown = [k for k in spec if k not in DIMENSION_KEYS]
         if unknown:
-            raise ParamError(name, f"unknown key {unknown[0]!r} (keys: {', '.join(DIMENSION_KEYS)})")
+            raise ParamError(
+                name, f"unknown key {unknown[0]!r} (keys: {', '.join(DIMENSION_KEYS)})"
+            )
         if "choices" in spec:
             choices = spec["choices"]
             if not isinstance(choices, list) or not choices or len(spec) > 1:
@@ -221,37 +252,51 @@ def parse_search(table: Any, path: Path | None = None) -> SearchSpec:
         raise ConfigError(f"{_where(path, '', 'search')}search: expected a [search] table")
     for key in table:
         if key not in SEARCH_KEYS:
-            raise ConfigError(f"{_where(path, 'search', key)}unknown search key {key!r} "
-                              f"(keys: {', '.join(SEARCH_KEYS)})")
+            raise ConfigError(
+                f"{_where(path, 'search', key)}unknown search key {key!r} "
+                f"(keys: {', '.join(SEARCH_KEYS)})"
+            )
     sampler = table.get("sampler", "tpe")
     if sampler not in SAMPLERS:
-        raise ConfigError(f"{_where(path, 'search', 'sampler')}search.sampler: expected one of "
-                          f"{', '.join(SAMPLERS)}, got {sampler!r}")
+        raise ConfigError(
+            f"{_where(path, 'search', 'sampler')}search.sampler: expected one of "
+            f"{', '.join(SAMPLERS)}, got {sampler!r}"
+        )
     pruner = table.get("pruner", "median")
     if pruner not in PRUNERS:
-        raise ConfigError(f"{_where(path, 'search', 'pruner')}search.pruner: expected one of "
-                          f"{', '.join(PRUNERS)}, got {pruner!r}")
+        raise ConfigError(
+            f"{_where(path, 'search', 'pruner')}search.pruner: expected one of "
+            f"{', '.join(PRUNERS)}, got {pruner!r}"
+        )
     seed = table.get("seed")
     if seed is not None:
         seed = _int_option(path, table, "seed", 0, 0)
     raw_params = table.get("params")
     if raw_params is None or not raw_params:
-        raise ConfigError(f"{_where(path, 'search', 'params')}search.params: name the parameters "
-                          f"to search, e.g. params = [\"lr\", \"dropout\"]")
+        raise ConfigError(
+            f"{_where(path, 'search', 'params')}search.params: name the parameters "
+            f'to search, e.g. params = ["lr", "dropout"]'
+        )
     if isinstance(raw_params, list):
         if not all(isinstance(n, str) for n in raw_params):
-            raise ConfigError(f"{_where(path, 'search', 'params')}search.params: expected "
-                              f"parameter names")
+            raise ConfigError(
+                f"{_where(path, 'search', 'params')}search.params: expected parameter names"
+            )
         raw_params = {n: {} for n in raw_params}
     elif not isinstance(raw_params, dict):
-        raise ConfigError(f"{_where(path, 'search', 'params')}search.params: expected a list of "
-                          f"names or a table")
+        raise ConfigError(
+            f"{_where(path, 'search', 'params')}search.params: expected a list of names or a table"
+        )
     dims = [_dimension(path, name, spec) for name, spec in raw_params.items()]
     spec = SearchSpec(
-        sampler=sampler, seed=seed, pruner=pruner,
+        sampler=sampler,
+        seed=seed,
+        pruner=pruner,
         pruner_startup_trials=_int_option(path, table, "pruner_startup_trials", 5, 0),
         pruner_warmup_evals=_int_option(path, table, "pruner_warmup_evals", 0, 0),
-        grid_points=_int_option(path, table, "grid_points", 3, 1), dims=dims)
+        grid_points=_int_option(path, table, "grid_points", 3, 1),
+        dims=dims,
+    )
     if sampler == "grid":
         size = math.prod(len(v) for v in spec.grid().values())
         spec.n_trials = min(_int_option(path, table, "n_trials", size, 1), size)
@@ -273,17 +318,20 @@ def open_storage(url: str):
     import optuna
 
     if url.startswith("journal:"):
-        path = Path(url[len("journal:"):].removeprefix("//")).expanduser()
+        path = Path(url[len("journal:") :].removeprefix("//")).expanduser()
         if not path.parent.is_dir():
             raise ConfigError(f"--storage {url}: no directory {path.parent}")
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
         # An open(O_EXCL) lock works on NFS, where symlink locks may not.
         return optuna.storages.JournalStorage(
-            JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+            JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        )
     if "://" not in url:
-        raise ConfigError(f"--storage {url!r}: expected an Optuna storage URL "
-                          f"(sqlite:///FILE, postgresql://..., mysql://...) or journal:PATH")
+        raise ConfigError(
+            f"--storage {url!r}: expected an Optuna storage URL "
+            f"(sqlite:///FILE, postgresql://..., mysql://...) or journal:PATH"
+        )
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     for attempt in range(5):
         try:
@@ -294,8 +342,9 @@ def open_storage(url: str):
             if any(r in str(e) for r in racing) and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise ConfigError(f"--storage {safe_url(url)}: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0]}") from None
+            raise ConfigError(
+                f"--storage {safe_url(url)}: {type(e).__name__}: {str(e).splitlines()[0]}"
+            ) from None
 
 
 def safe_url(url: str) -> str:
@@ -312,6 +361,7 @@ def make_sampler(spec: SearchSpec):
     import optuna
 
     if spec.sampler == "grid":
+
         class GridSampler(optuna.samplers.GridSampler):
             """Without the study.stop() after the last grid point, which Optuna allows only
             inside optimize(): the worker loop stops at n_trials, the grid's size."""
@@ -330,17 +380,23 @@ def make_pruner(spec: SearchSpec):
 
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials,
-                                       n_warmup_steps=spec.pruner_warmup_evals)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_evals
+    )
 
 
 def load_study(spec: SearchSpec, storage_url: str, study_name: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=open_storage(storage_url), study_name=study_name,
-                               sampler=make_sampler(spec), pruner=make_pruner(spec),
-                               direction="maximize", load_if_exists=True)
+    return optuna.create_study(
+        storage=open_storage(storage_url),
+        study_name=study_name,
+        sampler=make_sampler(spec),
+        pruner=make_pruner(spec),
+        direction="maximize",
+        load_if_exists=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,6 +425,7 @@ class Claim:
 @dataclass
 class TrialJob:
     """A trial being run: its Optuna handle, its run, and the evals reported so far."""
+
     trial: Any  # optuna.trial.Trial
     number: int
     job: sweep_mod.Job
@@ -389,8 +446,9 @@ class SearchResult:
 
 def trial_params(trial, spec: SearchSpec) -> dict[str, Any]:
     if spec.sampler == "grid":  # the grid's own values, exactly as the grid sampler holds them
-        return {name: trial.suggest_categorical(name, values)
-                for name, values in spec.grid().items()}
+        return {
+            name: trial.suggest_categorical(name, values) for name, values in spec.grid().items()
+        }
     return {d.name: d.suggest(trial) for d in spec.dims}
 
 
@@ -416,9 +474,17 @@ def report_new_evals(tj: TrialJob) -> None:
             return
 
 
-def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *,
-               storage_url: str, study_name: str, slots: list[str | None],
-               echo: Callable[[str], None] = print, poll_s: float = 0.25) -> SearchResult:
+def run_search(
+    sweep: sweep_mod.Sweep,
+    plan: sweep_mod.Plan,
+    spec: SearchSpec,
+    *,
+    storage_url: str,
+    study_name: str,
+    slots: list[str | None],
+    echo: Callable[[str], None] = print,
+    poll_s: float = 0.25,
+) -> SearchResult:
     """Be one worker of the study until it has n_trials: first finish this machine's
     interrupted trials (their runs resumed), then ask for new ones, one per free slot."""
     import optuna
@@ -428,36 +494,56 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
 
     study = load_study(spec, storage_url, study_name)
     update_sweep_search(sweep, spec, storage_url, study_name)
-    echo(f"sweep {sweep.id}: {plan.title} on {plan.base}: study {study_name!r} in "
-         f"{safe_url(storage_url)}, {spec.n_trials} trials "
-         f"({sweep_mod.describe_slots(slots)}; runs in {sweep.runs_dir})")
+    echo(
+        f"sweep {sweep.id}: {plan.title} on {plan.base}: study {study_name!r} in "
+        f"{safe_url(storage_url)}, {spec.n_trials} trials "
+        f"({sweep_mod.describe_slots(slots)}; runs in {sweep.runs_dir})"
+    )
     base = sweep_mod.base_config(plan)
     host = socket.gethostname()
     free = list(range(len(slots)))
     active: dict[int, TrialJob] = {}
     ran: list[int] = []
 
-    def follow(trial, number: int, run_dir: Path, slot_index: int, proc, what: str,
-               run_claim: Claim, reported=()) -> None:
+    def follow(
+        trial,
+        number: int,
+        run_dir: Path,
+        slot_index: int,
+        proc,
+        what: str,
+        run_claim: Claim,
+        reported=(),
+    ) -> None:
         slot = slots[slot_index]
-        active[slot_index] = TrialJob(trial, number, sweep_mod.Job(run_dir, f"trial {number}",
-                                                                   slot, proc),
-                                      run_claim, MetricsTail(run_dir / METRICS_FILE),
-                                      reported=set(reported))
+        active[slot_index] = TrialJob(
+            trial,
+            number,
+            sweep_mod.Job(run_dir, f"trial {number}", slot, proc),
+            run_claim,
+            MetricsTail(run_dir / METRICS_FILE),
+            reported=set(reported),
+        )
         where = f" on GPU {slot}" if slot is not None else ""
         echo(f"trial {number}: {what} run {run_dir.name}{where} ({format_params(trial.params)})")
 
     def overflow_count(before: int | None = None) -> int:
-        return sum(1 for t in study.get_trials(deepcopy=False)
-                   if t.user_attrs.get(OVERFLOW_ATTR) and (before is None or t.number < before))
+        return sum(
+            1
+            for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get(OVERFLOW_ATTR) and (before is None or t.number < before)
+        )
 
     def resumable() -> list:
         """This machine's trials of this run store left open by an interrupted worker."""
         out = []
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             run_dir = Path(frozen.user_attrs.get("run_dir", "/nonexistent"))
-            if frozen.user_attrs.get("host") == host and run_dir.parent == sweep.runs_dir \
-                    and (run_dir / "meta.json").is_file():
+            if (
+                frozen.user_attrs.get("host") == host
+                and run_dir.parent == sweep.runs_dir
+                and (run_dir / "meta.json").is_file()
+            ):
                 out.append((frozen, run_dir))
         return out
 
@@ -473,8 +559,16 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
         else:
             proc, what = sweep_mod.relaunch(run_dir, slots[slot_index])
         trial = optuna.trial.Trial(study, frozen._trial_id)
-        follow(trial, frozen.number, run_dir, slot_index, proc, what, run_claim,
-               reported=frozen.intermediate_values)
+        follow(
+            trial,
+            frozen.number,
+            run_dir,
+            slot_index,
+            proc,
+            what,
+            run_claim,
+            reported=frozen.intermediate_values,
+        )
         active[slot_index].pruned_at = info.meta.get("pruned_at_eval")
         return True
 
@@ -489,10 +583,18 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
             return False
         params = trial_params(trial, spec)
         run_dir = sweep_mod.create_sweep_run(
-            sweep, base.replace(**params), name=f"{plan.name}-t{trial.number}",
+            sweep,
+            base.replace(**params),
+            name=f"{plan.name}-t{trial.number}",
             overrides={**plan.common, **params},
-            tags={"sweep_key": f"trial{trial.number}", "trial": trial.number,
-                  "study": study_name, "params": params, "gpu": slots[slot_index]})
+            tags={
+                "sweep_key": f"trial{trial.number}",
+                "trial": trial.number,
+                "study": study_name,
+                "params": params,
+                "gpu": slots[slot_index],
+            },
+        )
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("run_id", run_dir.name)
         trial.set_user_attr("host", host)
@@ -551,15 +653,21 @@ def run_search(sweep: sweep_mod.Sweep, plan: sweep_mod.Plan, spec: SearchSpec, *
                 tj.claim.release()
             raise sweep_mod.SweepInterrupted(
                 f"sweep {sweep.id} interrupted; its open trials are resumed when the same command "
-                f"runs again") from None
+                f"runs again"
+            ) from None
     best = _best_trial(study)
-    return SearchResult(ran, best.number if best else None, best.value if best else None,
-                        dict(best.params) if best else {})
+    return SearchResult(
+        ran,
+        best.number if best else None,
+        best.value if best else None,
+        dict(best.params) if best else {},
+    )
 
 
 def format_params(params: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in params.items())
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
 
 
 def _best_trial(study):
@@ -569,8 +677,9 @@ def _best_trial(study):
         return None
 
 
-def update_sweep_search(sweep: sweep_mod.Sweep, spec: SearchSpec, storage_url: str,
-                        study_name: str) -> None:
+def update_sweep_search(
+    sweep: sweep_mod.Sweep, spec: SearchSpec, storage_url: str, study_name: str
+) -> None:
     search = dict(spec.to_dict(), storage=safe_url(storage_url), study=study_name)
     if sweep.data.get("search") != search:
         sweep_mod.update_sweep(sweep, search=search)

@@ -37,9 +37,10 @@ import signal
 import socket
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import config as config_mod
 from . import runstore
@@ -113,8 +114,15 @@ def list_plans() -> list[PlanInfo]:
             data = _parse_toml(path)
         except ConfigError:
             data = {}
-        out.append(PlanInfo(name, str(data.get("title", "")), str(data.get("description", "")),
-                            path, "search" if "search" in data else "variants"))
+        out.append(
+            PlanInfo(
+                name,
+                str(data.get("title", "")),
+                str(data.get("description", "")),
+                path,
+                "search" if "search" in data else "variants",
+            )
+        )
     return out
 
 
@@ -143,14 +151,17 @@ def _where(path: Path, table: str | None, key: str) -> str:
 def _overrides(path: Path, table: str, data: Any) -> dict[str, Any]:
     """A table of parameter overrides, typed and checked by the schema."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{_where(path, None, table.split('.')[0])}[{table}]: expected a table "
-                          f"of parameters")
+        raise ConfigError(
+            f"{_where(path, None, table.split('.')[0])}[{table}]: expected a table of parameters"
+        )
     out = {}
     for name, value in data.items():
         if name not in BY_NAME:
             if isinstance(value, dict):
-                raise ConfigError(f"{_where(path, table, name)}[{table}.{name}]: expected "
-                                  f"parameter = value, not a table")
+                raise ConfigError(
+                    f"{_where(path, table, name)}[{table}.{name}]: expected "
+                    f"parameter = value, not a table"
+                )
             raise ConfigError(unknown_message(name, _where(path, table, name)))
         param = BY_NAME[name]
         try:
@@ -168,17 +179,20 @@ def load_plan(source: str, *, base: str | None = None, seeds: list[int] | None =
     data = _parse_toml(path)
     for key in data:
         if key not in PLAN_KEYS:
-            raise ConfigError(f"{_where(path, None, key)}unknown plan key {key!r} "
-                              f"(plan keys: {', '.join(PLAN_KEYS)})")
+            raise ConfigError(
+                f"{_where(path, None, key)}unknown plan key {key!r} "
+                f"(plan keys: {', '.join(PLAN_KEYS)})"
+            )
     for key in ("title", "description", "base"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{_where(path, None, key)}{key}: expected a string")
     plan_base = data.get("base", "default")
     if base is None and ("/" in plan_base or plan_base.endswith(".toml")):
-        plan_base = str((path.parent / plan_base)) if not Path(plan_base).is_absolute() else plan_base
+        plan_base = str(path.parent / plan_base) if not Path(plan_base).is_absolute() else plan_base
     raw_seeds = data.get("seeds", [])
     if not isinstance(raw_seeds, list) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw_seeds):
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw_seeds
+    ):
         raise ConfigError(f"{_where(path, None, 'seeds')}seeds: expected a list of integers >= 0")
     if seeds is not None:
         raw_seeds = list(seeds)
@@ -187,29 +201,41 @@ def load_plan(source: str, *, base: str | None = None, seeds: list[int] | None =
     common = _overrides(path, "set", data.get("set", {}))
     raw_variants = data.get("variants", {})
     if not isinstance(raw_variants, dict):
-        raise ConfigError(f"{_where(path, None, 'variants')}variants: expected [variants.NAME] "
-                          f"tables")
+        raise ConfigError(
+            f"{_where(path, None, 'variants')}variants: expected [variants.NAME] tables"
+        )
     variants = []
     for name, table in raw_variants.items():
         if runstore.sanitize_name(name) != name:
-            raise ConfigError(f"{path}: variant name {name!r}: use letters, digits, '.', '_', "
-                              f"'+' and '-' only")
+            raise ConfigError(
+                f"{path}: variant name {name!r}: use letters, digits, '.', '_', '+' and '-' only"
+            )
         variants.append(Variant(name, _overrides(path, f"variants.{name}", table)))
     search = data.get("search")
     if search is not None:
         if variants:
             raise ConfigError(f"{path}: a plan has either [variants.*] or [search], not both")
         if raw_seeds:
-            raise ConfigError(f"{path}: seeds are for plans with variants; every trial of a "
-                              f"search uses the base's seed (set it in [set])")
+            raise ConfigError(
+                f"{path}: seeds are for plans with variants; every trial of a "
+                f"search uses the base's seed (set it in [set])"
+            )
         from .search import parse_search  # checks the table now, before anything runs
 
         parse_search(search, path)
     elif not variants:
         variants = [Variant("base", {})]
-    return Plan(name=path.stem, path=path, title=str(data.get("title", path.stem)),
-                description=str(data.get("description", "")), base=base or plan_base,
-                seeds=raw_seeds, common=common, variants=variants, search=search)
+    return Plan(
+        name=path.stem,
+        path=path,
+        title=str(data.get("title", path.stem)),
+        description=str(data.get("description", "")),
+        base=base or plan_base,
+        seeds=raw_seeds,
+        common=common,
+        variants=variants,
+        search=search,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,8 +264,15 @@ def expand(plan: Plan) -> list[PlannedRun]:
     for variant in plan.variants:
         for seed in seeds:
             overrides = {**plan.common, **variant.overrides, "seed": seed}
-            out.append(PlannedRun(f"{variant.name}/seed{seed}", variant.name, seed,
-                                  base.replace(**variant.overrides, seed=seed), overrides))
+            out.append(
+                PlannedRun(
+                    f"{variant.name}/seed{seed}",
+                    variant.name,
+                    seed,
+                    base.replace(**variant.overrides, seed=seed),
+                    overrides,
+                )
+            )
     return out
 
 
@@ -279,8 +312,13 @@ class Sweep:
         return self.data.get("title", self.id)
 
 
-def open_sweep(plan: Plan, runs_dir: Path | None = None, *, sweep_id: str | None = None,
-               extra: dict | None = None) -> Sweep:
+def open_sweep(
+    plan: Plan,
+    runs_dir: Path | None = None,
+    *,
+    sweep_id: str | None = None,
+    extra: dict | None = None,
+) -> Sweep:
     """Create the sweep directory for this plan, or find it again (the resume path)."""
     runs_dir = Path(runs_dir).expanduser().absolute() if runs_dir else runstore.default_runs_dir()
     planned = expand(plan) if plan.kind == "variants" else []
@@ -290,11 +328,19 @@ def open_sweep(plan: Plan, runs_dir: Path | None = None, *, sweep_id: str | None
     if existing is not None:
         return Sweep(sweep_id, path, runs_dir, existing)
     data = {
-        "id": sweep_id, "kind": plan.kind, "plan": plan.name, "plan_path": str(plan.path),
-        "title": plan.title, "description": plan.description, "base": plan.base,
-        "created": time.time(), "host": socket.gethostname(),
-        "planned": [{"key": p.key, "variant": p.variant, "seed": p.seed,
-                     "overrides": p.overrides} for p in planned],
+        "id": sweep_id,
+        "kind": plan.kind,
+        "plan": plan.name,
+        "plan_path": str(plan.path),
+        "title": plan.title,
+        "description": plan.description,
+        "base": plan.base,
+        "created": time.time(),
+        "host": socket.gethostname(),
+        "planned": [
+            {"key": p.key, "variant": p.variant, "seed": p.seed, "overrides": p.overrides}
+            for p in planned
+        ],
         **(extra or {}),
     }
     try:
@@ -317,12 +363,16 @@ def tag_run(run_dir: Path, **tags: Any) -> None:
     write_json_atomic(Path(run_dir) / META_FILE, meta)
 
 
-def create_sweep_run(sweep: Sweep, cfg: Config, *, name: str, overrides: dict,
-                     tags: dict) -> Path:
+def create_sweep_run(sweep: Sweep, cfg: Config, *, name: str, overrides: dict, tags: dict) -> Path:
     # Tagged as it is created: a sweep interrupted right here leaves no untagged run behind.
-    return runstore.create_run(cfg, source=sweep.data.get("base", ""), name=name,
-                               runs_dir=sweep.runs_dir, overrides=overrides,
-                               tags={"sweep": sweep.id, **tags})
+    return runstore.create_run(
+        cfg,
+        source=sweep.data.get("base", ""),
+        name=name,
+        runs_dir=sweep.runs_dir,
+        overrides=overrides,
+        tags={"sweep": sweep.id, **tags},
+    )
 
 
 def sweep_runs(sweep: Sweep) -> list[runstore.RunInfo]:
@@ -354,8 +404,7 @@ def find_sweep(query: str, runs_dir: Path | None = None) -> Sweep:
         by_plan = [s for s in matches if s.data.get("plan") == query]
         if by_plan:
             return by_plan[-1]
-        raise ConfigError(f"sweep {query!r} is ambiguous: "
-                          f"{', '.join(s.id for s in matches[-5:])}")
+        raise ConfigError(f"sweep {query!r} is ambiguous: {', '.join(s.id for s in matches[-5:])}")
     if matches:
         return matches[0]
     known = ", ".join(s.id for s in sweeps[-5:]) or "none yet"
@@ -408,10 +457,15 @@ def launch_detached(sweep: Sweep, args: list[str]) -> tuple[int, Path]:
 
     log_path = sweep.path / SWEEP_LOG
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "vqatune.tui.cli", "sweep", *args],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vqatune.tui.cli", "sweep", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
     return proc.pid, log_path
 
 
@@ -426,6 +480,7 @@ class SweepInterrupted(Exception):
 @contextlib.contextmanager
 def interrupts_as_keyboard() -> Iterator[None]:
     """SIGTERM (and SIGHUP) behave like Ctrl-C so that the sweep stops its runs cleanly."""
+
     def raise_interrupt(signum, frame):
         raise KeyboardInterrupt
 
@@ -479,6 +534,7 @@ def relaunch(run_dir: Path, slot: str | None):
 @dataclass
 class Job:
     """A run the sweep is waiting for: started by us (proc) or adopted from an earlier process."""
+
     run_dir: Path
     label: str
     slot: str | None
@@ -542,14 +598,22 @@ class SweepResult:
     kept: int  # runs already finished before this invocation
 
 
-def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
-                 echo: Callable[[str], None] = print, poll_s: float = 0.25) -> SweepResult:
+def run_variants(
+    sweep: Sweep,
+    plan: Plan,
+    *,
+    slots: list[str | None],
+    echo: Callable[[str], None] = print,
+    poll_s: float = 0.25,
+) -> SweepResult:
     """Run every planned run that has not finished; keep finished ones, resume unfinished ones,
     wait for ones still running from an earlier invocation. Ctrl-C stops the live runs."""
     planned = expand(plan)
     with sweep_lock(sweep):
-        echo(f"sweep {sweep.id}: {plan.title} on {plan.base} ({describe_slots(slots)}; "
-             f"runs in {sweep.runs_dir})")
+        echo(
+            f"sweep {sweep.id}: {plan.title} on {plan.base} ({describe_slots(slots)}; "
+            f"runs in {sweep.runs_dir})"
+        )
         items = match_runs(sweep, planned)
         total = len(items)
         states = {it.planned.key: it.state for it in items}
@@ -575,9 +639,12 @@ def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
             p = item.planned
             if item.run_dir is None:
                 item.run_dir = create_sweep_run(
-                    sweep, p.config, name=f"{plan.name}-{p.variant}-s{p.seed}",
-                    overrides=p.overrides, tags={"sweep_key": p.key, "variant": p.variant,
-                                                 "seed": p.seed, "gpu": slot})
+                    sweep,
+                    p.config,
+                    name=f"{plan.name}-{p.variant}-s{p.seed}",
+                    overrides=p.overrides,
+                    tags={"sweep_key": p.key, "variant": p.variant, "seed": p.seed, "gpu": slot},
+                )
                 run_ids[p.key] = item.run_dir.name
                 what = "started"
                 proc = launch_in_slot(item.run_dir, slot, resume=False)
@@ -586,8 +653,10 @@ def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
             else:
                 proc, what = relaunch(item.run_dir, slot)
             where = f" on GPU {slot}" if slot is not None else ""
-            echo(f"[{done_count + len(jobs) + 1}/{total}] {what} {p.key}: run "
-                 f"{item.run_dir.name}{where}")
+            echo(
+                f"[{done_count + len(jobs) + 1}/{total}] {what} {p.key}: run "
+                f"{item.run_dir.name}{where}"
+            )
             jobs[slot_index] = (Job(item.run_dir, p.key, slot, proc), item)
 
         try:
@@ -600,8 +669,10 @@ def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
                         states[item.planned.key] = info.state
                         done_count += 1
                         acc = _fmt_acc(info.best_accuracy)
-                        echo(f"[{done_count}/{total}] {info.state} {item.planned.key}: "
-                             f"best accuracy {acc} ({time.time() - job.started:.0f} s)")
+                        echo(
+                            f"[{done_count}/{total}] {info.state} {item.planned.key}: "
+                            f"best accuracy {acc} ({time.time() - job.started:.0f} s)"
+                        )
                 # Runs still going from an earlier invocation first, on the GPU they hold.
                 pending.sort(key=lambda it: it.state not in ("running", "queued"))
                 while pending and free:
@@ -614,7 +685,8 @@ def run_variants(sweep: Sweep, plan: Plan, *, slots: list[str | None],
             echo(f"interrupted: stopping {len(jobs)} live run(s)")
             stop_jobs([job for job, _ in jobs.values()], echo)
             raise SweepInterrupted(
-                f"sweep {sweep.id} interrupted; run the same command again to resume it") from None
+                f"sweep {sweep.id} interrupted; run the same command again to resume it"
+            ) from None
     update_sweep(sweep, finished=time.time())
     return SweepResult(sweep, states, run_ids, kept)
 
@@ -663,14 +735,21 @@ def progress(sweep: Sweep, runs: list[runstore.RunInfo] | None = None) -> SweepP
         total = sweep.data.get("search", {}).get("n_trials")
     else:
         total = len(sweep.data.get("planned", []))
-    best = max((r for r in runs if isinstance(r.best_accuracy, (int, float))),
-               key=lambda r: r.best_accuracy, default=None)
+    best = max(
+        (r for r in runs if isinstance(r.best_accuracy, (int, float))),
+        key=lambda r: r.best_accuracy,
+        default=None,
+    )
     return SweepProgress(
-        total=total, done=sum(is_finished(r) for r in runs),
+        total=total,
+        done=sum(is_finished(r) for r in runs),
         running=sum(r.state in ("running", "queued") and r.live for r in runs),
         failed=sum(r.state in ("diverged", "oom", "failed", "crashed") for r in runs),
-        best_accuracy=best.best_accuracy if best else None, best_run=best.id if best else None,
-        best_label=run_label(best) if best else None, active=is_active(sweep))
+        best_accuracy=best.best_accuracy if best else None,
+        best_run=best.id if best else None,
+        best_label=run_label(best) if best else None,
+        active=is_active(sweep),
+    )
 
 
 def overview(runs_dir: Path | None = None) -> list[tuple[Sweep, SweepProgress]]:
@@ -703,8 +782,9 @@ def compare(sweep: Sweep, *, curves: bool = True) -> dict:
     if sweep.kind == "variants":
         for p in sweep.data.get("planned", []):
             groups.setdefault(p["variant"], [])
-            overrides.setdefault(p["variant"], {k: v for k, v in p["overrides"].items()
-                                                if k != "seed"})
+            overrides.setdefault(
+                p["variant"], {k: v for k, v in p["overrides"].items() if k != "seed"}
+            )
         for r in runs:
             groups.setdefault(str(r.meta.get("variant")), []).append(r)
     else:
@@ -719,22 +799,46 @@ def compare(sweep: Sweep, *, curves: bool = True) -> dict:
         final_xs = [r.last_accuracy for r in finished if isinstance(r.last_accuracy, (int, float))]
         mean, std = _mean_std(best_xs)
         fmean, fstd = _mean_std(final_xs)
-        top = max((r for r in members if isinstance(r.best_accuracy, (int, float))),
-                  key=lambda r: r.best_accuracy, default=None)
-        rows.append({
-            "variant": name, "overrides": overrides.get(name, {}),
-            "runs": [{"id": r.id, "seed": r.meta.get("seed"), "trial": r.meta.get("trial"),
-                      "state": r.state, "pruned": bool(r.meta.get("pruned")),
-                      "best_accuracy": r.best_accuracy, "final_accuracy": r.last_accuracy}
-                     for r in members],
-            "n": len(best_xs), "best_mean": mean, "best_std": std,
-            "final_mean": fmean, "final_std": fstd,
-            "best": top.best_accuracy if top else None, "best_run": top.id if top else None,
-        })
+        top = max(
+            (r for r in members if isinstance(r.best_accuracy, (int, float))),
+            key=lambda r: r.best_accuracy,
+            default=None,
+        )
+        rows.append(
+            {
+                "variant": name,
+                "overrides": overrides.get(name, {}),
+                "runs": [
+                    {
+                        "id": r.id,
+                        "seed": r.meta.get("seed"),
+                        "trial": r.meta.get("trial"),
+                        "state": r.state,
+                        "pruned": bool(r.meta.get("pruned")),
+                        "best_accuracy": r.best_accuracy,
+                        "final_accuracy": r.last_accuracy,
+                    }
+                    for r in members
+                ],
+                "n": len(best_xs),
+                "best_mean": mean,
+                "best_std": std,
+                "final_mean": fmean,
+                "final_std": fstd,
+                "best": top.best_accuracy if top else None,
+                "best_run": top.id if top else None,
+            }
+        )
     scored = [r for r in rows if r["best_mean"] is not None]
     winner = max(scored, key=lambda r: r["best_mean"])["variant"] if scored else None
-    out = {"sweep": sweep.id, "title": sweep.title, "kind": sweep.kind,
-           "base": sweep.data.get("base"), "variants": rows, "winner": winner}
+    out = {
+        "sweep": sweep.id,
+        "title": sweep.title,
+        "kind": sweep.kind,
+        "base": sweep.data.get("base"),
+        "variants": rows,
+        "winner": winner,
+    }
     if curves:
         out["curves"] = [{"run": r.id, "label": run_label(r), **eval_curve(r.path)} for r in runs]
     return out

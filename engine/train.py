@@ -16,15 +16,20 @@ from . import events
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vqatune.engine.train",
-                                     description="Train the config of a run directory.")
+    parser = argparse.ArgumentParser(
+        prog="python -m vqatune.engine.train", description="Train the config of a run directory."
+    )
     parser.add_argument("run_dir", type=Path, help="run directory holding config.toml")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from checkpoints/last.pt (from the start if there is none)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from checkpoints/last.pt (from the start if there is none)",
+    )
     args = parser.parse_args(argv)
     if not (args.run_dir / events.CONFIG_FILE).is_file():
-        print(f"error: {args.run_dir}: no {events.CONFIG_FILE} (not a run directory)",
-              file=sys.stderr)
+        print(
+            f"error: {args.run_dir}: no {events.CONFIG_FILE} (not a run directory)", file=sys.stderr
+        )
         return 2
     from .trainer import Trainer
 

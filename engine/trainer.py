@@ -84,12 +84,25 @@ class Status:
 
     def __init__(self, path: Path, enabled: bool = True, **fields):
         self.path, self.enabled = path, enabled  # disabled on ranks other than 0
-        self.fields = {"state": "running", "pid": os.getpid(),
-                       "pid_start_time": _process_start_time(), "heartbeat": time.time(),
-                       "step": 0, "total_steps": 0, "epoch": 0, "epochs": 0, "eta_s": None,
-                       "samples_per_s": None, "best_accuracy": None, "last_accuracy": None,
-                       "started": time.time(), "ended": None, "message": None, "world_size": 1,
-                       **fields}
+        self.fields = {
+            "state": "running",
+            "pid": os.getpid(),
+            "pid_start_time": _process_start_time(),
+            "heartbeat": time.time(),
+            "step": 0,
+            "total_steps": 0,
+            "epoch": 0,
+            "epochs": 0,
+            "eta_s": None,
+            "samples_per_s": None,
+            "best_accuracy": None,
+            "last_accuracy": None,
+            "started": time.time(),
+            "ended": None,
+            "message": None,
+            "world_size": 1,
+            **fields,
+        }
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.write()
@@ -161,8 +174,9 @@ class Trainer:
         """Train to the end; returns the exit code (0 done, 1 failed/diverged/oom, 130 stopped)."""
         _setup_logging(self.run_dir / events.LOG_FILE, self.rank)
         main = self.rank == 0
-        self.metrics = events.MetricsWriter(self.run_dir / events.METRICS_FILE) if main \
-            else _NoMetrics()
+        self.metrics = (
+            events.MetricsWriter(self.run_dir / events.METRICS_FILE) if main else _NoMetrics()
+        )
         self.status = Status(self.run_dir / events.STATUS_FILE, enabled=main)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         state, message = "done", None
@@ -204,21 +218,25 @@ class Trainer:
         first = min(errors, key=lambda e: e["time"], default=None)
         if first is None or first["rank"] == 0:
             if "by peer" in message:  # gloo: another rank died without a word (kill -9)
-                return ("another training process ended abruptly (torchrun names it in "
-                        f"train.log): {message}")
+                return (
+                    "another training process ended abruptly (torchrun names it in "
+                    f"train.log): {message}"
+                )
             return message
         return f"rank {first['rank']} failed: {first['message']}"
 
     def _on_signal(self, signum, frame) -> None:
-        log.info("received %s: finishing the current step, then stopping",
-                 signal.Signals(signum).name)
+        log.info(
+            "received %s: finishing the current step, then stopping", signal.Signals(signum).name
+        )
         self.stop_requested = True
 
     # ------------------------------------------------------------------------------------------
     # Setup: config -> data -> model -> optimisers
 
     def setup(self) -> None:
-        from . import data, model as model_lib
+        from . import data
+        from . import model as model_lib
 
         cfg = self.cfg
         self.world = world = distributed.init(cfg)
@@ -237,18 +255,20 @@ class Trainer:
         self.model = model_lib.build_model(cfg, self.meta).to(self.device)
         self.ddp = self.model  # what the training forward goes through
         if world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
             # Buffers are constants here: no broadcast in forward, so a rank may skip forwards
             # (out of memory) without desynchronising; branches unused by a data set (no graph).
             import warnings
+
+            from torch.nn.parallel import DistributedDataParallel
 
             with warnings.catch_warnings():  # broadcast_buffers: the spelling whose meaning we want
                 warnings.simplefilter("ignore", FutureWarning)
                 self.ddp = DistributedDataParallel(
                     self.model,
                     device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                    broadcast_buffers=False, find_unused_parameters=True)
+                    broadcast_buffers=False,
+                    find_unused_parameters=True,
+                )
             if world.rank:  # own dropout noise; rank 0 draws as a single process would
                 seeding.seed_everything(cfg.seed + world.rank)
 
@@ -256,8 +276,9 @@ class Trainer:
         self.micro_batch = cfg.batch_size
         self.accumulation = cfg.update_freq * cfg.gradient_accumulation_steps
         # Workers, collation and pinning of the data module's loader (the order is per epoch).
-        self.loader_template = data.make_loader(self.train_set, cfg, train=True, seed=cfg.seed,
-                                                epoch=0, batch_size=self.micro_batch)
+        self.loader_template = data.make_loader(
+            self.train_set, cfg, train=True, seed=cfg.seed, epoch=0, batch_size=self.micro_batch
+        )
         self.drop_last = self.loader_template.drop_last
         self.batch_sizes, self.micro_done = [], 0  # global micro-batch sizes of the loader
         self.steps_per_epoch = self._steps_in(len(self.train_set))
@@ -282,17 +303,30 @@ class Trainer:
         if restored:
             self._restore(state)
         n_params = sum(p.numel() for p in self.model.parameters())
-        common = dict(total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
-                      epochs=cfg.epochs, device=str(self.device), precision=self.precision.name,
-                      batch_size=self.micro_batch, accumulation=self.accumulation,
-                      effective_batch_size=self.micro_batch * self.accumulation * world.size,
-                      world_size=world.size,
-                      dataset=self.meta.dataset, train_size=len(self.train_set),
-                      eval_size=len(self.eval_set), params=n_params,
-                      trainable_params=sum(p.numel() for p in self.params))
+        common = dict(
+            total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            epochs=cfg.epochs,
+            device=str(self.device),
+            precision=self.precision.name,
+            batch_size=self.micro_batch,
+            accumulation=self.accumulation,
+            effective_batch_size=self.micro_batch * self.accumulation * world.size,
+            world_size=world.size,
+            dataset=self.meta.dataset,
+            train_size=len(self.train_set),
+            eval_size=len(self.eval_set),
+            params=n_params,
+            trainable_params=sum(p.numel() for p in self.params),
+        )
         if restored:
-            self.metrics.write("resumed", step=self.step, epoch=self.epoch_label,
-                               from_checkpoint=str(last), **common)
+            self.metrics.write(
+                "resumed",
+                step=self.step,
+                epoch=self.epoch_label,
+                from_checkpoint=str(last),
+                **common,
+            )
             log.info("resumed from %s at step %d", last, self.step)
         else:
             if self.resume:
@@ -300,14 +334,30 @@ class Trainer:
                 self.metrics.write("resumed", step=0, epoch=1, from_checkpoint=None, **common)
             else:
                 self.metrics.write("start", **common)
-            log.info("training %s parameters on %s (%s), %d steps, effective batch %d",
-                     f"{n_params:,}", self.device, self.precision.name, self.total_steps,
-                     self.micro_batch * self.accumulation * world.size)
+            log.info(
+                "training %s parameters on %s (%s), %d steps, effective batch %d",
+                f"{n_params:,}",
+                self.device,
+                self.precision.name,
+                self.total_steps,
+                self.micro_batch * self.accumulation * world.size,
+            )
             if world.distributed:
-                log.info("%d processes (%d per node, %d nodes), backend %s", world.size,
-                         cfg.nproc_per_node, cfg.nnodes, torch.distributed.get_backend())
-        self.status.update(world_size=world.size, total_steps=self.total_steps, step=self.step, epoch=self.epoch_label,
-                           best_accuracy=self.best_accuracy, last_accuracy=self.last_accuracy)
+                log.info(
+                    "%d processes (%d per node, %d nodes), backend %s",
+                    world.size,
+                    cfg.nproc_per_node,
+                    cfg.nnodes,
+                    torch.distributed.get_backend(),
+                )
+        self.status.update(
+            world_size=world.size,
+            total_steps=self.total_steps,
+            step=self.step,
+            epoch=self.epoch_label,
+            best_accuracy=self.best_accuracy,
+            last_accuracy=self.last_accuracy,
+        )
         self.train_started, self.steps_this_process = time.time(), 0
 
     @property
@@ -343,8 +393,14 @@ class Trainer:
         """The sample order of an epoch, as the data module's loader would draw it."""
         from . import data
 
-        loader = data.make_loader(self.train_set, self.cfg, train=True, seed=self.cfg.seed,
-                                  epoch=epoch, batch_size=self.micro_batch)
+        loader = data.make_loader(
+            self.train_set,
+            self.cfg,
+            train=True,
+            seed=self.cfg.seed,
+            epoch=epoch,
+            batch_size=self.micro_batch,
+        )
         batches = loader.sampler if loader.batch_size is None else loader.batch_sampler
         return np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])
 
@@ -352,10 +408,11 @@ class Trainer:
         """Micro-batches of the current epoch's order from sample `start` on."""
         order, size = self.order, self.micro_batch
         if self.world.distributed:  # this rank's part of each global micro-batch
-            batches, self.batch_sizes = distributed.shard(order[start:], size, self.world.size,
-                                                          self.world.rank, self.drop_last)
+            batches, self.batch_sizes = distributed.shard(
+                order[start:], size, self.world.size, self.world.rank, self.drop_last
+            )
         else:
-            batches = [order[i:i + size] for i in range(start, len(order), size)]
+            batches = [order[i : i + size] for i in range(start, len(order), size)]
             if self.drop_last and batches and len(batches[-1]) < size:
                 batches.pop()
             self.batch_sizes = [len(b) for b in batches]
@@ -367,11 +424,16 @@ class Trainer:
             batching = {"batch_sampler": batches}
         # Our own generator: iterating never draws from the global RNG (exact resume).
         generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch)
-        return DataLoader(t.dataset, collate_fn=t.collate_fn, num_workers=t.num_workers,
-                          pin_memory=t.pin_memory, worker_init_fn=t.worker_init_fn,
-                          generator=generator,
-                          prefetch_factor=t.prefetch_factor if t.num_workers else None,
-                          **batching)
+        return DataLoader(
+            t.dataset,
+            collate_fn=t.collate_fn,
+            num_workers=t.num_workers,
+            pin_memory=t.pin_memory,
+            worker_init_fn=t.worker_init_fn,
+            generator=generator,
+            prefetch_factor=t.prefetch_factor if t.num_workers else None,
+            **batching,
+        )
 
     def train_epoch(self) -> None:
         while True:
@@ -397,7 +459,9 @@ class Trainer:
         """One optimiser step over n_micro micro-batches (on every rank)."""
         model, world, step = self.model, self.world, self.step + 1
         self.opt.zero_grad()
-        losses = torch.zeros(1 + len(BRANCHES), device=self.device)  # total, fused, ban, graph, xvlm
+        losses = torch.zeros(
+            1 + len(BRANCHES), device=self.device
+        )  # total, fused, ban, graph, xvlm
         oom = None
         # DDP all-reduces gradients in the backward of a micro-batch run outside no_sync: the
         # last one. With dynamic_batch_size every micro-batch runs under no_sync and the
@@ -425,21 +489,25 @@ class Trainer:
                     raise
                 oom = exc  # agreed on below, before any gradient is synchronised
                 break
-            losses += torch.stack([loss.detach().float()] +
-                                  [parts[b].detach().float() for b in BRANCHES])
+            losses += torch.stack(
+                [loss.detach().float()] + [parts[b].detach().float() for b in BRANCHES]
+            )
         if world.distributed and world.any(oom is not None, self.device):
             raise oom or torch.cuda.OutOfMemoryError("CUDA out of memory on another rank")
         if ddp_sync:
             self.scaler.scale(loss / n_micro).backward()
         elif manual_sync:
             self._average_gradients()
-        samples = sum(self.batch_sizes[self.micro_done:self.micro_done + n_micro])  # all ranks
+        samples = sum(self.batch_sizes[self.micro_done : self.micro_done + n_micro])  # all ranks
         self.micro_done += n_micro
         # Every rank sees the global mean losses: the same divergence decision everywhere.
         losses = (world.sum(losses) / (n_micro * world.size)).tolist()
         if not math.isfinite(losses[0]):
-            raise RunEnd("diverged", f"loss became {losses[0]} at step {step}; "
-                                     f"try a lower lr/xvlm_lr or a smaller clip_norm")
+            raise RunEnd(
+                "diverged",
+                f"loss became {losses[0]} at step {step}; "
+                f"try a lower lr/xvlm_lr or a smaller clip_norm",
+            )
         self.opt.unscale(self.scaler)
         max_norm = self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)  # norm before clipping
@@ -489,16 +557,31 @@ class Trainer:
         memory = self.world.gather(precision.memory_stats(self.device))  # every rank's
         per_rank = {"memory_ranks": memory} if self.world.distributed else {}
         record = self.metrics.write(
-            "step", step=self.step, epoch=self.epoch_label, loss=_finite(w.mean(0)),
+            "step",
+            step=self.step,
+            epoch=self.epoch_label,
+            loss=_finite(w.mean(0)),
             losses={b: _finite(w.mean(i + 1)) for i, b in enumerate(BRANCHES)},
-            lr=self.opt.lr("heads"), xvlm_lr=self.opt.lr("backbone"),
-            grad_norm=_finite(w.grad_norm), batch_size=self.micro_batch,
-            accumulation=self.accumulation, samples_per_s=round(w.samples_per_s(), 2),
-            memory=memory[0], **per_rank)
+            lr=self.opt.lr("heads"),
+            xvlm_lr=self.opt.lr("backbone"),
+            grad_norm=_finite(w.grad_norm),
+            batch_size=self.micro_batch,
+            accumulation=self.accumulation,
+            samples_per_s=round(w.samples_per_s(), 2),
+            memory=memory[0],
+            **per_rank,
+        )
         self.status.update(samples_per_s=record["samples_per_s"])
-        log.info("step %d/%d epoch %d: loss %s, lr %.3g, xvlm_lr %.3g, %.0f samples/s",
-                 self.step, self.total_steps, self.epoch_label, record["loss"], record["lr"],
-                 record["xvlm_lr"], record["samples_per_s"])
+        log.info(
+            "step %d/%d epoch %d: loss %s, lr %.3g, xvlm_lr %.3g, %.0f samples/s",
+            self.step,
+            self.total_steps,
+            self.epoch_label,
+            record["loss"],
+            record["lr"],
+            record["xvlm_lr"],
+            record["samples_per_s"],
+        )
         self.window = _Window()
 
     # ------------------------------------------------------------------------------------------
@@ -510,15 +593,27 @@ class Trainer:
 
         started = time.time()
         self.model.eval()
-        loader = data.make_loader(self.eval_set, self.cfg, train=False, seed=self.cfg.seed,
-                                  epoch=0, batch_size=self.micro_batch)
+        loader = data.make_loader(
+            self.eval_set,
+            self.cfg,
+            train=False,
+            seed=self.cfg.seed,
+            epoch=0,
+            batch_size=self.micro_batch,
+        )
         world = self.world
         if world.distributed:  # every world.size-th batch; the sums are reduced below
             t = loader
             mine = [b for j, b in enumerate(t.sampler) if j % world.size == world.rank]
-            loader = DataLoader(t.dataset, sampler=mine, batch_size=None, collate_fn=t.collate_fn,
-                                num_workers=t.num_workers, pin_memory=t.pin_memory,
-                                prefetch_factor=t.prefetch_factor if t.num_workers else None)
+            loader = DataLoader(
+                t.dataset,
+                sampler=mine,
+                batch_size=None,
+                collate_fn=t.collate_fn,
+                num_workers=t.num_workers,
+                pin_memory=t.pin_memory,
+                prefetch_factor=t.prefetch_factor if t.num_workers else None,
+            )
         n_types = len(self.meta.answer_types)
         correct = torch.zeros(len(BRANCHES), device=self.device, dtype=torch.float64)
         type_correct = torch.zeros(n_types, device=self.device, dtype=torch.float64)
@@ -536,26 +631,40 @@ class Trainer:
                 correct[i] += score.sum()
                 if branch == "fused":
                     type_correct.index_add_(0, batch["answer_type"], score)
-                    type_count.index_add_(0, batch["answer_type"],
-                                          torch.ones_like(score))
+                    type_count.index_add_(0, batch["answer_type"], torch.ones_like(score))
             loss_sum += loss.detach().double() * size
             n += size
         self.model.train()
         if world.distributed:
-            sums = world.sum(torch.cat([correct, type_correct, type_count, loss_sum.view(1),
-                                        torch.tensor([float(n)], dtype=torch.float64,
-                                                     device=self.device)]))
+            sums = world.sum(
+                torch.cat(
+                    [
+                        correct,
+                        type_correct,
+                        type_count,
+                        loss_sum.view(1),
+                        torch.tensor([float(n)], dtype=torch.float64, device=self.device),
+                    ]
+                )
+            )
             k = len(BRANCHES)
-            correct, type_correct = sums[:k], sums[k:k + n_types]
-            type_count, loss_sum = sums[k + n_types:k + 2 * n_types], sums[-2]
+            correct, type_correct = sums[:k], sums[k : k + n_types]
+            type_count, loss_sum = sums[k + n_types : k + 2 * n_types], sums[-2]
             n = int(sums[-1].item())
         accuracy = (correct / max(n, 1)).tolist()
-        result = {"accuracy": accuracy[0], "accuracy_branch": dict(zip(BRANCHES, accuracy)),
-                  "loss": _finite(loss_sum.item() / max(n, 1)), "questions": n}
+        result = {
+            "accuracy": accuracy[0],
+            "accuracy_branch": dict(zip(BRANCHES, accuracy)),
+            "loss": _finite(loss_sum.item() / max(n, 1)),
+            "questions": n,
+        }
         if n_types > 1:
             result["accuracy_type"] = {
-                name: (c / k if k else None) for name, c, k in
-                zip(self.meta.answer_types, type_correct.tolist(), type_count.tolist())}
+                name: (c / k if k else None)
+                for name, c, k in zip(
+                    self.meta.answer_types, type_correct.tolist(), type_count.tolist()
+                )
+            }
         result["duration_s"] = round(time.time() - started, 3)
         return result
 
@@ -569,15 +678,25 @@ class Trainer:
             self.evals_since_best += 1
         self.last_accuracy, self.last_eval_step = accuracy, self.step
         self.metrics.write("eval", step=self.step, epoch=self.epoch_label, **result)
-        log.info("step %d: accuracy %.4f (best %.4f at step %d)", self.step, accuracy,
-                 self.best_accuracy, self.best_step)
+        log.info(
+            "step %d: accuracy %.4f (best %.4f at step %d)",
+            self.step,
+            accuracy,
+            self.best_accuracy,
+            self.best_step,
+        )
         self.status.update(last_accuracy=accuracy, best_accuracy=self.best_accuracy)
         self.save_checkpoint(best=best)
         patience = self.cfg.patience
         if patience and self.evals_since_best >= patience:
-            self.metrics.write("early_stop", step=self.step, epoch=self.epoch_label,
-                               best_accuracy=self.best_accuracy, best_step=self.best_step,
-                               patience=patience)
+            self.metrics.write(
+                "early_stop",
+                step=self.step,
+                epoch=self.epoch_label,
+                best_accuracy=self.best_accuracy,
+                best_step=self.best_step,
+                patience=patience,
+            )
             raise RunEnd("done", f"early stop: no better accuracy in {patience} evaluations")
 
     def save_checkpoint(self, best: bool) -> None:
@@ -586,22 +705,44 @@ class Trainer:
             return
         folder = self.run_dir / events.CHECKPOINT_DIR
         path = folder / checkpoint.LAST
-        checkpoint.save({
-            "step": self.step, "epoch": self.epoch, "config": self.cfg.to_dict(),
-            "model": self.model.state_dict(), "optimisation": self.opt.state_dict(),
-            "scaler": self.scaler.state_dict(), "rng": rngs[0], "rng_ranks": rngs,
-            "world_size": self.world.size,
-            "data": {"epoch": self.epoch, "sample": self.sample,
-                     "order": self.order,
-                     "batch_size": self.micro_batch, "accumulation": self.accumulation},
-            "progress": {"best_accuracy": self.best_accuracy, "best_step": self.best_step,
-                         "last_accuracy": self.last_accuracy, "last_eval_step": self.last_eval_step,
-                         "evals_since_best": self.evals_since_best, "window": self.window.state()},
-        }, path)
+        checkpoint.save(
+            {
+                "step": self.step,
+                "epoch": self.epoch,
+                "config": self.cfg.to_dict(),
+                "model": self.model.state_dict(),
+                "optimisation": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rngs[0],
+                "rng_ranks": rngs,
+                "world_size": self.world.size,
+                "data": {
+                    "epoch": self.epoch,
+                    "sample": self.sample,
+                    "order": self.order,
+                    "batch_size": self.micro_batch,
+                    "accumulation": self.accumulation,
+                },
+                "progress": {
+                    "best_accuracy": self.best_accuracy,
+                    "best_step": self.best_step,
+                    "last_accuracy": self.last_accuracy,
+                    "last_eval_step": self.last_eval_step,
+                    "evals_since_best": self.evals_since_best,
+                    "window": self.window.state(),
+                },
+            },
+            path,
+        )
         if best:
             checkpoint.link(path, folder / checkpoint.BEST)
-        self.metrics.write("checkpoint", step=self.step, epoch=self.epoch_label,
-                           path=str(path.relative_to(self.run_dir)), best=best)
+        self.metrics.write(
+            "checkpoint",
+            step=self.step,
+            epoch=self.epoch_label,
+            path=str(path.relative_to(self.run_dir)),
+            best=best,
+        )
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -635,16 +776,31 @@ class Trainer:
         if not self.cfg.dynamic_batch_size or old == 1:
             raise RunEnd(*self._oom_end(exc))
         self.micro_batch, self.accumulation = old // 2, self.accumulation * 2
-        self.metrics.write("batch_resized", step=self.step + 1, old_batch_size=old,
-                           new_batch_size=self.micro_batch, accumulation=self.accumulation)
-        log.warning("out of memory at step %d: micro-batch %d -> %d, accumulation %d",
-                    self.step + 1, old, self.micro_batch, self.accumulation)
+        self.metrics.write(
+            "batch_resized",
+            step=self.step + 1,
+            old_batch_size=old,
+            new_batch_size=self.micro_batch,
+            accumulation=self.accumulation,
+        )
+        log.warning(
+            "out of memory at step %d: micro-batch %d -> %d, accumulation %d",
+            self.step + 1,
+            old,
+            self.micro_batch,
+            self.accumulation,
+        )
 
     def _oom_end(self, exc: BaseException) -> tuple[str, str]:
         advice = precision.oom_advice(self.cfg)
         batch = getattr(self, "micro_batch", self.cfg.batch_size)
-        self.metrics.write("oom", step=getattr(self, "step", 0) + 1, batch_size=batch,
-                           message=str(exc).splitlines()[0], advice=advice)
+        self.metrics.write(
+            "oom",
+            step=getattr(self, "step", 0) + 1,
+            batch_size=batch,
+            message=str(exc).splitlines()[0],
+            advice=advice,
+        )
         return "oom", f"out of memory at batch size {batch}: {advice}"
 
     # ------------------------------------------------------------------------------------------
@@ -653,19 +809,27 @@ class Trainer:
     def finish(self, state: str, message: str | None) -> None:
         step = getattr(self, "step", 0)
         ended = time.time()
-        summary = {"state": state, "message": message, "step": step,
-                   "total_steps": getattr(self, "total_steps", None),
-                   "epoch": self.epoch_label if hasattr(self, "sample") else 0,
-                   "epochs": self.status.fields["epochs"],
-                   "best_accuracy": getattr(self, "best_accuracy", None),
-                   "best_step": getattr(self, "best_step", None),
-                   "final_accuracy": getattr(self, "last_accuracy", None),
-                   "duration_s": round(ended - self.started, 3)}
+        summary = {
+            "state": state,
+            "message": message,
+            "step": step,
+            "total_steps": getattr(self, "total_steps", None),
+            "epoch": self.epoch_label if hasattr(self, "sample") else 0,
+            "epochs": self.status.fields["epochs"],
+            "best_accuracy": getattr(self, "best_accuracy", None),
+            "best_step": getattr(self, "best_step", None),
+            "final_accuracy": getattr(self, "last_accuracy", None),
+            "duration_s": round(ended - self.started, 3),
+        }
         # Each record on its own: one failing (a full disk) must not cost the others.
-        writes = (lambda: self.metrics.write("end", **summary), self.metrics.close,
-                      lambda: events.write_json_atomic(self.run_dir / events.SUMMARY_FILE, summary),
-                      lambda: self.status.close(state=state, ended=ended, message=message,
-                                                step=step, eta_s=0))
+        writes = (
+            lambda: self.metrics.write("end", **summary),
+            self.metrics.close,
+            lambda: events.write_json_atomic(self.run_dir / events.SUMMARY_FILE, summary),
+            lambda: self.status.close(
+                state=state, ended=ended, message=message, step=step, eta_s=0
+            ),
+        )
         for write in writes if self.rank == 0 else writes[3:]:  # status: a no-op off rank 0
             try:
                 write()
@@ -676,7 +840,8 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - a peer already gone; the run has ended anyway
             log.warning("leaving the process group: %s", exc)
         (log.info if state == "done" else log.warning)(
-            "run %s%s", state, f": {message}" if message else "")
+            "run %s%s", state, f": {message}" if message else ""
+        )
 
 
 class _Window:
@@ -700,11 +865,15 @@ class _Window:
         return self.samples / max(time.time() - self.started, 1e-9)
 
     def state(self) -> dict:
-        return {"sums": self.sums, "steps": self.steps, "samples": self.samples,
-                "grad_norm": self.grad_norm}
+        return {
+            "sums": self.sums,
+            "steps": self.steps,
+            "samples": self.samples,
+            "grad_norm": self.grad_norm,
+        }
 
     @classmethod
-    def from_state(cls, s: dict) -> "_Window":
+    def from_state(cls, s: dict) -> _Window:
         return cls(list(s["sums"]), s["steps"], s["samples"], s["grad_norm"])
 
 
@@ -720,7 +889,9 @@ def _setup_logging(path: Path, rank: int = 0) -> None:
     tag = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
     try:
-        same = os.path.exists(path) and os.path.samefile(path, f"/proc/self/fd/{sys.stdout.fileno()}")
+        same = os.path.exists(path) and os.path.samefile(
+            path, f"/proc/self/fd/{sys.stdout.fileno()}"
+        )
     except (OSError, ValueError, AttributeError):
         same = False
     if not same:

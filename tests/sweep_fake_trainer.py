@@ -12,9 +12,9 @@ import os
 import signal
 import sys
 import time
-import tomllib
 
 import psutil
+import tomllib
 
 run_dir = sys.argv[1]
 resume = "--resume" in sys.argv
@@ -32,8 +32,11 @@ step, best, last = 0, None, None
 if resume and os.path.exists(ckpt):
     with open(ckpt) as f:
         step, best, last = json.load(f)
-print(f"fake trainer {'resume' if resume else 'start'} at step {step} "
-      f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}", flush=True)
+print(
+    f"fake trainer {'resume' if resume else 'start'} at step {step} "
+    f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}",
+    flush=True,
+)
 stopping = []
 signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
 
@@ -43,10 +46,23 @@ def event(kind, **fields):
 
 
 def status(state, **kw):
-    data = {"state": state, "pid": os.getpid(), "pid_start_time": start_time,
-            "heartbeat": time.time(), "step": step, "total_steps": total, "epoch": 1,
-            "epochs": 1, "started": started, "ended": None, "best_accuracy": best,
-            "last_accuracy": last, "message": None, "world_size": 1, **kw}
+    data = {
+        "state": state,
+        "pid": os.getpid(),
+        "pid_start_time": start_time,
+        "heartbeat": time.time(),
+        "step": step,
+        "total_steps": total,
+        "epoch": 1,
+        "epochs": 1,
+        "started": started,
+        "ended": None,
+        "best_accuracy": best,
+        "last_accuracy": last,
+        "message": None,
+        "world_size": 1,
+        **kw,
+    }
     tmp = os.path.join(run_dir, ".status.json.tmp")
     with open(tmp, "w") as f:
         json.dump(data, f)
@@ -62,8 +78,7 @@ def checkpoint():
 def end(state, code):
     event("end", state=state, step=step, best_accuracy=best, final_accuracy=last)
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump({"state": state, "best_accuracy": best, "final_accuracy": last,
-                   "step": step}, f)
+        json.dump({"state": state, "best_accuracy": best, "final_accuracy": last, "step": step}, f)
     status(state, ended=time.time())
     sys.exit(code)
 

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
-
 from vqatune.engine import config
 from vqatune.engine.schema import PARAMS
 from vqatune.tui.cli import app
@@ -48,13 +47,20 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}))
 
 def test_light_commands_import_no_torch_transformers_or_textual(isolated):
     (isolated / "a.toml").write_text('extends = "24gb"\nlr = 1e-4\n')
-    argvs = [["--help"], ["presets"], ["presets", "--json"], ["config", "show", "smoke"],
-             ["config", "show", "8gb", "--format", "cmdline"], ["config", "validate", "a.toml"],
-             ["config", "diff", "a.toml", "24gb"],
-             ["config", "from-cmdline", "python main.py --lr 3e-4"]]
+    argvs = [
+        ["--help"],
+        ["presets"],
+        ["presets", "--json"],
+        ["config", "show", "smoke"],
+        ["config", "show", "8gb", "--format", "cmdline"],
+        ["config", "validate", "a.toml"],
+        ["config", "diff", "a.toml", "24gb"],
+        ["config", "from-cmdline", "python main.py --lr 3e-4"],
+    ]
     code = CHECK_IMPORTS.format(argvs=argvs, heavy=HEAVY)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
@@ -62,12 +68,19 @@ def test_console_script_help_imports_nothing_heavy():
     script = Path(sys.executable).parent / "vqatune"
     if not script.exists():
         pytest.skip("console script not installed next to this interpreter")
-    out = subprocess.run([sys.executable, "-X", "importtime", str(script), "--help"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", str(script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0
     assert "presets" in out.stdout and "config" in out.stdout
-    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = {
+        line.split("|")[-1].strip()
+        for line in out.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert imported and not {m for m in imported if m.split(".")[0] in HEAVY}
 
 
@@ -103,21 +116,31 @@ def test_config_show_formats(isolated):
     assert j["config"]["batch_size"] == 48 and j["overrides"] == {"seed": 1}
     assert j["effective_batch_size"] == 48 * 4 and j["source"] == "24gb"
     line = cli("config", "show", "8gb", "-f", "cmdline").stdout.strip()
-    assert line == ("python main.py --batch_size 16 --gradient_accumulation_steps 4 "
-                    "--max_memory_usage 0.7 --mixed_precision")
+    assert line == (
+        "python main.py --batch_size 16 --gradient_accumulation_steps 4 "
+        "--max_memory_usage 0.7 --mixed_precision"
+    )
     assert cli("config", "show", "-f", "cmdline").stdout.strip() == "python main.py"
     full = cli("config", "show", "--all", "-f", "cmdline").stdout
     assert full.count(" --") == len(config.Config().to_dict())
 
 
-@pytest.mark.parametrize("args,message", [
-    (["config", "show", "24gbb"], "error: 24gbb: no such preset or file; did you mean '24gb'?"),
-    (["config", "show", "--set", "lr=-1"], "error: --set: lr: must be > 0.0, got -1.0"),
-    (["config", "show", "--set", "dropuot=0.1"],
-     "error: --set: unknown parameter 'dropuot'; did you mean 'dropout'?"),
-    (["config", "from-cmdline", "python main.py --lr"], "error: command line: --lr needs a value"),
-    (["config", "diff", "24gb", "nope.toml"], "error: nope.toml: no such file"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["config", "show", "24gbb"], "error: 24gbb: no such preset or file; did you mean '24gb'?"),
+        (["config", "show", "--set", "lr=-1"], "error: --set: lr: must be > 0.0, got -1.0"),
+        (
+            ["config", "show", "--set", "dropuot=0.1"],
+            "error: --set: unknown parameter 'dropuot'; did you mean 'dropout'?",
+        ),
+        (
+            ["config", "from-cmdline", "python main.py --lr"],
+            "error: command line: --lr needs a value",
+        ),
+        (["config", "diff", "24gb", "nope.toml"], "error: nope.toml: no such file"),
+    ],
+)
 def test_user_errors_are_one_line_exit_2_nothing_written(isolated, args, message):
     before = files_in(isolated.parent)
     r = cli(*args)
@@ -139,9 +162,11 @@ def test_validate_several_files(isolated):
     r = cli("config", "validate", "good.toml", "bad.toml", "broken.toml", "missing.toml")
     assert r.exit_code == 2
     assert r.stdout.splitlines() == ["good.toml: ok"]
-    assert r.stderr.splitlines() == ["error: bad.toml:2: dropout: must be >= 0.0 and < 1.0, got 1.5",
-                                     "error: broken.toml:2:11: invalid TOML: Invalid value",
-                                     "error: missing.toml: no such file"]
+    assert r.stderr.splitlines() == [
+        "error: bad.toml:2: dropout: must be >= 0.0 and < 1.0, got 1.5",
+        "error: broken.toml:2:11: invalid TOML: Invalid value",
+        "error: missing.toml: no such file",
+    ]
     assert "Traceback" not in r.stderr
 
 
@@ -152,26 +177,46 @@ def test_diff_shows_only_differing_parameters(isolated):
         {"param": "batch_size", "a": 16, "b": 48},
         {"param": "gradient_accumulation_steps", "a": 4, "b": 1},
         {"param": "max_memory_usage", "a": 0.7, "b": 0.9},
-        {"param": "mixed_precision", "a": True, "b": False}]
+        {"param": "mixed_precision", "a": True, "b": False},
+    ]
     table = cli("config", "diff", "8gb", "24gb").stdout
     rows = [line.split()[0] for line in table.splitlines()[1:]]
-    assert rows == ["batch_size", "gradient_accumulation_steps", "max_memory_usage",
-                    "mixed_precision"]
-    assert cli("config", "diff", "default", "gqa").stdout.split() == ["parameter", "default",
-                                                                      "gqa", "dataset",
-                                                                      "easy-vqa", "gqa"]
+    assert rows == [
+        "batch_size",
+        "gradient_accumulation_steps",
+        "max_memory_usage",
+        "mixed_precision",
+    ]
+    assert cli("config", "diff", "default", "gqa").stdout.split() == [
+        "parameter",
+        "default",
+        "gqa",
+        "dataset",
+        "easy-vqa",
+        "gqa",
+    ]
     assert cli("config", "diff", "smoke", "smoke").stdout == "smoke and smoke are identical\n"
 
 
 def test_from_cmdline_prints_toml_and_extends(isolated):
     r = cli("config", "from-cmdline", "python main.py --lr 3e-4 --mixed_precision --dataset VQA")
     assert r.exit_code == 0
-    assert r.stdout == ('[training]\nlr = 0.0003\n\n[optimisation]\nmixed_precision = true\n\n'
-                        '[run]\ndataset = "vqa"\n')
-    r = cli("config", "from-cmdline", "--extends", "8gb",
-            "python main.py --batch_size 16 --seed 3 --max_memory_usage 0.7")
+    assert r.stdout == (
+        "[training]\nlr = 0.0003\n\n[optimisation]\nmixed_precision = true\n\n"
+        '[run]\ndataset = "vqa"\n'
+    )
+    r = cli(
+        "config",
+        "from-cmdline",
+        "--extends",
+        "8gb",
+        "python main.py --batch_size 16 --seed 3 --max_memory_usage 0.7",
+    )
     assert r.stdout == 'extends = "8gb"\n\n[training]\nseed = 3\n'
-    assert cli("config", "from-cmdline", "python main.py").stdout == "# every parameter at its default\n"
+    assert (
+        cli("config", "from-cmdline", "python main.py").stdout
+        == "# every parameter at its default\n"
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -188,13 +233,20 @@ def test_wheel_ships_all_packages_and_presets(tmp_path):
         shutil.copytree(REPO / top, source / top, ignore=skip)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                          str(tmp_path), str(source)], capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("vqatune-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for top, package in (("engine", "vqatune/engine"), ("tui", "vqatune/tui"),
-                         ("presets", "vqatune/presets")):
+    for top, package in (
+        ("engine", "vqatune/engine"),
+        ("tui", "vqatune/tui"),
+        ("presets", "vqatune/presets"),
+    ):
         for init in (REPO / top).rglob("__init__.py"):
             rel = init.relative_to(REPO / top).as_posix()
             assert f"{package}/{rel}" in names, f"{init.parent} is missing from pyproject packages"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-
 from vqatune.engine import cmdline, config
 from vqatune.engine.config import Config, ConfigError
 from vqatune.tui.cli import app
@@ -80,11 +79,19 @@ def test_guide_line_round_trips_through_the_cli(key, isolated):
 
 def test_guide_values_are_typed():
     v = cmdline.parse(GUIDE_LINES["short of memory"])
-    assert v == {"batch_size": 16, "gradient_accumulation_steps": 2, "mixed_precision": True,
-                 "memory_efficient_attention": True, "max_memory_usage": 0.7}
+    assert v == {
+        "batch_size": 16,
+        "gradient_accumulation_steps": 2,
+        "mixed_precision": True,
+        "memory_efficient_attention": True,
+        "max_memory_usage": 0.7,
+    }
     v = cmdline.parse(GUIDE_LINES["high-performance"])
     assert (v["checkpoint"], v["config"], v["output"]) == (
-        "pretrained/model", "xvlm/configs/VQA_480.yaml", "saved_models/high_performance")
+        "pretrained/model",
+        "xvlm/configs/VQA_480.yaml",
+        "saved_models/high_performance",
+    )
     assert cmdline.parse(GUIDE_LINES["gqa"])["dataset"] == "gqa"
     assert cmdline.parse(GUIDE_LINES["step 1"])["lr"] == 2.8e-4
 
@@ -96,30 +103,44 @@ def test_presets_equal_the_guide_lines(name, isolated):
     assert config.load(name) == expected
 
 
-@pytest.mark.parametrize("line,expected", [
-    ("python main.py --tfidf false --use_counter", {"tfidf": False, "use_counter": True}),
-    ("python main.py --no-tfidf", {"tfidf": False}),
-    ("python main.py --use_mgat 1 --use_masking false", {"use_mgat": 1, "use_masking": 0}),
-    ("python main.py --lr=3e-4 --batch-size 8", {"lr": 3e-4, "batch_size": 8}),
-    ("CUDA_VISIBLE_DEVICES=0 python -m vqatune train --seed 3  # a note", {"seed": 3}),
-    ("--mixed_precision --name 'my run'", {"mixed_precision": True, "name": "my run"}),
-    ("python main.py", {}),
-    ("# step 1\npython main.py --output runs/#1 --name '# x' --seed 2 # note",
-     {"output": "runs/#1", "name": "# x", "seed": 2}),
-])
+@pytest.mark.parametrize(
+    "line,expected",
+    [
+        ("python main.py --tfidf false --use_counter", {"tfidf": False, "use_counter": True}),
+        ("python main.py --no-tfidf", {"tfidf": False}),
+        ("python main.py --use_mgat 1 --use_masking false", {"use_mgat": 1, "use_masking": 0}),
+        ("python main.py --lr=3e-4 --batch-size 8", {"lr": 3e-4, "batch_size": 8}),
+        ("CUDA_VISIBLE_DEVICES=0 python -m vqatune train --seed 3  # a note", {"seed": 3}),
+        ("--mixed_precision --name 'my run'", {"mixed_precision": True, "name": "my run"}),
+        ("python main.py", {}),
+        (
+            "# step 1\npython main.py --output runs/#1 --name '# x' --seed 2 # note",
+            {"output": "runs/#1", "name": "# x", "seed": 2},
+        ),
+    ],
+)
 def test_flag_forms(line, expected):
     assert cmdline.parse(line) == expected
 
 
-@pytest.mark.parametrize("line,message", [
-    ("python main.py --lr", "command line: --lr needs a value"),
-    ("python main.py --lr -1", "command line: --lr: must be > 0.0, got -1.0"),
-    ("python main.py --aoa_layers 4", "command line: unknown flag --aoa_layers; did you mean 'AOA_layers'?"),
-    ("python main.py --lr 1e-4 extra", "command line: unexpected argument 'extra'"),
-    ("rm -rf / --lr 1", "command line: unexpected word 'rm' before the flags"),
-    ("python main.py --name 'open", "command line: No closing quotation"),
-    ("python main.py --use_mgat 2", "command line: --use_mgat: expected 0/1 or true/false, got '2'"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("python main.py --lr", "command line: --lr needs a value"),
+        ("python main.py --lr -1", "command line: --lr: must be > 0.0, got -1.0"),
+        (
+            "python main.py --aoa_layers 4",
+            "command line: unknown flag --aoa_layers; did you mean 'AOA_layers'?",
+        ),
+        ("python main.py --lr 1e-4 extra", "command line: unexpected argument 'extra'"),
+        ("rm -rf / --lr 1", "command line: unexpected word 'rm' before the flags"),
+        ("python main.py --name 'open", "command line: No closing quotation"),
+        (
+            "python main.py --use_mgat 2",
+            "command line: --use_mgat: expected 0/1 or true/false, got '2'",
+        ),
+    ],
+)
 def test_bad_command_lines(line, message):
     with pytest.raises(ConfigError) as e:
         cmdline.parse(line)
@@ -127,11 +148,13 @@ def test_bad_command_lines(line, message):
 
 
 def test_to_cmdline_booleans_are_bare_flags_and_quoted():
-    cfg = Config({"mixed_precision": True, "tfidf": False, "lr": 3e-4, "name": "my run",
-                  "use_mgat": 1})
+    cfg = Config(
+        {"mixed_precision": True, "tfidf": False, "lr": 3e-4, "name": "my run", "use_mgat": 1}
+    )
     line = cmdline.to_cmdline(cfg)
-    assert line == ("python main.py --lr 3e-4 --tfidf false --use_mgat 1 --mixed_precision "
-                    "--name 'my run'")
+    assert line == (
+        "python main.py --lr 3e-4 --tfidf false --use_mgat 1 --mixed_precision --name 'my run'"
+    )
     assert cmdline.config_from_cmdline(line) == cfg
     full = cmdline.to_flags(Config(), full=True)
     assert sum(w.startswith("--") for w in full) == len(Config().to_dict())

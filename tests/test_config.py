@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from vqatune.engine import config, schema
 from vqatune.engine.cmdline import format_value
 from vqatune.engine.config import Config, ConfigError
 from vqatune.engine.schema import BY_NAME, PARAMS
 
-HYPOTHESIS = settings(max_examples=60, deadline=None,
-                      suppress_health_check=[HealthCheck.function_scoped_fixture])
+HYPOTHESIS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def write(path: Path, text: str) -> Path:
@@ -37,26 +37,37 @@ def error_of(source, sets=()) -> str:
 
 
 def test_tables_flat_and_dotted_keys_give_the_same_config(isolated):
-    tables = write(isolated / "t.toml", """
+    tables = write(
+        isolated / "t.toml",
+        """
         [training]
         lr = 3e-4
         [model]
         AOA_layers = 8
         [optimisation]
         mixed_precision = true
-    """)
-    flat = write(isolated / "f.toml", """
+    """,
+    )
+    flat = write(
+        isolated / "f.toml",
+        """
         lr = 3e-4
         AOA_layers = 8
         mixed_precision = true
-    """)
-    dotted = write(isolated / "d.toml", """
+    """,
+    )
+    dotted = write(
+        isolated / "d.toml",
+        """
         training.lr = 3e-4
         model.AOA_layers = 8
         optimisation = { mixed_precision = true }
-    """)
+    """,
+    )
     expected = Config({"lr": 3e-4, "AOA_layers": 8, "mixed_precision": True})
-    assert config.load(str(tables)) == config.load(str(flat)) == config.load(str(dotted)) == expected
+    assert (
+        config.load(str(tables)) == config.load(str(flat)) == config.load(str(dotted)) == expected
+    )
 
 
 def test_defaults_and_default_preset_are_the_guide_defaults(isolated):
@@ -66,25 +77,34 @@ def test_defaults_and_default_preset_are_the_guide_defaults(isolated):
 
 def test_extends_preset_name_and_relative_path(isolated):
     sub = isolated / "configs"
-    write(sub / "base.toml", """
+    write(
+        sub / "base.toml",
+        """
         extends = "24gb"
         [model]
         dropout = 0.3
-    """)
-    child = write(sub / "child.toml", """
+    """,
+    )
+    child = write(
+        sub / "child.toml",
+        """
         extends = "base.toml"
         [training]
         lr = 1e-4
-    """)
+    """,
+    )
     absolute = write(isolated / "abs.toml", f'extends = "{sub / "base.toml"}"\n')
     assert config.load(str(absolute)) == config.load(str(sub / "base.toml"))
     write(Path.home() / "mine" / "home.toml", "seed = 11\n")
     tilde = write(isolated / "tilde.toml", 'extends = "~/mine/home.toml"\n')
     assert config.load(str(tilde)).seed == 11
-    nested = write(isolated / "nested" / "deep.toml", """
+    nested = write(
+        isolated / "nested" / "deep.toml",
+        """
         extends = "../configs/child.toml"
         seed = 7
-    """)
+    """,
+    )
     cfg = config.load(str(child))  # the path is relative to the file, not to the cwd
     assert (cfg.batch_size, cfg.max_memory_usage, cfg.dropout, cfg.lr) == (48, 0.9, 0.3, 1e-4)
     assert config.load(str(nested)) == cfg.replace(seed=7)
@@ -109,16 +129,19 @@ def test_extends_cycles_are_errors(isolated):
 def test_extends_unknown_preset_names_the_line_and_suggests(isolated):
     f = write(isolated / "c.toml", '# comment\nextends = "24gbb"\n')
     assert error_of(str(f)) == f"{f}:2: extends: no such preset '24gbb'; did you mean '24gb'?"
-    f = write(isolated / "d.toml", 'extends = 3\n')
+    f = write(isolated / "d.toml", "extends = 3\n")
     assert error_of(str(f)).startswith(f"{f}:1: extends:")
 
 
 def test_unknown_keys_suggest_the_nearest_parameter(isolated):
-    f = write(isolated / "c.toml", """
+    f = write(
+        isolated / "c.toml",
+        """
         [training]
         lr = 1e-4
         learning_rat = 3
-    """)
+    """,
+    )
     assert error_of(str(f)) == f"{f}:3: unknown parameter 'learning_rat'"
     f = write(isolated / "d.toml", "aoa_layers = 4\n")
     assert error_of(str(f)) == f"{f}:1: unknown parameter 'aoa_layers'; did you mean 'AOA_layers'?"
@@ -133,25 +156,47 @@ def test_unknown_keys_suggest_the_nearest_parameter(isolated):
     assert "did you mean 'lr'" in error_of("default", ["lrr=1"])
 
 
-@pytest.mark.parametrize("body,line,message", [
-    ("[training]\nepochs = 10\nlr = -1e-4\n", 3, "lr: must be > 0.0, got -1e-4"),
-    ("# c\n[model]\ndropout = 1.0\n", 3, "dropout: must be >= 0.0 and < 1.0, got 1.0"),
-    ("[model]\nAOA_layers = 0\n", 2, "AOA_layers: must be >= 1, got 0"),
-    ("[training]\nbatch_size = \"32\"\n", 2, "batch_size: expected a number, got the string '32'"),
-    ("[training]\nbatch_size = 3.5\n", 2, "batch_size: expected an integer, got 3.5"),
-    ("tfidf = \"false\"\n", 1, "tfidf: expected true or false, got 'false'"),
-    ("tfidf = 0\n", 1, "tfidf: expected true or false, got 0"),
-    ("[isubgvqa]\nuse_mgat = 2\n", 2, "use_mgat: expected 0/1 or true/false, got 2"),
-    ("[isubgvqa]\nuse_mgat = \"1\"\n", 2, "use_mgat: expected 0/1 or true/false, got '1'"),
-    ("[isubgvqa]\nsampler_type = \"topk\"\n", 2, "sampler_type: expected one of imle, gumbel, got 'topk'"),
-    ("[optimisation]\nmax_memory_usage = 0\n", 2, "max_memory_usage: must be > 0.0 and <= 1.0, got 0.0"),
-    ("[optimisation]\nmax_memory_usage = nan\n", 2, "max_memory_usage: expected a finite number, got nan"),
-    ("training = { lr = 0 }\n", 1, "lr: must be > 0.0, got 0.0"),
-    ("lr = 1" + "0" * 400 + "\n", 1, "lr: expected a finite number, got 1" + "0" * 56 + "..."),
-    ('name = "a\\nb"\n', 1, "name: must not contain control characters"),
-    ("sampler_type = '" + "x" * 100 + "'\n", 1,
-     "sampler_type: expected one of imle, gumbel, got '" + "x" * 56 + "..."),
-])
+@pytest.mark.parametrize(
+    "body,line,message",
+    [
+        ("[training]\nepochs = 10\nlr = -1e-4\n", 3, "lr: must be > 0.0, got -1e-4"),
+        ("# c\n[model]\ndropout = 1.0\n", 3, "dropout: must be >= 0.0 and < 1.0, got 1.0"),
+        ("[model]\nAOA_layers = 0\n", 2, "AOA_layers: must be >= 1, got 0"),
+        (
+            '[training]\nbatch_size = "32"\n',
+            2,
+            "batch_size: expected a number, got the string '32'",
+        ),
+        ("[training]\nbatch_size = 3.5\n", 2, "batch_size: expected an integer, got 3.5"),
+        ('tfidf = "false"\n', 1, "tfidf: expected true or false, got 'false'"),
+        ("tfidf = 0\n", 1, "tfidf: expected true or false, got 0"),
+        ("[isubgvqa]\nuse_mgat = 2\n", 2, "use_mgat: expected 0/1 or true/false, got 2"),
+        ('[isubgvqa]\nuse_mgat = "1"\n', 2, "use_mgat: expected 0/1 or true/false, got '1'"),
+        (
+            '[isubgvqa]\nsampler_type = "topk"\n',
+            2,
+            "sampler_type: expected one of imle, gumbel, got 'topk'",
+        ),
+        (
+            "[optimisation]\nmax_memory_usage = 0\n",
+            2,
+            "max_memory_usage: must be > 0.0 and <= 1.0, got 0.0",
+        ),
+        (
+            "[optimisation]\nmax_memory_usage = nan\n",
+            2,
+            "max_memory_usage: expected a finite number, got nan",
+        ),
+        ("training = { lr = 0 }\n", 1, "lr: must be > 0.0, got 0.0"),
+        ("lr = 1" + "0" * 400 + "\n", 1, "lr: expected a finite number, got 1" + "0" * 56 + "..."),
+        ('name = "a\\nb"\n', 1, "name: must not contain control characters"),
+        (
+            "sampler_type = '" + "x" * 100 + "'\n",
+            1,
+            "sampler_type: expected one of imle, gumbel, got '" + "x" * 56 + "...",
+        ),
+    ],
+)
 def test_wrong_type_or_bound_is_file_line_param_message(isolated, body, line, message):
     f = write(isolated / "bad.toml", body)
     assert error_of(str(f)) == f"{f}:{line}: {message}"
@@ -169,14 +214,17 @@ def test_malformed_toml_gives_line_and_column(isolated):
 
 
 def test_booleans_are_real(isolated):
-    f = write(isolated / "b.toml", """
+    f = write(
+        isolated / "b.toml",
+        """
         [data]
         tfidf = false
         [isubgvqa]
         use_instruction = false
         use_masking = 0
         use_mgat = true
-    """)
+    """,
+    )
     cfg = config.load(str(f))
     assert cfg.tfidf is False
     assert (cfg.use_instruction, cfg.use_masking, cfg.use_mgat) == (0, 0, 1)
@@ -192,25 +240,36 @@ def test_booleans_are_real(isolated):
 
 
 def test_set_overrides_are_typed_and_applied_last(isolated):
-    r = config.resolve("24gb", ["lr=3e-4", "training.batch_size=12", "--dataset=GQA",
-                                "name=my run"])
+    r = config.resolve(
+        "24gb", ["lr=3e-4", "training.batch_size=12", "--dataset=GQA", "name=my run"]
+    )
     assert (r.config.lr, r.config.batch_size, r.config.dataset, r.config.name) == (
-        3e-4, 12, "gqa", "my run")
+        3e-4,
+        12,
+        "gqa",
+        "my run",
+    )
     assert r.config.max_memory_usage == 0.9  # from the preset
     assert r.overrides == {"lr": 3e-4, "batch_size": 12, "dataset": "gqa", "name": "my run"}
     assert r.source == "24gb" and r.title == "24 GB GPU"
 
 
-@pytest.mark.parametrize("item,message", [
-    ("lr", "--set 'lr': expected name=value"),
-    ("lr=", "--set: lr: expected a number, got ''"),
-    ("lr=-1", "--set: lr: must be > 0.0, got -1.0"),
-    ("nope=1", "--set: unknown parameter 'nope'; did you mean 'nnodes'?"),  # a close name: suggested
-    ("xyzzy=1", "--set: unknown parameter 'xyzzy'"),
-    ("batch_sise=1", "--set: unknown parameter 'batch_sise'; did you mean 'batch_size'?"),
-    ("model.lr=1e-4", "--set 'model.lr=1e-4': lr belongs in [training]"),
-    ("trainig.lr=1e-4", "--set 'trainig.lr=1e-4': unknown table 'trainig'"),
-])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("lr", "--set 'lr': expected name=value"),
+        ("lr=", "--set: lr: expected a number, got ''"),
+        ("lr=-1", "--set: lr: must be > 0.0, got -1.0"),
+        (
+            "nope=1",
+            "--set: unknown parameter 'nope'; did you mean 'nnodes'?",
+        ),  # a close name: suggested
+        ("xyzzy=1", "--set: unknown parameter 'xyzzy'"),
+        ("batch_sise=1", "--set: unknown parameter 'batch_sise'; did you mean 'batch_size'?"),
+        ("model.lr=1e-4", "--set 'model.lr=1e-4': lr belongs in [training]"),
+        ("trainig.lr=1e-4", "--set 'trainig.lr=1e-4': unknown table 'trainig'"),
+    ],
+)
 def test_set_errors(item, message):
     with pytest.raises(ConfigError) as e:
         config.parse_set(item)
@@ -225,20 +284,26 @@ def _valid(p: schema.Param) -> st.SearchStrategy:
     if p.kind == "choice":
         return st.sampled_from(p.choices)
     if p.kind == "int":
-        return st.integers(int(p.low) if p.low is not None else -10**6, 10**7)
+        return st.integers(int(p.low) if p.low is not None else -(10**6), 10**7)
     if p.kind == "float":
         hi = p.high if p.high is not None else 1e9
-        return st.floats(p.low if p.low is not None else -1e9, hi, allow_nan=False,
-                         exclude_min=p.low_open, exclude_max=p.high_open)
+        return st.floats(
+            p.low if p.low is not None else -1e9,
+            hi,
+            allow_nan=False,
+            exclude_min=p.low_open,
+            exclude_max=p.high_open,
+        )
     # str / path: no control characters the schema refuses; no edge whitespace (--set strips it)
     return st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=20).filter(
-        lambda s: s == s.strip())
+        lambda s: s == s.strip()
+    )
 
 
 VALID_VALUES = st.sampled_from(PARAMS).flatmap(lambda p: st.tuples(st.just(p), _valid(p)))
-RANDOM_CONFIGS = st.dictionaries(st.sampled_from([p.name for p in PARAMS]), st.none(),
-                                 max_size=12).flatmap(
-    lambda names: st.fixed_dictionaries({n: _valid(BY_NAME[n]) for n in names}))
+RANDOM_CONFIGS = st.dictionaries(
+    st.sampled_from([p.name for p in PARAMS]), st.none(), max_size=12
+).flatmap(lambda names: st.fixed_dictionaries({n: _valid(BY_NAME[n]) for n in names}))
 
 
 @HYPOTHESIS
@@ -281,9 +346,15 @@ def test_random_set_text_is_a_value_or_a_clean_error(p, text):
     assert schema.coerce(p, value) == value  # accepted values obey the schema
 
 
-TOML_VALUES = st.one_of(st.integers(), st.integers(10**300, 10**400), st.floats(), st.booleans(),
-                        st.text(max_size=8), st.lists(st.integers(), max_size=2),
-                        st.dictionaries(st.sampled_from(["a", "lr"]), st.integers(), max_size=1))
+TOML_VALUES = st.one_of(
+    st.integers(),
+    st.integers(10**300, 10**400),
+    st.floats(),
+    st.booleans(),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["a", "lr"]), st.integers(), max_size=1),
+)
 
 
 @HYPOTHESIS
@@ -309,7 +380,7 @@ def test_random_toml_values_load_or_fail_cleanly(tmp_path, p, value, in_table):
 def test_dumps_writes_schema_order_and_only_differences(isolated):
     cfg = config.load("24gb").replace(dataset="gqa", lr=1e-4, tfidf=False, AOA_layers=4)
     text = config.dumps(cfg, base=config.load("24gb"), extends="24gb")
-    assert text == textwrap.dedent('''\
+    assert text == textwrap.dedent("""\
         extends = "24gb"
 
         [training]
@@ -323,7 +394,7 @@ def test_dumps_writes_schema_order_and_only_differences(isolated):
 
         [run]
         dataset = "gqa"
-    ''')
+    """)
     full = config.dumps(Config(), full=True)
     names = [line.split(" = ")[0] for line in full.splitlines() if " = " in line]
     assert names == [p.name for p in PARAMS]  # every parameter, in schema order
@@ -362,8 +433,10 @@ def test_presets_dirs_later_wins(isolated, monkeypatch, tmp_path):
 
 
 def test_user_preset_can_extend_the_builtin_it_shadows(isolated):
-    write(Path.home() / ".config" / "vqatune" / "presets" / "24gb.toml",
-          'extends = "24gb"\nseed = 5\n')
+    write(
+        Path.home() / ".config" / "vqatune" / "presets" / "24gb.toml",
+        'extends = "24gb"\nseed = 5\n',
+    )
     cfg = config.load("24gb")
     assert (cfg.batch_size, cfg.seed) == (48, 5)
 
@@ -386,8 +459,14 @@ def test_config_objects():
     with pytest.raises(ConfigError, match="lr: must be"):
         Config({"lr": -1.0})
     assert cfg.replace(lr="1e-3").lr == 1e-3
-    assert cfg.changed_from(Config()) == {"batch_size": 16, "update_freq": 2,
-                                          "gradient_accumulation_steps": 3}
-    assert config.diff(Config(), cfg) == [("batch_size", 32, 16), ("update_freq", 4, 2),
-                                          ("gradient_accumulation_steps", 1, 3)]
+    assert cfg.changed_from(Config()) == {
+        "batch_size": 16,
+        "update_freq": 2,
+        "gradient_accumulation_steps": 3,
+    }
+    assert config.diff(Config(), cfg) == [
+        ("batch_size", 32, 16),
+        ("update_freq", 4, 2),
+        ("gradient_accumulation_steps", 1, 3),
+    ]
     assert "lr = 1.0 is outside" in Config({"lr": 1.0}).warnings()[0]

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 from typer.testing import CliRunner
-
 from vqatune.tui.cli import app
 
 runner = CliRunner()
@@ -15,13 +14,41 @@ runner = CliRunner()
 
 def test_synth_then_inspect_json(tmp_path):
     out = tmp_path / "g"
-    r = runner.invoke(app, ["data", "synth", "--format", "gqa", "--out", str(out), "--images", "10",
-                            "--seed", "4", "--feature-dim", "8", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "data",
+            "synth",
+            "--format",
+            "gqa",
+            "--out",
+            str(out),
+            "--images",
+            "10",
+            "--seed",
+            "4",
+            "--feature-dim",
+            "8",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     written = json.loads(r.output)
     assert "gqa_objects_0.h5" in written["files"] and "train_sceneGraphs.json" in written["files"]
-    r = runner.invoke(app, ["data", "inspect", "--dataset", "gqa", "--data-root", str(out),
-                            "--split", "val", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "data",
+            "inspect",
+            "--dataset",
+            "gqa",
+            "--data-root",
+            str(out),
+            "--split",
+            "val",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
     assert info["splits"]["train"]["questions"] == written["questions"]["train"]
@@ -32,10 +59,16 @@ def test_synth_then_inspect_json(tmp_path):
 
 def test_inspect_text_vqa(tmp_path):
     out = tmp_path / "v"
-    assert runner.invoke(app, ["data", "synth", "-f", "vqa", "-o", str(out), "-n", "10",
-                               "--feature-dim", "4"]).exit_code == 0
-    r = runner.invoke(app, ["data", "inspect", "-d", "vqa", "--data-root", str(out),
-                            "--set", "min_answer_count=1"])
+    assert (
+        runner.invoke(
+            app, ["data", "synth", "-f", "vqa", "-o", str(out), "-n", "10", "--feature-dim", "4"]
+        ).exit_code
+        == 0
+    )
+    r = runner.invoke(
+        app,
+        ["data", "inspect", "-d", "vqa", "--data-root", str(out), "--set", "min_answer_count=1"],
+    )
     assert r.exit_code == 0, r.output
     assert "train (train2014)" in r.output and "soft targets" in r.output
     assert "question" in r.output and "candidates" in r.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from vqatune.engine.config import Config
 from vqatune.engine.data import build, collate, easyvqa, make_loader
 from vqatune.engine.data.vocab import base_vectors, build_vocab, encode, tfidf_init, tokenize
@@ -21,8 +20,9 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg(cache):
-    return Config().replace(train_limit=200, eval_limit=50, image_res=32, question_len=8,
-                            num_stat_word=5, batch_size=16)
+    return Config().replace(
+        train_limit=200, eval_limit=50, image_res=32, question_len=8, num_stat_word=5, batch_size=16
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,13 @@ def test_sample_is_numpy_and_consistent(bundle):
 
 
 def test_answer_types():
-    assert [easyvqa.answer_type(a) for a in ("yes", "no", "teal", "circle", "triangle")] == \
-        [0, 0, 1, 2, 2]
+    assert [easyvqa.answer_type(a) for a in ("yes", "no", "teal", "circle", "triangle")] == [
+        0,
+        0,
+        1,
+        2,
+        2,
+    ]
 
 
 def test_collate_matches_fast_path(bundle, cfg):
@@ -85,8 +90,9 @@ def test_loader_order_is_deterministic(bundle, cfg):
 
 
 def test_loader_with_workers(bundle, cfg):
-    loader = make_loader(bundle.eval, cfg.replace(num_workers=1), train=False, seed=0, epoch=0,
-                         batch_size=20)
+    loader = make_loader(
+        bundle.eval, cfg.replace(num_workers=1), train=False, seed=0, epoch=0, batch_size=20
+    )
     sizes = [len(b["label"]) for b in loader]
     assert sizes == [20, 20, 10]
 
@@ -147,8 +153,13 @@ def test_loader_rebuilt_from_its_dataset_gives_contract_batches(bundle, cfg):
 
     loader = make_loader(bundle.train, cfg, train=True, seed=2, epoch=0)
     batches = list(loader.sampler)
-    rebuilt = DataLoader(loader.dataset, sampler=batches[1:], batch_size=None,
-                         collate_fn=loader.collate_fn, num_workers=0)
+    rebuilt = DataLoader(
+        loader.dataset,
+        sampler=batches[1:],
+        batch_size=None,
+        collate_fn=loader.collate_fn,
+        num_workers=0,
+    )
     original = list(loader)[1:]
     for a, b in zip(original, rebuilt):
         assert b["image"].dtype == torch.float32

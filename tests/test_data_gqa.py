@@ -7,7 +7,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-
 from vqatune.engine.config import Config
 from vqatune.engine.data import DataError, build, graph, make_loader, synth
 from vqatune.engine.data.common import cache_dir
@@ -21,8 +20,15 @@ def root(tmp_path_factory):
 
 
 def cfg_for(root, **kw):
-    base = dict(dataset="gqa", data_root=str(root), max_boxes=6, num_stat_word=7, question_len=10,
-                batch_size=8, tfidf=False)
+    base = dict(
+        dataset="gqa",
+        data_root=str(root),
+        max_boxes=6,
+        num_stat_word=7,
+        question_len=10,
+        batch_size=8,
+        tfidf=False,
+    )
     base.update(kw)
     return Config().replace(**base)
 
@@ -47,11 +53,24 @@ def test_batch_contract(bundle, root):
     cfg = cfg_for(root)
     batch = next(iter(make_loader(bundle.train, cfg, train=True, seed=0, epoch=0)))
     b, n, m = 8, 6, bundle.meta.max_attrs
-    shapes = {"q_tokens": (b, 10), "q_mask": (b, 10), "regions": (b, n, 16), "boxes": (b, n, 4),
-              "region_mask": (b, n), "node_names": (b, n), "node_attrs": (b, n, m),
-              "node_boxes": (b, n, 4), "node_mask": (b, n), "edge_rel": (b, n, n),
-              "stat_words": (b, 7), "stat_mask": (b, 7), "target": (b, len(bundle.meta.answers)),
-              "score": (b, len(bundle.meta.answers)), "label": (b,), "answer_type": (b,)}
+    shapes = {
+        "q_tokens": (b, 10),
+        "q_mask": (b, 10),
+        "regions": (b, n, 16),
+        "boxes": (b, n, 4),
+        "region_mask": (b, n),
+        "node_names": (b, n),
+        "node_attrs": (b, n, m),
+        "node_boxes": (b, n, 4),
+        "node_mask": (b, n),
+        "edge_rel": (b, n, n),
+        "stat_words": (b, 7),
+        "stat_mask": (b, 7),
+        "target": (b, len(bundle.meta.answers)),
+        "score": (b, len(bundle.meta.answers)),
+        "label": (b,),
+        "answer_type": (b,),
+    }
     assert {k: tuple(v.shape) for k, v in batch.items()} == shapes
     import torch
 
@@ -81,8 +100,10 @@ def test_sample_matches_the_official_files(bundle, root):
                 expected[k, slot[r["object"]]] = meta.rel_vocab.index(r["name"]) + 1
     assert (s["edge_rel"] == expected).all()
     o = objs[0][1]
-    np.testing.assert_allclose(s["node_boxes"][0], [o["x"] / 640, o["y"] / 480,
-                                                    (o["x"] + o["w"]) / 640, (o["y"] + o["h"]) / 480])
+    np.testing.assert_allclose(
+        s["node_boxes"][0],
+        [o["x"] / 640, o["y"] / 480, (o["x"] + o["w"]) / 640, (o["y"] + o["h"]) / 480],
+    )
     attrs = [meta.attr_vocab[a] for a in s["node_attrs"][0] if a]
     assert attrs == o["attributes"][: meta.max_attrs]
     row = info[q["imageId"]]
@@ -101,11 +122,30 @@ def test_statistics_words_follow_topk(root):
 
 
 def test_statistics_words_order():
-    g = {"img": {"objects": {
-        "1": {"name": "dog", "x": 0, "y": 0, "w": 1, "h": 1, "attributes": ["brown"],
-              "relations": [{"object": "2", "name": "near"}]},
-        "2": {"name": "cat", "x": 0, "y": 0, "w": 1, "h": 1, "attributes": ["white"],
-              "relations": [{"object": "1", "name": "near"}]}}}}
+    g = {
+        "img": {
+            "objects": {
+                "1": {
+                    "name": "dog",
+                    "x": 0,
+                    "y": 0,
+                    "w": 1,
+                    "h": 1,
+                    "attributes": ["brown"],
+                    "relations": [{"object": "2", "name": "near"}],
+                },
+                "2": {
+                    "name": "cat",
+                    "x": 0,
+                    "y": 0,
+                    "w": 1,
+                    "h": 1,
+                    "attributes": ["white"],
+                    "relations": [{"object": "1", "name": "near"}],
+                },
+            }
+        }
+    }
     vocab = ["<pad>", "<unk>", "near", "brown", "white", "dog", "cat"]
     words = graph.statistics_words(["img"], g, {w: i for i, w in enumerate(vocab)}, 5, topk=2)
     # "near" twice, then "brown" (first seen of the ties); then object names
@@ -128,8 +168,9 @@ def test_scene_graphs_only(tmp_path):
 
 
 def test_features_only_builds_graph_from_boxes(tmp_path):
-    synth.write(tmp_path, "gqa", images=10, seed=1, graphs=False, feature_dim=8,
-                questions_per_image=4)
+    synth.write(
+        tmp_path, "gqa", images=10, seed=1, graphs=False, feature_dim=8, questions_per_image=4
+    )
     b = build(cfg_for(tmp_path))
     m = b.meta
     assert m.counts["sources"]["graph"] == "boxes" and m.rel_vocab == graph.BOX_RELATIONS
@@ -143,8 +184,9 @@ def test_features_only_builds_graph_from_boxes(tmp_path):
 
 
 def test_box_relations():
-    boxes = np.array([[[0.0, 0.0, 0.2, 0.2], [0.5, 0.0, 0.7, 0.2], [0.05, 0.05, 0.1, 0.1]]],
-                     np.float32)
+    boxes = np.array(
+        [[[0.0, 0.0, 0.2, 0.2], [0.5, 0.0, 0.7, 0.2], [0.05, 0.05, 0.1, 0.1]]], np.float32
+    )
     g = graph.box_graphs(boxes, np.ones((1, 3), bool))
     rel = {(a, b): graph.BOX_RELATIONS[r] for a, b, r in zip(g.edge_src, g.edge_dst, g.edge_rel)}
     assert rel[(0, 1)] == "to the left of" and rel[(1, 0)] == "to the right of"
@@ -179,8 +221,11 @@ def test_dropped_questions(tmp_path, root):
     graphs = json.loads((root / "train_sceneGraphs.json").read_text())
     del graphs[next(iter(graphs))]  # one of 24 images: about 4% of the questions
     (tmp_path / "train_sceneGraphs.json").write_text(json.dumps(graphs))
-    with pytest.raises(DataError, match=r"gqa train: \d+ of \d+ questions dropped \(\d+ no scene "
-                                        r"graph\).*allow_dropped"):
+    with pytest.raises(
+        DataError,
+        match=r"gqa train: \d+ of \d+ questions dropped \(\d+ no scene "
+        r"graph\).*allow_dropped",
+    ):
         build(cfg_for(tmp_path))
     b = build(cfg_for(tmp_path, allow_dropped=True))
     dropped = b.meta.counts["train"]["dropped"]["no scene graph"]
@@ -265,8 +310,11 @@ def test_wrong_value_types_are_clean_errors(tmp_path, root):
     image_id = next(iter(graphs))
     graphs[image_id]["objects"]["0"]["x"] = "12"
     (tmp_path / "val_sceneGraphs.json").write_text(json.dumps(graphs))
-    with pytest.raises(DataError, match=rf"val_sceneGraphs.json: image '{image_id}', object '0': "
-                                        r"x must be a number"):
+    with pytest.raises(
+        DataError,
+        match=rf"val_sceneGraphs.json: image '{image_id}', object '0': "
+        r"x must be a number",
+    ):
         build(cfg_for(tmp_path))
     questions = json.loads((root / "train_balanced_questions.json").read_text())
     questions[next(iter(questions))]["question"] = None

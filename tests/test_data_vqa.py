@@ -8,7 +8,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-
 from vqatune.engine.config import Config
 from vqatune.engine.data import DataError, build, make_loader, synth
 from vqatune.engine.data.vqa import normalize_answer, official_accuracy, soft_target
@@ -41,7 +40,9 @@ def brute_force_accuracy(answers: list[str], candidate: str) -> float:
 def test_official_accuracy_and_soft_targets():
     for m in range(11):
         answers = ["x"] * m + ["y"] * (10 - m)
-        assert official_accuracy(np.array([m]))[0] == pytest.approx(brute_force_accuracy(answers, "x"))
+        assert official_accuracy(np.array([m]))[0] == pytest.approx(
+            brute_force_accuracy(answers, "x")
+        )
     assert soft_target(np.arange(6)).tolist() == pytest.approx([0, 0.3, 0.6, 0.9, 1, 1])
 
 
@@ -82,8 +83,8 @@ def test_regions_follow_pos_boxes(bundle, root):
         row = list(f["image_ids"][:]).index(image_id)
         start, end = f["pos_boxes"][row]
         n = min(end - start, 5)
-        np.testing.assert_array_equal(s["regions"][:n], f["image_features"][start:start + n])
-        np.testing.assert_allclose(s["boxes"][:n], f["spatial_features"][start:start + n, :4])
+        np.testing.assert_array_equal(s["regions"][:n], f["image_features"][start : start + n])
+        np.testing.assert_allclose(s["boxes"][:n], f["spatial_features"][start : start + n, :4])
     assert s["region_mask"].sum() == n
 
 
@@ -102,8 +103,9 @@ def test_image_index_from_json(tmp_path, root):
     b = build(cfg_for(tmp_path))
     assert len(b.eval) == len(build(cfg_for(root)).eval)
     (tmp_path / "val36_imgid2idx.json").unlink()
-    with pytest.raises(DataError, match="val36.hdf5: no 'image_ids' dataset and no "
-                                        "val36_imgid2idx.json"):
+    with pytest.raises(
+        DataError, match="val36.hdf5: no 'image_ids' dataset and no val36_imgid2idx.json"
+    ):
         build(cfg_for(tmp_path))
 
 
@@ -120,15 +122,18 @@ def test_missing_features_and_dropped(tmp_path, root):
         del f["image_ids"]
     index.pop(str(ids[0]))
     (tmp_path / "val36_imgid2idx.json").write_text(json.dumps(index))
-    with pytest.raises(DataError, match=r"vqa val: \d+ of \d+ questions dropped \(\d+ no features\)"):
+    with pytest.raises(
+        DataError, match=r"vqa val: \d+ of \d+ questions dropped \(\d+ no features\)"
+    ):
         build(cfg_for(tmp_path))
     b = build(cfg_for(tmp_path, allow_dropped=True))
     assert b.meta.counts["eval"]["dropped"]["no features"] > 0
 
 
 def test_min_answer_count(root):
-    assert len(build(cfg_for(root, min_answer_count=1)).meta.answers) >= \
-        len(build(cfg_for(root, min_answer_count=5)).meta.answers)
+    assert len(build(cfg_for(root, min_answer_count=1)).meta.answers) >= len(
+        build(cfg_for(root, min_answer_count=5)).meta.answers
+    )
     with pytest.raises(DataError, match="min_answer_count: no answer"):
         build(cfg_for(root, min_answer_count=100000))
 

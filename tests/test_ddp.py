@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from vqatune.engine import config, distributed, events, runstore
 from vqatune.engine.config import ConfigError
-from vqatune.engine.trainer import FAULTS_ENV, Trainer
+from vqatune.engine.trainer import FAULTS_ENV
 
 # 64 questions; global micro-batch 16 (8 per rank x 2, or 16 in one process) -> 4 steps.
 # Dropout 0: the only randomness left is the data order, the same in both set-ups.
@@ -65,20 +63,44 @@ def step_losses(records: list[dict]) -> dict[int, float]:
 def test_torchrun_command_single_server_and_several():
     cfg = config.load("smoke", ["nproc_per_node=4"])
     cmd = distributed.torchrun_command(Path("RUN"), cfg)
-    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4",
-                       "-m", "vqatune.engine.train", "RUN"]
-    cfg = config.load("smoke", ["nproc_per_node=2", "nnodes=3", "node_rank=1",
-                                "rdzv_endpoint=gpu0:29500"])
+    assert cmd[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "4",
+        "-m",
+        "vqatune.engine.train",
+        "RUN",
+    ]
+    cfg = config.load(
+        "smoke", ["nproc_per_node=2", "nnodes=3", "node_rank=1", "rdzv_endpoint=gpu0:29500"]
+    )
     cmd = distributed.torchrun_command(Path("RUN"), cfg, resume=True)
-    assert cmd[3:] == ["--nnodes", "3", "--node_rank", "1", "--rdzv_endpoint", "gpu0:29500",
-                       "--nproc_per_node", "2", "-m", "vqatune.engine.train", "RUN", "--resume"]
+    assert cmd[3:] == [
+        "--nnodes",
+        "3",
+        "--node_rank",
+        "1",
+        "--rdzv_endpoint",
+        "gpu0:29500",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vqatune.engine.train",
+        "RUN",
+        "--resume",
+    ]
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["nnodes=2"], "rdzv_endpoint: nnodes > 1"),
-    (["nnodes=2", "node_rank=2", "rdzv_endpoint=h:1"], "node_rank: 2 is not below nnodes = 2"),
-    (["nnodes=2", "rdzv_endpoint=gpu0"], "rdzv_endpoint: 'gpu0' is not HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["nnodes=2"], "rdzv_endpoint: nnodes > 1"),
+        (["nnodes=2", "node_rank=2", "rdzv_endpoint=h:1"], "node_rank: 2 is not below nnodes = 2"),
+        (["nnodes=2", "rdzv_endpoint=gpu0"], "rdzv_endpoint: 'gpu0' is not HOST:PORT"),
+    ],
+)
 def test_torchrun_command_rejects_bad_combinations(sets, message):
     with pytest.raises(ConfigError, match=message):
         distributed.torchrun_command(Path("RUN"), config.load("smoke", sets))
@@ -91,7 +113,7 @@ def test_shard_splits_each_global_batch_between_ranks():
     assert sizes == sizes1 == [8, 8, 5]
     assert len(b0) == len(b1) == 3  # same number of micro-batches on every rank
     for k in range(2):  # rank 0 then rank 1 = the k-th global micro-batch of one process
-        assert np.concatenate([b0[k], b1[k]]).tolist() == order[8 * k:8 * k + 8].tolist()
+        assert np.concatenate([b0[k], b1[k]]).tolist() == order[8 * k : 8 * k + 8].tolist()
     # The short last batch (5 samples) is split 3 + 3, padded from the order's start.
     assert np.concatenate([b0[2], b1[2]]).tolist() == [*order[16:], order[0]]
     dropped, sizes = distributed.shard(order, 4, 2, 1, drop_last=True)
@@ -176,18 +198,26 @@ def test_a_failing_rank_fails_the_run_with_its_error_an_oom_on_one_rank_resizes_
     oom = make_run(tmp_path, "oom", ["nproc_per_node=2", "dynamic_batch_size=true"])
     # A Python error on rank 1 at step 2; rank 1 dying at once after step 2 (as kill -9);
     # an out-of-memory error on rank 1 alone at step 2 (all three at once).
-    procs = [start(error, faults="error@2:1"), start(killed, faults="crash@2:1"),
-             start(oom, faults="oom@2:1")]
+    procs = [
+        start(error, faults="error@2:1"),
+        start(killed, faults="crash@2:1"),
+        start(oom, faults="oom@2:1"),
+    ]
     assert [p.wait(timeout=120) != 0 for p in procs] == [True, True, False]
 
     # Both ranks halve their micro-batch at step 2 and double the accumulation: same global batch.
     records = read(oom)
     resized = [r for r in records if r["event"] == "batch_resized"]
-    assert [(r["step"], r["old_batch_size"], r["new_batch_size"], r["accumulation"])
-            for r in resized] == [(2, 8, 4, 2)]
+    assert [
+        (r["step"], r["old_batch_size"], r["new_batch_size"], r["accumulation"]) for r in resized
+    ] == [(2, 8, 4, 2)]
     steps = [r for r in records if r["event"] == "step"]
-    assert [(r["step"], r["batch_size"], r["accumulation"]) for r in steps] == \
-        [(1, 8, 1), (2, 4, 2), (3, 4, 2), (4, 4, 2)]
+    assert [(r["step"], r["batch_size"], r["accumulation"]) for r in steps] == [
+        (1, 8, 1),
+        (2, 4, 2),
+        (3, 4, 2),
+        (4, 4, 2),
+    ]
     assert events.read_json(oom / events.STATUS_FILE)["state"] == "done"
 
     status = events.read_json(error / events.STATUS_FILE)
@@ -211,19 +241,25 @@ def test_a_failing_rank_fails_the_run_with_its_error_an_oom_on_one_rank_resizes_
 
 def cli(*args):
     from typer.testing import CliRunner
-
     from vqatune.tui.cli import app
 
     return CliRunner().invoke(app, list(args))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--nnodes", "2"], "error: rdzv_endpoint: nnodes > 1 needs the HOST:PORT of node 0"),
-    (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "gpu0:29500"],
-     "error: node_rank: 2 is not below nnodes = 2"),
-    (["--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "gpu0"],
-     "error: rdzv_endpoint: 'gpu0' is not HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--nnodes", "2"], "error: rdzv_endpoint: nnodes > 1 needs the HOST:PORT of node 0"),
+        (
+            ["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "gpu0:29500"],
+            "error: node_rank: 2 is not below nnodes = 2",
+        ),
+        (
+            ["--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "gpu0"],
+            "error: rdzv_endpoint: 'gpu0' is not HOST:PORT",
+        ),
+    ],
+)
 def test_run_rejects_bad_process_layouts_and_creates_nothing(tmp_path, args, message):
     result = cli("run", "smoke", "--runs-dir", str(tmp_path / "runs"), *args)
     assert result.exit_code == 2
@@ -233,13 +269,16 @@ def test_run_rejects_bad_process_layouts_and_creates_nothing(tmp_path, args, mes
 
 def test_effective_batch_includes_the_processes_and_show_lists_them(tmp_path):
     result = cli("config", "show", "smoke", "--set", "nproc_per_node=4", "--set", "nnodes=2")
-    assert "# effective batch size: 64 (batch_size x update_freq x gradient_accumulation_steps " \
-           "= 8 per process, x 8 processes: nproc_per_node 4 x nnodes 2)" in result.stdout
+    assert (
+        "# effective batch size: 64 (batch_size x update_freq x gradient_accumulation_steps "
+        "= 8 per process, x 8 processes: nproc_per_node 4 x nnodes 2)" in result.stdout
+    )
     result = cli("config", "show", "smoke", "-f", "json", "--set", "nproc_per_node=4")
     assert '"effective_batch_size": 32' in result.stdout and '"world_size": 4' in result.stdout
 
-    cfg = config.load("smoke", ["nproc_per_node=4", "nnodes=2", "node_rank=1",
-                                "rdzv_endpoint=gpu0:29500"])
+    cfg = config.load(
+        "smoke", ["nproc_per_node=4", "nnodes=2", "node_rank=1", "rdzv_endpoint=gpu0:29500"]
+    )
     run_dir = runstore.create_run(cfg, source="smoke", runs_dir=tmp_path / "runs")
     result = cli("show", run_dir.name, "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output

@@ -10,7 +10,6 @@ import types
 from types import SimpleNamespace
 
 import pytest
-
 from vqatune.engine import gpu
 
 GIB = 1 << 30
@@ -56,11 +55,13 @@ def fake_nvml(devices=(), init_error=None, count_error=None):
     m.nvmlDeviceGetCount = count
     m.nvmlDeviceGetHandleByIndex = lambda i: i
     m.nvmlDeviceGetName = lambda h: devices[h][0]
-    m.nvmlDeviceGetMemoryInfo = lambda h: SimpleNamespace(used=devices[h][1], total=devices[h][2],
-                                                          free=devices[h][2] - devices[h][1])
+    m.nvmlDeviceGetMemoryInfo = lambda h: SimpleNamespace(
+        used=devices[h][1], total=devices[h][2], free=devices[h][2] - devices[h][1]
+    )
     m.nvmlDeviceGetUtilizationRates = util
     m.nvmlDeviceGetComputeRunningProcesses = lambda h: [
-        SimpleNamespace(pid=p, usedGpuMemory=b) for p, b in devices[h][4].items()]
+        SimpleNamespace(pid=p, usedGpuMemory=b) for p, b in devices[h][4].items()
+    ]
     m.nvmlDeviceGetGraphicsRunningProcesses = lambda h: [SimpleNamespace(pid=1, usedGpuMemory=None)]
     return m
 
@@ -90,16 +91,22 @@ def test_this_machine_never_raises():
 
 def test_gpus_memory_utilisation_and_process_memory(monkeypatch):
     me = os.getpid()
-    fake = fake_nvml([
-        (b"NVIDIA A100-SXM4-80GB", 10 * GIB, 80 * GIB, 55, {me: 3 * GIB, 99: GIB}),
-        ("NVIDIA GeForce RTX 3090", 1 * GIB, 24 * GIB, None, {}),
-    ])
+    fake = fake_nvml(
+        [
+            (b"NVIDIA A100-SXM4-80GB", 10 * GIB, 80 * GIB, 55, {me: 3 * GIB, 99: GIB}),
+            ("NVIDIA GeForce RTX 3090", 1 * GIB, 24 * GIB, None, {}),
+        ]
+    )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monitor = gpu.GPUMonitor()
     snap = monitor.sample(me)
     a100, rtx = snap.gpus
-    assert (a100.name, a100.memory_used, a100.memory_total, a100.utilization) == \
-        ("NVIDIA A100-SXM4-80GB", 10 * GIB, 80 * GIB, 55)
+    assert (a100.name, a100.memory_used, a100.memory_total, a100.utilization) == (
+        "NVIDIA A100-SXM4-80GB",
+        10 * GIB,
+        80 * GIB,
+        55,
+    )
     assert a100.process_memory == 3 * GIB and rtx.process_memory is None
     assert rtx.name == "NVIDIA GeForce RTX 3090" and rtx.utilization is None
     assert snap.no_gpu is None and snap.cpu_percent is None  # first sample primes psutil
@@ -121,9 +128,19 @@ def test_driver_without_devices(monkeypatch):
     assert gpu.sample().no_gpu == "no NVIDIA GPU (the driver reports no devices)"
 
 
-@pytest.mark.parametrize("total_gib, preset", [
-    (6, "8gb"), (8, "8gb"), (16, "8gb"), (24, "24gb"), (32, "24gb"), (40, "high-performance"),
-    (80, "high-performance"), (141, "high-performance")])
+@pytest.mark.parametrize(
+    "total_gib, preset",
+    [
+        (6, "8gb"),
+        (8, "8gb"),
+        (16, "8gb"),
+        (24, "24gb"),
+        (32, "24gb"),
+        (40, "high-performance"),
+        (80, "high-performance"),
+        (141, "high-performance"),
+    ],
+)
 def test_suggest_preset_by_memory(monkeypatch, total_gib, preset):
     fake = fake_nvml([("GPU", 0, total_gib * GIB - 300 * (1 << 20), 0, {})])  # as drivers report
     monkeypatch.setitem(sys.modules, "pynvml", fake)
@@ -140,16 +157,21 @@ def test_dead_process_has_no_rss():
 def test_suggestion_explains_itself(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(init_error=NVMLError_LibraryNotFound()))
     assert gpu.suggestion() == (
-        "cpu-quick", "no NVIDIA GPU (NVML Shared Library Not Found): cpu-quick trains on CPU")
-    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([
-        ("NVIDIA A100 80GB", 0, 80 * GIB, 0, {}), ("NVIDIA RTX 4090", 0, 24 * GIB, 0, {})]))
+        "cpu-quick",
+        "no NVIDIA GPU (NVML Shared Library Not Found): cpu-quick trains on CPU",
+    )
+    monkeypatch.setitem(
+        sys.modules,
+        "pynvml",
+        fake_nvml(
+            [("NVIDIA A100 80GB", 0, 80 * GIB, 0, {}), ("NVIDIA RTX 4090", 0, 24 * GIB, 0, {})]
+        ),
+    )
     assert gpu.suggestion() == ("24gb", "2 GPUs, the smallest NVIDIA RTX 4090 with 24 GiB")
-
 
 
 def test_presets_suggest_cli(monkeypatch):
     from typer.testing import CliRunner
-
     from vqatune.tui.cli import app
 
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(init_error=NVMLError_LibraryNotFound()))

@@ -7,7 +7,6 @@ import math
 import os
 
 import pytest
-
 from vqatune.engine import metrics
 from vqatune.engine.events import MetricsWriter
 
@@ -18,8 +17,13 @@ def write_run(path, steps=50, eval_every=10, loss=lambda s: 10.0 / s):
     for s in range(1, steps + 1):
         w.write("step", step=s, epoch=s // 20, loss=loss(s), losses={"fused": 1.0}, lr=1e-3)
         if s % eval_every == 0:
-            w.write("eval", step=s, epoch=s // 20, accuracy=s / steps - (0.5 if s == 30 else 0),
-                    loss=1.0)
+            w.write(
+                "eval",
+                step=s,
+                epoch=s // 20,
+                accuracy=s / steps - (0.5 if s == 30 else 0),
+                loss=1.0,
+            )
     w.write("end", state="done", step=steps, best_accuracy=1.0)
     w.close()
 
@@ -38,15 +42,19 @@ def test_truncated_last_line_waits_for_its_newline(tmp_path):
 
 def test_garbage_lines_are_skipped(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_bytes(b'not json\n\n[1, 2]\n{"no_event": 1}\n\xff\xfe\n'
-                     b'{"event": "eval", "accuracy": 0.5}\n{"event": 3}\n')
+    path.write_bytes(
+        b'not json\n\n[1, 2]\n{"no_event": 1}\n\xff\xfe\n'
+        b'{"event": "eval", "accuracy": 0.5}\n{"event": 3}\n'
+    )
     assert metrics.read_events(path) == [{"event": "eval", "accuracy": 0.5}]
 
 
 def test_line_cut_by_a_crash_then_appended_by_resume(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_bytes(b'{"event": "step", "step": 1}\n{"event": "step", "ste'
-                     b'{"event": "resumed", "step": 1}\n{"event": "step", "step": 2}\n')
+    path.write_bytes(
+        b'{"event": "step", "step": 1}\n{"event": "step", "ste'
+        b'{"event": "resumed", "step": 1}\n{"event": "step", "step": 2}\n'
+    )
     assert [e["event"] for e in metrics.read_events(path)] == ["step", "resumed", "step"]
 
 
@@ -83,8 +91,10 @@ def test_kinds_filter(tmp_path):
     write_run(path)
     evals = metrics.read_events(path, kinds=["eval"])
     assert [e["step"] for e in evals] == [10, 20, 30, 40, 50]
-    assert [e["event"] for e in metrics.read_events(path, kinds=["start", "end"])] == \
-        ["start", "end"]
+    assert [e["event"] for e in metrics.read_events(path, kinds=["start", "end"])] == [
+        "start",
+        "end",
+    ]
     assert len(metrics.read_events(path)) == 1 + 50 + 5 + 1
 
 
@@ -119,8 +129,13 @@ def test_scan_exact_and_fast_paths(tmp_path, exact_below):
 
 def test_scan_fast_path_falls_back_for_other_writers(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text("\n".join(json.dumps({"event": "eval", "accuracy": 0.1 * i}, separators=(",", ":"))
-                              for i in range(5)) + "\n")
+    path.write_text(
+        "\n".join(
+            json.dumps({"event": "eval", "accuracy": 0.1 * i}, separators=(",", ":"))
+            for i in range(5)
+        )
+        + "\n"
+    )
     assert len(metrics.scan(path, exact_below=0).evals) == 5
 
 

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 from model_batches import make_batch, make_meta
-
 from vqatune.engine import config
 from vqatune.engine.config import ConfigError
 from vqatune.engine.model import build_model, summary
@@ -74,8 +73,10 @@ def test_soft_targets_use_bce_and_hard_use_cross_entropy():
         logits = model(batch)["logits"]["ban"]
         got = model.branch_loss(logits, batch)
         if soft:
-            want = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, batch["target"]) * logits.shape[1]
+            want = (
+                torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["target"])
+                * logits.shape[1]
+            )
         else:
             want = torch.nn.functional.cross_entropy(logits, batch["label"])
         assert torch.allclose(got, want)
@@ -139,6 +140,7 @@ def test_memory_efficient_attention_selects_sdpa(monkeypatch):
         return real(*args, **kw)
 
     from transformers.integrations import sdpa_attention
+
     monkeypatch.setattr(sdpa_attention.torch.nn.functional, "scaled_dot_product_attention", spy)
     counts = {}
     for flag in (False, True):
@@ -162,7 +164,9 @@ def test_memory_efficient_attention_checkpoints_backbone_layers():
         cfg = tiny(memory_efficient_attention=flag)
         model = build_model(cfg, meta)
         runs = []
-        model.backbone.fusion[0].intermediate.register_forward_hook(lambda *a: runs.append(1))
+        model.backbone.fusion[0].intermediate.register_forward_hook(
+            lambda *a, runs=runs: runs.append(1)
+        )
         out, (total, _) = run(model, make_batch(cfg, meta))
         total.backward()
         recomputed[flag] = len(runs)
@@ -186,8 +190,16 @@ def test_sdpa_and_eager_agree():
 
 def test_backbone_sizes_follow_schema_knobs():
     meta = make_meta("pixels")
-    cfg = tiny(image_res=32, patch_size=8, vision_width=24, vision_layers=2, text_width=16,
-               text_layers=3, fusion_layers=2, backbone_heads=4)
+    cfg = tiny(
+        image_res=32,
+        patch_size=8,
+        vision_width=24,
+        vision_layers=2,
+        text_width=16,
+        text_layers=3,
+        fusion_layers=2,
+        backbone_heads=4,
+    )
     model = build_model(cfg, meta)
     bb = model.backbone
     assert bb.vision.config.hidden_size == 24 and bb.vision.config.num_hidden_layers == 2
@@ -215,8 +227,11 @@ def test_conv_stem_replaces_the_patch_projection_on_the_same_grid(patch_size):
     batch = make_batch(cfg, meta)
     out, (loss, _) = run(hybrid.train(), batch)
     assert out["logits"]["xvlm"].shape == (4, len(meta.answers))
-    assert (hybrid.backbone(batch)["vision"].shape
-            == plain.backbone(batch)["vision"].shape == (4, 1 + (32 // patch_size) ** 2, 24))
+    assert (
+        hybrid.backbone(batch)["vision"].shape
+        == plain.backbone(batch)["vision"].shape
+        == (4, 1 + (32 // patch_size) ** 2, 24)
+    )
     loss.backward()
     assert stem[0].weight.grad.abs().sum() > 0  # trained as part of the backbone
     assert {id(p) for p in stem.parameters()} <= {id(p) for p in hybrid.param_groups()["backbone"]}
@@ -229,12 +244,20 @@ def test_backbone_heads_must_divide_widths():
 
 def write_xvlm(tmp_path, **yaml_extra):
     (tmp_path / "configs").mkdir(parents=True)
-    (tmp_path / "configs" / "config_vit.json").write_text(json.dumps(
-        {"vision_width": 48, "image_res": 64, "patch_size": 16, "num_hidden_layers": 2}))
-    (tmp_path / "configs" / "config_bert.json").write_text(json.dumps(
-        {"hidden_size": 32, "num_hidden_layers": 5, "fusion_layer": 3, "num_attention_heads": 4}))
-    lines = ["vision_config: 'configs/config_vit.json'", "image_res: 32", "patch_size: 8",
-             "text_config: 'configs/config_bert.json'"]
+    (tmp_path / "configs" / "config_vit.json").write_text(
+        json.dumps({"vision_width": 48, "image_res": 64, "patch_size": 16, "num_hidden_layers": 2})
+    )
+    (tmp_path / "configs" / "config_bert.json").write_text(
+        json.dumps(
+            {"hidden_size": 32, "num_hidden_layers": 5, "fusion_layer": 3, "num_attention_heads": 4}
+        )
+    )
+    lines = [
+        "vision_config: 'configs/config_vit.json'",
+        "image_res: 32",
+        "patch_size: 8",
+        "text_config: 'configs/config_bert.json'",
+    ]
     lines += [f"{k}: {v}" for k, v in yaml_extra.items()]
     path = tmp_path / "configs" / "VQA_tiny.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -246,8 +269,11 @@ def test_xvlm_yaml_gives_backbone_sizes(tmp_path):
     s = backbone_sizes(tiny(config=str(path)))
     assert (s.image_res, s.patch_size, s.vision_width, s.vision_layers) == (32, 8, 48, 2)
     assert (s.text_width, s.text_layers, s.fusion_layers, s.heads) == (32, 3, 2, 4)
-    s = backbone_sizes(tiny(config=str(write_xvlm(tmp_path / "b", text_num_hidden_layers=6,
-                                                  text_fusion_start_at=4))))
+    s = backbone_sizes(
+        tiny(
+            config=str(write_xvlm(tmp_path / "b", text_num_hidden_layers=6, text_fusion_start_at=4))
+        )
+    )
     assert (s.text_layers, s.fusion_layers) == (4, 2)
     model = build_model(tiny(config=str(path)), make_meta("pixels"))
     assert len(model.backbone.fusion) == 2 and model.backbone.vision.config.hidden_size == 48
@@ -266,19 +292,36 @@ def test_checkpoint_folder_loads_pretrained_text_and_vision(tmp_path):
     from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 
     torch.manual_seed(1)
-    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=16),
-              add_pooling_layer=False).save_pretrained(tmp_path / "text")
-    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
-                       num_attention_heads=2, intermediate_size=32),
-             add_pooling_layer=False).save_pretrained(tmp_path / "vision")
+    BertModel(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=16,
+        ),
+        add_pooling_layer=False,
+    ).save_pretrained(tmp_path / "text")
+    ViTModel(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        ),
+        add_pooling_layer=False,
+    ).save_pretrained(tmp_path / "vision")
     cfg, meta = tiny(checkpoint=str(tmp_path)), make_meta("pixels")
     model = build_model(cfg, meta)
     saved = BertModel.from_pretrained(tmp_path / "text")
     bb = model.backbone
     assert bb.text.config.num_hidden_layers == 2
-    assert torch.equal(bb.text.encoder.layer[1].output.dense.weight,
-                       saved.encoder.layer[1].output.dense.weight)
+    assert torch.equal(
+        bb.text.encoder.layer[1].output.dense.weight, saved.encoder.layer[1].output.dense.weight
+    )
     assert bb.text.embeddings.word_embeddings.num_embeddings == len(meta.vocab) + 1
     assert bb.vision.config.hidden_size == 16
     out, (total, _) = run(model, make_batch(cfg, meta))
@@ -293,8 +336,9 @@ def test_checkpoint_vqatune_file_initialises_matching_tensors(tmp_path):
     loaded = build_model(cfg.replace(checkpoint=str(tmp_path / "best.pt")), meta)
     for k, v in source.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
-    other = build_model(cfg.replace(checkpoint=str(tmp_path / "best.pt")),
-                        make_meta("pixels", answers=5))  # new answer vocabulary
+    other = build_model(
+        cfg.replace(checkpoint=str(tmp_path / "best.pt")), make_meta("pixels", answers=5)
+    )  # new answer vocabulary
     assert "xvlm_head.net.3.weight" in other.checkpoint_skipped
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="junk.pt"):
@@ -331,7 +375,6 @@ def test_summary_without_meta_uses_nominal_vocabularies():
 
 def test_model_summary_command_json_and_table():
     from typer.testing import CliRunner
-
     from vqatune.tui.cli import app
 
     runner = CliRunner()
@@ -346,13 +389,14 @@ def test_model_summary_command_json_and_table():
 
 def test_model_summary_command_user_errors_exit_2():
     from typer.testing import CliRunner
-
     from vqatune.tui.cli import app
 
     runner = CliRunner()
-    for args in (["model", "summary", "no-such-preset"],
-                 ["model", "summary", "smoke", "--set", "vision_width=30", "--set", "backbone_heads=4"],
-                 ["model", "summary", "smoke", "--set", "config=/nonexistent/VQA.yaml"]):
+    for args in (
+        ["model", "summary", "no-such-preset"],
+        ["model", "summary", "smoke", "--set", "vision_width=30", "--set", "backbone_heads=4"],
+        ["model", "summary", "smoke", "--set", "config=/nonexistent/VQA.yaml"],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith("error: ") and "Traceback" not in result.output

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from model_batches import make_batch, make_meta
-
 from vqatune.engine import config
-from vqatune.engine.model import build_model
 from vqatune.engine.model import ban as ban_mod
+from vqatune.engine.model import build_model
 from vqatune.engine.model.graph import GATLayer, MGATLayer
 from vqatune.engine.model.samplers import gumbel_topk, imle_topk, topk_khot
 
@@ -63,8 +62,10 @@ def test_use_counter_adds_the_counting_module():
         assert not torch.allclose(before, model(batch)["logits"]["ban"])
 
 
-@pytest.mark.parametrize("act,cls", [("zhang", ban_mod.PiecewiseLin), ("sigmoid", ban_mod.SigmoidFn),
-                                     ("relu", ban_mod.RampFn)])
+@pytest.mark.parametrize(
+    "act,cls",
+    [("zhang", ban_mod.PiecewiseLin), ("sigmoid", ban_mod.SigmoidFn), ("relu", ban_mod.RampFn)],
+)
 def test_counter_act_selects_the_counter_functions(act, cls):
     model = build_model(tiny(use_counter=True, counter_act=act), make_meta("regions"))
     assert all(isinstance(f, cls) for f in model.ban.counter.f)
@@ -75,8 +76,9 @@ def test_counter_act_selects_the_counter_functions(act, cls):
 
 def test_counter_counts_separate_confident_boxes():
     counter = ban_mod.Counter(objects=10, act="zhang")
-    boxes = torch.tensor([[[0.0, 0, 0.1, 0.1], [0.3, 0.3, 0.4, 0.4], [0.6, 0.6, 0.7, 0.7],
-                           [0.8, 0.0, 0.9, 0.1]]])
+    boxes = torch.tensor(
+        [[[0.0, 0, 0.1, 0.1], [0.3, 0.3, 0.4, 0.4], [0.6, 0.6, 0.7, 0.7], [0.8, 0.0, 0.9, 0.1]]]
+    )
     counts = []
     for relevant in range(1, 5):
         att = torch.full((1, 4), -20.0)
@@ -95,7 +97,9 @@ def test_counter_activations_differ():
     att = torch.randn(2, 6)
     outs = {a: ban_mod.Counter(objects=4, act=a)(boxes, att) for a in ("zhang", "sigmoid", "relu")}
     assert not torch.allclose(outs["zhang"], outs["sigmoid"])
-    assert not torch.allclose(outs["zhang"], outs["relu"]) or not torch.allclose(outs["sigmoid"], outs["relu"])
+    assert not torch.allclose(outs["zhang"], outs["relu"]) or not torch.allclose(
+        outs["sigmoid"], outs["relu"]
+    )
 
 
 # ---- AoA, sizes, activation, dropout -----------------------------------------------------------
@@ -118,8 +122,15 @@ def test_num_hid_sets_joint_width():
         assert (first.in_features, first.out_features) == (h, 2 * h)
 
 
-@pytest.mark.parametrize("act,cls", [("swish", torch.nn.SiLU), ("relu", torch.nn.ReLU),
-                                     ("gelu", torch.nn.GELU), ("tanh", torch.nn.Tanh)])
+@pytest.mark.parametrize(
+    "act,cls",
+    [
+        ("swish", torch.nn.SiLU),
+        ("relu", torch.nn.ReLU),
+        ("gelu", torch.nn.GELU),
+        ("tanh", torch.nn.Tanh),
+    ],
+)
 def test_activation_is_used_in_classifiers_and_feed_forwards(act, cls):
     model = build_model(tiny(activation=act), make_meta("pixels"))
     assert isinstance(model.ban.classifier.net[1], cls)
@@ -131,8 +142,11 @@ def test_activation_is_used_in_classifiers_and_feed_forwards(act, cls):
 def test_dropout_rate_reaches_the_heads():
     meta = make_meta("pixels")
     model = build_model(tiny(dropout=0.3), meta)
-    rates = {m.p for n, m in model.named_modules()
-             if isinstance(m, torch.nn.Dropout) and not n.startswith("backbone")}
+    rates = {
+        m.p
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Dropout) and not n.startswith("backbone")
+    }
     assert rates == {0.3}
     cfg = tiny(dropout=0.5)
     model = build_model(cfg, meta)
@@ -218,8 +232,12 @@ def test_mgat_layers_sets_message_passing_depth():
 
 def test_use_mgat_selects_the_layer_type():
     meta = make_meta("regions")
-    assert all(isinstance(l, GATLayer) for l in build_model(tiny(use_mgat=0), meta).graph.layers)
-    assert all(isinstance(l, MGATLayer) for l in build_model(tiny(use_mgat=1), meta).graph.layers)
+    assert all(
+        isinstance(layer, GATLayer) for layer in build_model(tiny(use_mgat=0), meta).graph.layers
+    )
+    assert all(
+        isinstance(layer, MGATLayer) for layer in build_model(tiny(use_mgat=1), meta).graph.layers
+    )
 
 
 def test_use_instruction_gates_node_states():
@@ -287,8 +305,17 @@ def test_imle_gradient_matches_its_formula():
     w = torch.tensor([[1.0, 0.5, -2.0, 3.0, -0.5]])  # L = sum(w * z), dL/dz = w / ... (mean)
     for alpha, beta in ((1.0, 10.0), (0.5, 2.0), (2.0, 0.7)):
         theta.grad = None
-        z = imle_topk(theta, mask, 2, tau=1.0, nb_samples=2, alpha=alpha, beta=beta,
-                      training=True, noise=noise)
+        z = imle_topk(
+            theta,
+            mask,
+            2,
+            tau=1.0,
+            nb_samples=2,
+            alpha=alpha,
+            beta=beta,
+            training=True,
+            noise=noise,
+        )
         (z * w).sum().backward()
         with torch.no_grad():
             sample = topk_khot(theta + noise, 2)
@@ -300,8 +327,17 @@ def test_imle_gradient_matches_its_formula():
     grads = []
     for alpha, beta in ((1.0, 0.1), (1.0, 10.0), (0.0, 0.1)):
         theta.grad = None
-        z = imle_topk(theta, mask, 2, tau=1.0, nb_samples=2, alpha=alpha, beta=beta,
-                      training=True, noise=noise)
+        z = imle_topk(
+            theta,
+            mask,
+            2,
+            tau=1.0,
+            nb_samples=2,
+            alpha=alpha,
+            beta=beta,
+            training=True,
+            noise=noise,
+        )
         (z * w).sum().backward()
         grads.append(theta.grad.clone())
     assert not torch.equal(grads[0], grads[1]) and not torch.equal(grads[0], grads[2])

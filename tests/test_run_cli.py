@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-
 from vqatune.engine import cmdline, config, events, runstore
 from vqatune.tui.cli import app
 from vqatune.tui.commands import run_cmd
@@ -89,9 +88,24 @@ def test_every_guide_command_line_is_accepted(line):
 
 def test_train_dry_run_prints_config_and_model_summary_and_creates_nothing(tmp_path):
     smoke_sizes = cmdline.to_flags(config.load("smoke"))  # a small model to summarise
-    result = invoke("train", "--dry-run", "python", "main.py", *smoke_sizes, "--batch_size", "16",
-                    "--update_freq", "4", "--gradient_accumulation_steps", "4",
-                    "--mixed_precision", "--max_memory_usage", "0.7", "--max_steps", "5")
+    result = invoke(
+        "train",
+        "--dry-run",
+        "python",
+        "main.py",
+        *smoke_sizes,
+        "--batch_size",
+        "16",
+        "--update_freq",
+        "4",
+        "--gradient_accumulation_steps",
+        "4",
+        "--mixed_precision",
+        "--max_memory_usage",
+        "0.7",
+        "--max_steps",
+        "5",
+    )
     assert result.exit_code == 0, result.output
     assert "effective batch size: 256" in result.stdout  # 16 x update_freq 4 x 4
     assert "mixed_precision = true" in result.stdout and "max_steps = 5" in result.stdout
@@ -99,13 +113,16 @@ def test_train_dry_run_prints_config_and_model_summary_and_creates_nothing(tmp_p
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["run", "smoke", "--set", "lr=-1"], "lr"),
-    (["run", "no-such-preset"], "no-such-preset"),
-    (["train", "--lr", "fast"], "--lr"),
-    (["train", "--learning_rate", "3e-4"], "--learning_rate"),
-    (["train", "--set", "epochs=0"], "epochs"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["run", "smoke", "--set", "lr=-1"], "lr"),
+        (["run", "no-such-preset"], "no-such-preset"),
+        (["train", "--lr", "fast"], "--lr"),
+        (["train", "--learning_rate", "3e-4"], "--learning_rate"),
+        (["train", "--set", "epochs=0"], "epochs"),
+    ],
+)
 def test_bad_config_exits_2_with_one_line_and_creates_nothing(tmp_path, args, needle):
     result = invoke(*args)
     assert result.exit_code == 2
@@ -123,8 +140,7 @@ def test_bad_config_file_names_file_and_line(tmp_path):
 
 
 def test_follow_exit_code_follows_the_final_state(tmp_path):
-    for state, code in [("done", 0), ("diverged", 1), ("oom", 1), ("failed", 1),
-                        ("stopped", 130)]:
+    for state, code in [("done", 0), ("diverged", 1), ("oom", 1), ("failed", 1), ("stopped", 130)]:
         run_dir = tmp_path / state
         run_dir.mkdir()
         events.write_json_atomic(run_dir / events.SUMMARY_FILE, {"state": state, "step": 1})
@@ -156,8 +172,17 @@ def test_run_trains_to_the_end_with_progress_and_summary(tmp_path):
 def test_train_detach_with_guide_flags_and_output(tmp_path):
     smoke_flags = cmdline.to_flags(config.load("smoke"))  # sizes small enough for a test
     out = tmp_path / "saved_models" / "tiny"
-    result = invoke("train", "--detach", *smoke_flags, "--output", str(out), "--max_steps", "1",
-                    "--eval_limit", "8")
+    result = invoke(
+        "train",
+        "--detach",
+        *smoke_flags,
+        "--output",
+        str(out),
+        "--max_steps",
+        "1",
+        "--eval_limit",
+        "8",
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "tiny"
     info = wait_final(out)
@@ -167,14 +192,32 @@ def test_train_detach_with_guide_flags_and_output(tmp_path):
 
 def test_ctrl_c_stops_the_run_cleanly(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vqatune.tui.cli", "run", "smoke", "--name", "interrupted",
-         "--set", "max_steps=0", "--set", "epochs=50"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "vqatune.tui.cli",
+            "run",
+            "smoke",
+            "--name",
+            "interrupted",
+            "--set",
+            "max_steps=0",
+            "--set",
+            "epochs=50",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         runs = list((tmp_path / "runs").glob("*-interrupted-*"))
-        if runs and (runs[0] / events.METRICS_FILE).exists() and \
-                '"event": "step"' in (runs[0] / events.METRICS_FILE).read_text():
+        if (
+            runs
+            and (runs[0] / events.METRICS_FILE).exists()
+            and '"event": "step"' in (runs[0] / events.METRICS_FILE).read_text()
+        ):
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group

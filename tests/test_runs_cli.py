@@ -11,9 +11,8 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
-
 from test_runstore import FAKE_TRAINER, wait_for
+from typer.testing import CliRunner
 from vqatune.engine import config, runstore
 from vqatune.engine.events import MetricsWriter, write_json_atomic
 from vqatune.tui.cli import app
@@ -39,23 +38,39 @@ def cli(*args):
     return result.exit_code, result.stdout, result.stderr
 
 
-def finished_run(source="smoke", seed=1, name="", accuracy_shift=0.0, steps=40, flat=None,
-                 **changes):
+def finished_run(
+    source="smoke", seed=1, name="", accuracy_shift=0.0, steps=40, flat=None, **changes
+):
     cfg = config.load(source).replace(seed=seed, **changes)
     run_dir = runstore.create_run(cfg, source=source, name=name)
     w = MetricsWriter(run_dir / "metrics.jsonl")
     for s in range(1, steps + 1):
         w.write("step", step=s, epoch=0, loss=2.0 / s, samples_per_s=50.0)
         if s % 10 == 0:
-            w.write("eval", step=s, epoch=0,
-                    accuracy=flat if flat is not None else s / (steps + 10) + accuracy_shift)
+            w.write(
+                "eval",
+                step=s,
+                epoch=0,
+                accuracy=flat if flat is not None else s / (steps + 10) + accuracy_shift,
+            )
     w.write("end", state="done", step=steps)
     w.close()
     now = time.time()
-    write_json_atomic(run_dir / "status.json", {
-        "state": "done", "step": steps, "total_steps": steps, "epoch": 1, "epochs": 1,
-        "started": now - 90, "ended": now, "best_accuracy": steps / (steps + 10) + accuracy_shift,
-        "last_accuracy": steps / (steps + 10) + accuracy_shift, "heartbeat": now})
+    write_json_atomic(
+        run_dir / "status.json",
+        {
+            "state": "done",
+            "step": steps,
+            "total_steps": steps,
+            "epoch": 1,
+            "epochs": 1,
+            "started": now - 90,
+            "ended": now,
+            "best_accuracy": steps / (steps + 10) + accuracy_shift,
+            "last_accuracy": steps / (steps + 10) + accuracy_shift,
+            "heartbeat": now,
+        },
+    )
     (run_dir / "train.log").write_text("".join(f"line {i}\n" for i in range(1, 6)))
     return run_dir
 
@@ -132,9 +147,18 @@ def test_show_running_run_samples_gpu_and_process(runs, monkeypatch):
     from test_gpu import GIB, fake_nvml
 
     run_dir = finished_run()
-    write_json_atomic(run_dir / "status.json", {
-        "state": "running", "pid": os.getpid(), "pid_start_time": psutil.Process().create_time(),
-        "heartbeat": time.time(), "started": time.time() - 5, "step": 3, "total_steps": 40})
+    write_json_atomic(
+        run_dir / "status.json",
+        {
+            "state": "running",
+            "pid": os.getpid(),
+            "pid_start_time": psutil.Process().create_time(),
+            "heartbeat": time.time(),
+            "started": time.time() - 5,
+            "step": 3,
+            "total_steps": 40,
+        },
+    )
     fake = fake_nvml([("NVIDIA H100", 20 * GIB, 80 * GIB, 90, {os.getpid(): 6 * GIB})])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     code, out, _ = cli("show", run_dir.name)
@@ -186,11 +210,21 @@ def test_logs_follow_ctrl_c_leaves_quietly(runs):
     import psutil
 
     run_dir = finished_run()
-    write_json_atomic(run_dir / "status.json", {
-        "state": "running", "pid": os.getpid(), "pid_start_time": psutil.Process().create_time(),
-        "heartbeat": time.time() + 3600})
-    proc = subprocess.Popen([sys.executable, "-m", "vqatune.tui.cli", "logs", "-f", run_dir.name],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    write_json_atomic(
+        run_dir / "status.json",
+        {
+            "state": "running",
+            "pid": os.getpid(),
+            "pid_start_time": psutil.Process().create_time(),
+            "heartbeat": time.time() + 3600,
+        },
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vqatune.tui.cli", "logs", "-f", run_dir.name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline() == "line 1\n"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
@@ -254,8 +288,10 @@ def psutil_alive(pid):
 def test_resume_without_checkpoint_warns_and_starts_over(runs, fake_trainer, monkeypatch):
     monkeypatch.setenv("FAKE_STEPS", "3")
     run_dir = runstore.create_run(config.load("smoke"), source="smoke")
-    write_json_atomic(run_dir / "status.json", {"state": "running", "pid": 2 ** 22 - 3,
-                                                "pid_start_time": 1.0, "heartbeat": 1.0})
+    write_json_atomic(
+        run_dir / "status.json",
+        {"state": "running", "pid": 2**22 - 3, "pid_start_time": 1.0, "heartbeat": 1.0},
+    )
     code, out, err = cli("resume", run_dir.name)
     assert code == 0 and "no checkpoint yet: it starts again from step 0" in err
     assert runstore.run_info(run_dir).state == "done"
@@ -289,7 +325,8 @@ def test_compare_presets_and_seeds(runs):
     assert quick != 32 and differing["num_hid"] == [32, 32, 32, quick]
     assert "max_boxes" not in differing and "name" not in differing  # only what differs
     assert [r["metrics"]["best_accuracy"] for r in data["runs"]] == pytest.approx(
-        [0.8, 0.82, 0.84, 20 / 30 + 0.1])
+        [0.8, 0.82, 0.84, 20 / 30 + 0.1]
+    )
     assert data["runs"][3]["metrics"]["steps"] == 20
     assert data["runs"][0]["metrics"]["final_loss"] == pytest.approx(2.0 / 40)
     (group,) = data["groups"]
@@ -326,9 +363,11 @@ def test_compare_needs_two_distinct_runs(runs):
 
 
 def test_commands_do_not_import_heavy_modules():
-    code = ("import sys; from vqatune.tui import cli; "
-            "from vqatune.engine import runstore, metrics, gpu, compare; "
-            "heavy = [m for m in ('torch', 'transformers', 'textual') if m in sys.modules]; "
-            "print(heavy)")
+    code = (
+        "import sys; from vqatune.tui import cli; "
+        "from vqatune.engine import runstore, metrics, gpu, compare; "
+        "heavy = [m for m in ('torch', 'transformers', 'textual') if m in sys.modules]; "
+        "print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -22,7 +22,6 @@ from pathlib import Path
 import polling
 import psutil
 import pytest
-
 from vqatune.engine import config, runstore
 from vqatune.engine.config import ConfigError
 from vqatune.engine.events import write_json_atomic
@@ -138,8 +137,9 @@ def test_default_runs_dir_env_and_cwd(tmp_path, monkeypatch):
 
 def test_create_run_writes_config_meta_status(runs):
     cfg = smoke_cfg(lr=1e-3)
-    run_dir = runstore.create_run(cfg, source="smoke", overrides={"lr": 1e-3},
-                                  argv=["vqatune", "run", "smoke"])
+    run_dir = runstore.create_run(
+        cfg, source="smoke", overrides={"lr": 1e-3}, argv=["vqatune", "run", "smoke"]
+    )
     assert run_dir.parent == runs
     assert re.fullmatch(r"\d{8}-\d{6}-smoke-[0-9a-f]{4}", run_dir.name)
     assert config.load(str(run_dir / "config.toml")) == cfg
@@ -152,8 +152,9 @@ def test_create_run_writes_config_meta_status(runs):
 
 
 def test_tags_go_into_meta_without_replacing_its_fields(runs):
-    run_dir = runstore.create_run(smoke_cfg(), name="t", tags={"sweep": "s1", "trial": 3,
-                                                                "id": "forged", "name": "x"})
+    run_dir = runstore.create_run(
+        smoke_cfg(), name="t", tags={"sweep": "s1", "trial": 3, "id": "forged", "name": "x"}
+    )
     meta = json.loads((run_dir / "meta.json").read_text())
     assert (meta["sweep"], meta["trial"]) == ("s1", 3)
     assert meta["id"] == run_dir.name and meta["name"] == "t"
@@ -191,10 +192,14 @@ def test_twenty_runs_at_once_get_distinct_ids(runs):
 
 
 def test_twenty_processes_at_once_get_distinct_ids(runs):
-    code = ("from vqatune.engine import config, runstore;"
-            "print(runstore.create_run(config.load('smoke'), name='same'))")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-             for _ in range(20)]
+    code = (
+        "from vqatune.engine import config, runstore;"
+        "print(runstore.create_run(config.load('smoke'), name='same'))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(20)
+    ]
     paths = [p.communicate()[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert len(set(paths)) == 20 and len(list(runs.iterdir())) == 20
@@ -321,8 +326,14 @@ def test_running_needs_live_pid_matching_start_time_and_fresh_heartbeat(run_dir)
 def test_dead_pid_is_crashed(run_dir):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     start = psutil.Process(proc.pid).create_time()
-    write_status(run_dir, state="running", pid=proc.pid, pid_start_time=start,
-                 heartbeat=time.time(), started=time.time())
+    write_status(
+        run_dir,
+        state="running",
+        pid=proc.pid,
+        pid_start_time=start,
+        heartbeat=time.time(),
+        started=time.time(),
+    )
     assert runstore.run_info(run_dir).state == "running"
     proc.kill()
     proc.wait()
@@ -334,9 +345,14 @@ def test_stale_status_with_pid_now_used_by_another_process(run_dir):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         # the status was written by an earlier process that had this pid
-        write_status(run_dir, state="running", pid=other.pid,
-                     pid_start_time=psutil.Process(other.pid).create_time() - 3600,
-                     heartbeat=time.time(), started=time.time() - 3600)
+        write_status(
+            run_dir,
+            state="running",
+            pid=other.pid,
+            pid_start_time=psutil.Process(other.pid).create_time() - 3600,
+            heartbeat=time.time(),
+            started=time.time() - 3600,
+        )
         assert runstore.run_info(run_dir).state == "crashed"
     finally:
         other.kill()
@@ -371,8 +387,10 @@ def test_run_dir_missing_files(run_dir):
 
 def test_launched_but_not_started_is_queued_then_crashed(run_dir):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    write_json_atomic(run_dir / runstore.LAUNCH_FILE, {
-        "pid": proc.pid, "pid_start_time": psutil.Process(proc.pid).create_time()})
+    write_json_atomic(
+        run_dir / runstore.LAUNCH_FILE,
+        {"pid": proc.pid, "pid_start_time": psutil.Process(proc.pid).create_time()},
+    )
     info = runstore.run_info(run_dir)
     assert info.state == "queued" and info.live
     proc.kill()
@@ -384,8 +402,7 @@ def test_launched_but_not_started_is_queued_then_crashed(run_dir):
 def test_other_host_trusts_the_heartbeat(run_dir):
     meta = json.loads((run_dir / "meta.json").read_text())
     write_json_atomic(run_dir / "meta.json", {**meta, "host": "some-other-host"})
-    write_status(run_dir, state="running", pid=999999999, pid_start_time=1.0,
-                 heartbeat=time.time())
+    write_status(run_dir, state="running", pid=999999999, pid_start_time=1.0, heartbeat=time.time())
     assert runstore.run_info(run_dir).state == "running"
 
 
@@ -469,11 +486,17 @@ def test_stop_kill_records_stopped(run_dir, fake_trainer, monkeypatch):
 
 
 def test_stop_kill_ends_a_hung_run(run_dir):
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
-                            start_new_session=True)
-    write_status(run_dir, state="running", pid=proc.pid,
-                 pid_start_time=psutil.Process(proc.pid).create_time(),
-                 heartbeat=time.time() - 100, started=time.time() - 200)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
+    )
+    write_status(
+        run_dir,
+        state="running",
+        pid=proc.pid,
+        pid_start_time=psutil.Process(proc.pid).create_time(),
+        heartbeat=time.time() - 100,
+        started=time.time() - 200,
+    )
     assert runstore.run_info(run_dir).state == "crashed"
     info = runstore.stop(run_dir, kill=True)
     assert proc.wait(timeout=5) == -signal.SIGKILL
@@ -482,8 +505,10 @@ def test_stop_kill_ends_a_hung_run(run_dir):
 
 def test_stop_while_starting_records_stopped(run_dir):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    write_json_atomic(run_dir / runstore.LAUNCH_FILE, {
-        "pid": proc.pid, "pid_start_time": psutil.Process(proc.pid).create_time()})
+    write_json_atomic(
+        run_dir / runstore.LAUNCH_FILE,
+        {"pid": proc.pid, "pid_start_time": psutil.Process(proc.pid).create_time()},
+    )
     assert runstore.run_info(run_dir).state == "queued"
     info = runstore.stop(run_dir, wait_s=10)
     assert proc.wait() == -signal.SIGTERM
@@ -492,17 +517,23 @@ def test_stop_while_starting_records_stopped(run_dir):
 
 def test_sighup_to_the_launching_shell_leaves_the_run_going(run_dir, fake_trainer, tmp_path):
     launcher = tmp_path / "launcher.py"
-    launcher.write_text(textwrap.dedent(f"""
+    launcher.write_text(
+        textwrap.dedent(f"""
         import sys
         from vqatune.engine import runstore
         runstore.TRAINER = [sys.executable, {str(fake_trainer)!r}]
         print(runstore.launch(sys.argv[1], detach=True).pid, flush=True)
-    """))
+    """)
+    )
     env = dict(os.environ, FAKE_STEPS="30", FAKE_DELAY="0.05")
     # An interactive-like shell in its own session: it launches, then waits as a user would.
     shell = subprocess.Popen(
         ["bash", "-c", f"{sys.executable} {launcher} {run_dir}; sleep 60"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
     trainer_pid = int(shell.stdout.readline())
     assert wait_for(lambda: runstore.run_info(run_dir).state == "running")
     os.killpg(shell.pid, signal.SIGHUP)  # what a dropped SSH connection does

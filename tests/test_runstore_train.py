@@ -19,7 +19,6 @@ import polling
 import psutil
 import pytest
 from typer.testing import CliRunner
-
 from vqatune.engine import config, runstore
 from vqatune.engine.metrics import read_events
 from vqatune.tui.cli import app
@@ -62,13 +61,27 @@ def other_preset_run(runs_dir, tmp_path_factory):
 
 
 def test_sighup_leaves_it_running_kill_9_crashes_it_resume_finishes(
-        runs_dir, other_preset_run, shared):
-    start = [sys.executable, "-m", "vqatune.tui.cli", "run", "smoke", "--detach",
-             "--runs-dir", str(runs_dir), *(w for s in SETS for w in ("--set", s))]
+    runs_dir, other_preset_run, shared
+):
+    start = [
+        sys.executable,
+        "-m",
+        "vqatune.tui.cli",
+        "run",
+        "smoke",
+        "--detach",
+        "--runs-dir",
+        str(runs_dir),
+        *(w for s in SETS for w in ("--set", s)),
+    ]
     # A login shell over SSH: starts the run, then the connection drops (SIGHUP to its group).
-    shell = subprocess.Popen(["bash", "-c", " ".join(start) + "; sleep 120"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             start_new_session=True)
+    shell = subprocess.Popen(
+        ["bash", "-c", " ".join(start) + "; sleep 120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     run_id = shell.stdout.readline().strip()
     run_dir = runs_dir / run_id
     assert run_dir.is_dir(), run_id
@@ -84,8 +97,13 @@ def test_sighup_leaves_it_running_kill_9_crashes_it_resume_finishes(
     trainer.send_signal(signal.SIGSTOP)  # hold it still while we look, then kill -9
     checkpointed = read_events(run_dir / "metrics.jsonl", ["checkpoint"])[-1]["step"]
     trainer.send_signal(signal.SIGKILL)
-    assert wait_for(lambda: not psutil.pid_exists(info.pid) or
-                    psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
+    assert wait_for(
+        lambda: (
+            not psutil.pid_exists(info.pid)
+            or psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE
+        ),
+        timeout=10,
+    )
     info = runstore.run_info(run_dir)
     assert info.state == "crashed" and info.step < 6
     assert '"crashed"' in cli("runs", "--runs-dir", runs_dir, "--json")[1]
@@ -99,7 +117,7 @@ def test_sighup_leaves_it_running_kill_9_crashes_it_resume_finishes(
     assert len(seam) == 1
     resumed = events[seam[0]]
     assert resumed["step"] == checkpointed and resumed["from_checkpoint"].endswith("last.pt")
-    after = [e["step"] for e in events[seam[0]:] if e["event"] == "step"]
+    after = [e["step"] for e in events[seam[0] :] if e["event"] == "step"]
     assert after[0] == checkpointed + 1 and after[-1] == 6
     shared["resumed"] = run_dir
 

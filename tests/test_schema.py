@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from vqatune.engine import schema
 from vqatune.engine.schema import BY_NAME, GUIDE_PARAMS, PARAMS, ParamError, coerce
 
@@ -23,8 +22,14 @@ GUIDE = [
     ("counter_act", "zhang", "str", "Model architecture", "BAN", ("zhang",)),
     ("AOA_layers", 6, "int", "Model architecture", "AoA", (4, 8)),
     ("num_hid", 1024, "int", "Model architecture", "AoA", (512, 2048)),
-    ("activation", "swish", "str", "Model architecture", "Activation and regularisation",
-     ("relu", "swish")),
+    (
+        "activation",
+        "swish",
+        "str",
+        "Model architecture",
+        "Activation and regularisation",
+        ("relu", "swish"),
+    ),
     ("dropout", 0.45, "float", "Model architecture", "Activation and regularisation", (0.3, 0.6)),
     ("question_len", 12, "int", "Data processing", "Data processing", (8, 20)),
     ("max_boxes", 50, "int", "Data processing", "Data processing", (30, 100)),
@@ -53,8 +58,13 @@ GUIDE = [
     ("topk", 6, "int", "Fine-tuning", "Fine-tuning", (3, 10)),
 ]
 # Guide type -> schema kinds that implement it ("str" with fixed values is a choice).
-KINDS = {"int": {"int"}, "float": {"float"}, "bool": {"bool"}, "int 0/1": {"int01"},
-         "str": {"str", "choice"}}
+KINDS = {
+    "int": {"int"},
+    "float": {"float"},
+    "bool": {"bool"},
+    "int 0/1": {"int01"},
+    "str": {"str", "choice"},
+}
 PY_TYPES = {"int": int, "float": float, "bool": bool, "int 0/1": int, "str": str}
 
 
@@ -64,8 +74,9 @@ def test_guide_has_38_flags_in_schema_order():
     assert all(p.in_guide for p in GUIDE_PARAMS)
 
 
-@pytest.mark.parametrize("name,default,gtype,category,group,recommended", GUIDE,
-                         ids=[row[0] for row in GUIDE])
+@pytest.mark.parametrize(
+    "name,default,gtype,category,group,recommended", GUIDE, ids=[row[0] for row in GUIDE]
+)
 def test_guide_param(name, default, gtype, category, group, recommended):
     p = BY_NAME[name]
     assert p.flag == "--" + name
@@ -84,8 +95,17 @@ def test_guide_param(name, default, gtype, category, group, recommended):
 def test_groups_are_the_guide_sub_categories_in_order():
     guide_groups = list(dict.fromkeys(row[4] for row in GUIDE))
     assert guide_groups == [
-        "Training basics", "BAN", "AoA", "Activation and regularisation", "Data processing",
-        "ISubGVQA graph network", "ISubGVQA control", "Gradients", "Memory", "Fine-tuning"]
+        "Training basics",
+        "BAN",
+        "AoA",
+        "Activation and regularisation",
+        "Data processing",
+        "ISubGVQA graph network",
+        "ISubGVQA control",
+        "Gradients",
+        "Memory",
+        "Fine-tuning",
+    ]
     assert list(schema.GROUPS[: len(guide_groups)]) == guide_groups
     assert [g for g, _ in schema.iter_groups()] == list(schema.GROUPS)
     # every parameter is in exactly one known group and table
@@ -94,22 +114,50 @@ def test_groups_are_the_guide_sub_categories_in_order():
 
 
 def test_run_parameters_the_issue_asks_for():
-    for name in ("dataset", "data_root", "checkpoint", "config", "output", "name", "device",
-                 "num_workers", "eval_every", "patience", "max_steps", "train_limit",
-                 "eval_limit", "image_res"):
+    for name in (
+        "dataset",
+        "data_root",
+        "checkpoint",
+        "config",
+        "output",
+        "name",
+        "device",
+        "num_workers",
+        "eval_every",
+        "patience",
+        "max_steps",
+        "train_limit",
+        "eval_limit",
+        "image_res",
+    ):
         assert name in BY_NAME and not BY_NAME[name].in_guide
     assert set(BY_NAME["dataset"].choices) == {"easy-vqa", "gqa", "vqa", "synthetic"}
     assert set(BY_NAME["device"].choices) == {"auto", "cpu", "cuda"}
     assert len(BY_NAME) == len(PARAMS)  # names are unique
 
 
-@pytest.mark.parametrize("name,value", [
-    ("lr", 0), ("lr", -1e-4), ("xvlm_lr", -1e-5), ("dropout", 1.0), ("dropout", -0.1),
-    ("AOA_layers", 0), ("mgat_layers", 0), ("epochs", 0), ("batch_size", 0),
-    ("max_memory_usage", 0.0), ("max_memory_usage", 1.01), ("tau", 0.0),
-    ("sampler_type", "topk"), ("activation", "softmax"), ("counter_act", "nope"),
-    ("dataset", "coco"), ("device", "tpu"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("lr", 0),
+        ("lr", -1e-4),
+        ("xvlm_lr", -1e-5),
+        ("dropout", 1.0),
+        ("dropout", -0.1),
+        ("AOA_layers", 0),
+        ("mgat_layers", 0),
+        ("epochs", 0),
+        ("batch_size", 0),
+        ("max_memory_usage", 0.0),
+        ("max_memory_usage", 1.01),
+        ("tau", 0.0),
+        ("sampler_type", "topk"),
+        ("activation", "softmax"),
+        ("counter_act", "nope"),
+        ("dataset", "coco"),
+        ("device", "tpu"),
+    ],
+)
 def test_hard_bounds_are_errors(name, value):
     with pytest.raises(ParamError) as e:
         coerce(BY_NAME[name], value)
@@ -117,13 +165,24 @@ def test_hard_bounds_are_errors(name, value):
     assert str(e.value).startswith(f"{name}: ")
 
 
-@pytest.mark.parametrize("name,value,expected", [
-    ("dropout", 0.0, 0.0), ("dropout", 0.99, 0.99), ("max_memory_usage", 1.0, 1.0),
-    ("max_memory_usage", 1e-3, 1e-3), ("lr", 1e-9, 1e-9), ("xvlm_lr", 0.0, 0.0),
-    ("AOA_layers", 1, 1), ("sampler_type", "gumbel", "gumbel"), ("sampler_type", "IMLE", "imle"),
-    ("activation", "relu", "relu"), ("activation", "silu", "swish"), ("dataset", "GQA", "gqa"),
-    ("dataset", "VQA", "vqa"),
-])
+@pytest.mark.parametrize(
+    "name,value,expected",
+    [
+        ("dropout", 0.0, 0.0),
+        ("dropout", 0.99, 0.99),
+        ("max_memory_usage", 1.0, 1.0),
+        ("max_memory_usage", 1e-3, 1e-3),
+        ("lr", 1e-9, 1e-9),
+        ("xvlm_lr", 0.0, 0.0),
+        ("AOA_layers", 1, 1),
+        ("sampler_type", "gumbel", "gumbel"),
+        ("sampler_type", "IMLE", "imle"),
+        ("activation", "relu", "relu"),
+        ("activation", "silu", "swish"),
+        ("dataset", "GQA", "gqa"),
+        ("dataset", "VQA", "vqa"),
+    ],
+)
 def test_edges_inside_hard_bounds_are_accepted(name, value, expected):
     assert coerce(BY_NAME[name], value) == expected
 
@@ -138,8 +197,10 @@ def test_out_of_recommended_range_is_a_warning_not_an_error():
     assert schema.recommendation_warning(BY_NAME["seed"], 7) is None
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("true", True), ("False", False), ("1", True), ("0", False), ("on", True), ("no", False)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [("true", True), ("False", False), ("1", True), ("0", False), ("on", True), ("no", False)],
+)
 def test_booleans_parse_text_strictly(text, expected):
     assert coerce(BY_NAME["tfidf"], text) is expected
     assert coerce(BY_NAME["use_mgat"], text) == int(expected)
@@ -169,8 +230,17 @@ def test_numbers_from_text():
         coerce(BY_NAME["name"], "two\nlines")
 
 
-@pytest.mark.parametrize("x,text", [(2.8e-4, "2.8e-4"), (5e-5, "5e-5"), (0.45, "0.45"),
-                                    (10.0, "10.0"), (1e-3, "0.001"), (1 / 3, repr(1 / 3))])
+@pytest.mark.parametrize(
+    "x,text",
+    [
+        (2.8e-4, "2.8e-4"),
+        (5e-5, "5e-5"),
+        (0.45, "0.45"),
+        (10.0, "10.0"),
+        (1e-3, "0.001"),
+        (1 / 3, repr(1 / 3)),
+    ],
+)
 def test_format_float_is_short_and_exact(x, text):
     assert schema.format_float(x) == text
     assert float(schema.format_float(x)) == x

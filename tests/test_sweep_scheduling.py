@@ -16,7 +16,6 @@ import optuna
 import polling
 import psutil
 import pytest
-
 from vqatune.engine import runstore, search, sweep
 
 FAKE = Path(__file__).with_name("sweep_fake_trainer.py")
@@ -26,7 +25,8 @@ FAKE_TRAINER = [sys.executable, str(FAKE)]
 CLI_WITH_FAKE = (
     "import sys; from vqatune.engine import runstore; "
     f"runstore.TRAINER = {FAKE_TRAINER!r}; "
-    "from vqatune.tui.cli import main; sys.argv = ['vqatune'] + sys.argv[1:]; main()")
+    "from vqatune.tui.cli import main; sys.argv = ['vqatune'] + sys.argv[1:]; main()"
+)
 
 
 @pytest.fixture
@@ -48,9 +48,14 @@ def default_sigint() -> None:
 
 
 def vqatune(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLI_WITH_FAKE, *args], env={
-        **os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, preexec_fn=default_sigint)
+    return subprocess.Popen(
+        [sys.executable, "-c", CLI_WITH_FAKE, *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=default_sigint,
+    )
 
 
 wait_for = functools.partial(polling.wait_for, timeout=30.0)
@@ -71,14 +76,21 @@ def runs_by_key(sw: sweep.Sweep) -> dict[str, list[runstore.RunInfo]]:
 
 
 def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, capsys):
-    plan = sweep.load_plan(str(plan_file(
-        tmp_path, "seeds = [1, 2]\n[variants.slow]\nlr = 1e-4\n[variants.fast]\nlr = 5e-4\n")))
+    plan = sweep.load_plan(
+        str(
+            plan_file(
+                tmp_path, "seeds = [1, 2]\n[variants.slow]\nlr = 1e-4\n[variants.fast]\nlr = 5e-4\n"
+            )
+        )
+    )
     sw = sweep.open_sweep(plan, tmp_path / "runs")
     lines: list[str] = []
-    result = sweep.run_variants(sw, plan, slots=sweep.make_slots(2, None), echo=lines.append,
-                                poll_s=0.02)
-    assert result.states == {k: "done" for k in
-                             ("slow/seed1", "slow/seed2", "fast/seed1", "fast/seed2")}
+    result = sweep.run_variants(
+        sw, plan, slots=sweep.make_slots(2, None), echo=lines.append, poll_s=0.02
+    )
+    assert result.states == {
+        k: "done" for k in ("slow/seed1", "slow/seed2", "fast/seed1", "fast/seed2")
+    }
     by_key = runs_by_key(sw)
     assert {k: len(v) for k, v in by_key.items()} == {k: 1 for k in result.states}
     run = by_key["fast/seed2"][0]
@@ -104,14 +116,18 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, caps
     assert listed.id == sw.id and listed_progress == progress
 
     from typer.testing import CliRunner
-
     from vqatune.tui.cli import app
     from vqatune.tui.commands import sweep_cmd
 
     out = CliRunner().invoke(app, ["sweeps", "--runs-dir", str(tmp_path / "runs"), "--json"])
     [row] = json.loads(out.output)
-    assert (row["id"], row["state"], row["done"], row["total"], row["best_accuracy"]) == \
-        (sw.id, "finished", 4, 4, 0.5)
+    assert (row["id"], row["state"], row["done"], row["total"], row["best_accuracy"]) == (
+        sw.id,
+        "finished",
+        4,
+        4,
+        0.5,
+    )
     sweep_cmd.compare_sweep(sw.id[:8], tmp_path / "runs", plot=True)
     text = capsys.readouterr().out
     assert "winner: fast" in text and "0.5000 ± 0.0000" in text and "validation accuracy" in text
@@ -125,8 +141,13 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, caps
 
     # The same command again finds every run finished and keeps them.
     lines.clear()
-    again = sweep.run_variants(sweep.open_sweep(plan, tmp_path / "runs"), plan,
-                               slots=[None], echo=lines.append, poll_s=0.02)
+    again = sweep.run_variants(
+        sweep.open_sweep(plan, tmp_path / "runs"),
+        plan,
+        slots=[None],
+        echo=lines.append,
+        poll_s=0.02,
+    )
     assert again.kept == 4 and again.run_ids == result.run_ids
     assert lines[1:] == [f"sweep {sw.id}: 4 of 4 runs already finished, kept"]
 
@@ -136,8 +157,9 @@ def test_gpus_get_one_run_each_at_a_time(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
     plan = sweep.load_plan(str(plan_file(tmp_path, "seeds = [1, 2, 3, 4, 5]\n")))
     sw = sweep.open_sweep(plan, tmp_path / "runs")
-    sweep.run_variants(sw, plan, slots=sweep.make_slots(None, ["2", "5"]), echo=lambda _: None,
-                       poll_s=0.02)
+    sweep.run_variants(
+        sw, plan, slots=sweep.make_slots(None, ["2", "5"]), echo=lambda _: None, poll_s=0.02
+    )
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"  # the sweep's own env is untouched
     spans: dict[str, list[tuple[float, float]]] = {}
     for r in sweep.sweep_runs(sw):
@@ -158,36 +180,51 @@ def test_a_run_left_going_on_a_gpu_keeps_that_gpu(tmp_path, fake, monkeypatch):
     p = sweep.expand(plan)[0]
     with monkeypatch.context() as m:  # as an earlier sweep process that died did it
         m.setenv("CUDA_VISIBLE_DEVICES", "5")
-        left = sweep.create_sweep_run(sw, p.config, name="left", overrides=p.overrides,
-                                      tags={"sweep_key": p.key, "variant": p.variant,
-                                            "seed": p.seed, "gpu": "5"})
+        left = sweep.create_sweep_run(
+            sw,
+            p.config,
+            name="left",
+            overrides=p.overrides,
+            tags={"sweep_key": p.key, "variant": p.variant, "seed": p.seed, "gpu": "5"},
+        )
         proc = runstore.launch(left, detach=True)
     assert wait_for(lambda: runstore.run_info(left).state == "running")
     lines: list[str] = []
     sweep.run_variants(sw, plan, slots=["2", "5"], echo=lines.append, poll_s=0.02)
     proc.wait()
     assert any(f"waiting for {p.key}: run {left.name} on GPU 5" in line for line in lines)
-    spans = sorted((r.status["started"], r.status["ended"]) for r in sweep.sweep_runs(sw)
-                   if r.meta["gpu"] == "5")
+    spans = sorted(
+        (r.status["started"], r.status["ended"])
+        for r in sweep.sweep_runs(sw)
+        if r.meta["gpu"] == "5"
+    )
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert start >= end
 
 
-def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, fake,
-                                                                     monkeypatch):
+def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY", "0.05")
-    plan = sweep.load_plan(str(plan_file(
-        tmp_path, "[set]\nmax_steps = 40\neval_every = 10\n[variants.a]\nlr = 1e-4\n[variants.b]\nlr = 2e-4\n"
-                  "[variants.c]\nlr = 3e-4\n[variants.d]\nlr = 4e-4\n")))
+    plan = sweep.load_plan(
+        str(
+            plan_file(
+                tmp_path,
+                "[set]\nmax_steps = 40\neval_every = 10\n[variants.a]\nlr = 1e-4\n[variants.b]\nlr = 2e-4\n"
+                "[variants.c]\nlr = 3e-4\n[variants.d]\nlr = 4e-4\n",
+            )
+        )
+    )
     sw = sweep.open_sweep(plan, tmp_path / "runs")
     planned = {p.key: p for p in sweep.expand(plan)}
 
     def make(key: str) -> Path:
         p = planned[key]
-        return sweep.create_sweep_run(sw, p.config, name=key.replace("/", "-"),
-                                      overrides=p.overrides,
-                                      tags={"sweep_key": key, "variant": p.variant,
-                                            "seed": p.seed})
+        return sweep.create_sweep_run(
+            sw,
+            p.config,
+            name=key.replace("/", "-"),
+            overrides=p.overrides,
+            tags={"sweep_key": key, "variant": p.variant, "seed": p.seed},
+        )
 
     # a: finished; b: stopped half way (a checkpoint); c: crashed before any checkpoint;
     # d: still running, started by an earlier sweep process that died.
@@ -199,8 +236,9 @@ def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, 
     runstore.stop(stopped, wait_s=10)
     proc.wait()
     crashed = make("c/seed1204")
-    (crashed / "status.json").write_text(json.dumps({"state": "running", "pid": 999999,
-                                                     "pid_start_time": 1.0, "heartbeat": 1.0}))
+    (crashed / "status.json").write_text(
+        json.dumps({"state": "running", "pid": 999999, "pid_start_time": 1.0, "heartbeat": 1.0})
+    )
     running = make("d/seed1204")
     other = runstore.launch(running, detach=True)
     assert wait_for(lambda: runstore.run_info(running).state == "running")
@@ -219,8 +257,10 @@ def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, 
     # The waited-for run was not started a second time.
     assert (running / "train.log").read_text().count("fake trainer") == 1
     resumed_log = (stopped / "train.log").read_text()
-    assert "fake trainer resume at step" in resumed_log and \
-        "fake trainer resume at step 0" not in resumed_log
+    assert (
+        "fake trainer resume at step" in resumed_log
+        and "fake trainer resume at step 0" not in resumed_log
+    )
 
 
 def test_sighup_with_the_terminal_gone_still_stops_the_runs(tmp_path):
@@ -247,8 +287,10 @@ def test_a_second_process_on_a_running_sweep_is_refused(tmp_path, fake):
         detached_out, _ = detached.communicate(timeout=60)
     assert sweep.progress(sw).state == "incomplete"
     assert second.returncode == 2
-    assert out.strip() == f"error: sweep {sw.id} is already running (pid {os.getpid()} on " \
-                          f"{os.uname().nodename})"
+    assert (
+        out.strip() == f"error: sweep {sw.id} is already running (pid {os.getpid()} on "
+        f"{os.uname().nodename})"
+    )
     assert detached.returncode == 2
     assert detached_out.strip() == f"error: sweep {sw.id} is already running"
     assert runstore.list_runs(tmp_path / "runs") == []
@@ -279,8 +321,16 @@ def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
     sw = sweep.open_sweep(plan, tmp_path / "runs")
     storage = search.default_storage(sw.path)
     lines: list[str] = []
-    result = search.run_search(sw, plan, spec, storage_url=storage, study_name="s",
-                               slots=[None], echo=lines.append, poll_s=0.02)
+    result = search.run_search(
+        sw,
+        plan,
+        spec,
+        storage_url=storage,
+        study_name="s",
+        slots=[None],
+        echo=lines.append,
+        poll_s=0.02,
+    )
     trials = trial_table(storage, "s")
     assert len(trials) == 4 and sorted(result.ran) == list(range(4))
     states = [t.state.name for t in trials]
@@ -290,8 +340,11 @@ def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
     for t in trials:
         run = runs[t.number]
         assert t.user_attrs["run_id"] == run.id and run.meta["params"] == t.params
-        evals = [json.loads(line)["accuracy"] for line in
-                 (run.path / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+        evals = [
+            json.loads(line)["accuracy"]
+            for line in (run.path / "metrics.jsonl").read_text().splitlines()
+            if '"eval"' in line
+        ]
         reported = list(t.intermediate_values.values())
         if t.state.name == "PRUNED":
             # Worse than the median of finished trials at its first eval: stopped there.
@@ -309,13 +362,20 @@ def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
 
 
 def test_interrupted_search_resumes_its_open_trial(tmp_path):
-    plan = plan_file(tmp_path, SEARCH.format(seed=0, n=3).replace("eval_every = 2",
-                                                                  "eval_every = 10\nmax_steps = 40"))
+    plan = plan_file(
+        tmp_path,
+        SEARCH.format(seed=0, n=3).replace("eval_every = 2", "eval_every = 10\nmax_steps = 40"),
+    )
     runs = tmp_path / "runs"
     args = ["sweep", str(plan), "--runs-dir", str(runs)]
     first = vqatune(args, env={"FAKE_DELAY": "0.05"})
-    assert wait_for(lambda: any(r.state == "running" and (r.path / "checkpoints").exists()
-                                for r in runstore.list_runs(runs)), timeout=60)
+    assert wait_for(
+        lambda: any(
+            r.state == "running" and (r.path / "checkpoints").exists()
+            for r in runstore.list_runs(runs)
+        ),
+        timeout=60,
+    )
     [sw] = sweep.list_sweeps(runs)
     assert sweep.is_active(sw)  # the worker holds the sweep's (shared) lock
     first.send_signal(signal.SIGINT)
@@ -338,26 +398,43 @@ def test_interrupted_search_resumes_its_open_trial(tmp_path):
 @pytest.mark.parametrize("storage_kind", ["sqlite", "journal"])
 def test_two_workers_share_one_study_without_duplicates(tmp_path, storage_kind):
     plan = plan_file(tmp_path, SEARCH.format(seed=0, n=6).replace("random", "tpe"))
-    storage = f"sqlite:///{tmp_path / 'study.db'}" if storage_kind == "sqlite" else \
-        f"journal:{tmp_path / 'study.log'}"
-    workers = [vqatune(["sweep", str(plan), "--runs-dir", str(tmp_path / f"runs{i}"),
-                        "--storage", storage, "--study", "shared"], env={"FAKE_DELAY": "0.03"})
-               for i in (1, 2)]
+    storage = (
+        f"sqlite:///{tmp_path / 'study.db'}"
+        if storage_kind == "sqlite"
+        else f"journal:{tmp_path / 'study.log'}"
+    )
+    workers = [
+        vqatune(
+            [
+                "sweep",
+                str(plan),
+                "--runs-dir",
+                str(tmp_path / f"runs{i}"),
+                "--storage",
+                storage,
+                "--study",
+                "shared",
+            ],
+            env={"FAKE_DELAY": "0.03"},
+        )
+        for i in (1, 2)
+    ]
     outs = [w.communicate(timeout=90)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outs
-    trials = [t for t in trial_table(storage, "shared")
-              if not t.user_attrs.get(search.OVERFLOW_ATTR)]
+    trials = [
+        t for t in trial_table(storage, "shared") if not t.user_attrs.get(search.OVERFLOW_ATTR)
+    ]
     assert [t.number for t in trials] == list(range(6))
     run_ids = [t.user_attrs["run_id"] for t in trials]
     assert len(set(run_ids)) == 6
-    local = [sorted(r.meta["trial"] for r in runstore.list_runs(tmp_path / f"runs{i}"))
-             for i in (1, 2)]
+    local = [
+        sorted(r.meta["trial"] for r in runstore.list_runs(tmp_path / f"runs{i}")) for i in (1, 2)
+    ]
     assert sorted(local[0] + local[1]) == list(range(6)) and local[0] and local[1]
 
 
 def test_detach_runs_the_sweep_in_its_own_session_with_a_log(tmp_path):
     from typer.testing import CliRunner
-
     from vqatune.tui.cli import app
 
     plan = plan_file(tmp_path, "seeds = [1, 2]\n")

@@ -15,7 +15,6 @@ from pathlib import Path
 import optuna
 import pytest
 from typer.testing import CliRunner
-
 from vqatune.engine import runstore, search, sweep
 from vqatune.engine.metrics import read_events
 from vqatune.tui.cli import app
@@ -23,9 +22,13 @@ from vqatune.tui.cli import app
 
 def vqatune(args: list[str]) -> subprocess.Popen:
     # SIGINT as in a terminal, even when the tests run from a shell that ignores it.
-    return subprocess.Popen([sys.executable, "-m", "vqatune.tui.cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "vqatune.tui.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def early_in_training(runs: Path) -> bool:
@@ -43,8 +46,18 @@ def early_in_training(runs: Path) -> bool:
 
 def test_learning_rate_plan_3_variants_x_2_seeds_interrupted_then_resumed(tmp_path):
     runs = tmp_path / "runs"
-    args = ["sweep", "learning-rate", "--base", "smoke", "--seeds", "1,2", "--parallel", "2",
-            "--runs-dir", str(runs)]
+    args = [
+        "sweep",
+        "learning-rate",
+        "--base",
+        "smoke",
+        "--seeds",
+        "1,2",
+        "--parallel",
+        "2",
+        "--runs-dir",
+        str(runs),
+    ]
     first = vqatune(args)
     deadline = time.time() + 240
     while not early_in_training(runs) and first.poll() is None and time.time() < deadline:
@@ -55,8 +68,9 @@ def test_learning_rate_plan_3_variants_x_2_seeds_interrupted_then_resumed(tmp_pa
     before = {r.meta["sweep_key"]: r for r in runstore.list_runs(runs)}
     assert "stopped" in {r.state for r in before.values()}, out
     assert all(r.state not in ("running", "queued") or not r.live for r in before.values())
-    finished = {k: (r.path / "summary.json").stat().st_mtime
-                for k, r in before.items() if r.state == "done"}
+    finished = {
+        k: (r.path / "summary.json").stat().st_mtime for k, r in before.items() if r.state == "done"
+    }
     stopped = [k for k, r in before.items() if r.state == "stopped"]
     assert finished
 
@@ -73,14 +87,14 @@ def test_learning_rate_plan_3_variants_x_2_seeds_interrupted_then_resumed(tmp_pa
     for key in stopped:  # continued from their checkpoint, in the same run directory
         assert by_key[key].id == before[key].id
         assert read_events(by_key[key].path / "metrics.jsonl", kinds=("resumed",))
-    assert by_key["higher/seed2"].meta["overrides"] == {"lr": 3.5e-4, "xvlm_lr": 7e-5,
-                                                        "seed": 2}
+    assert by_key["higher/seed2"].meta["overrides"] == {"lr": 3.5e-4, "xvlm_lr": 7e-5, "seed": 2}
     assert f"{len(finished)} of 6 runs already finished, kept" in out
     assert "winner:" in out
 
     sweep_id = by_key["base/seed1"].meta["sweep"]
-    listed = json.loads(CliRunner().invoke(app, ["sweeps", "--runs-dir", str(runs),
-                                                 "--json"]).output)
+    listed = json.loads(
+        CliRunner().invoke(app, ["sweeps", "--runs-dir", str(runs), "--json"]).output
+    )
     assert [(s["id"], s["done"], s["total"]) for s in listed] == [(sweep_id, 6, 6)]
     table = sweep.compare(sweep.find_sweep(sweep_id, runs))
     rows = {r["variant"]: r for r in table["variants"]}
@@ -115,8 +129,9 @@ def test_4_trial_study_prunes_the_hopeless_trials(tmp_path):
     sw = sweep.open_sweep(plan, tmp_path / "runs")
     storage = search.default_storage(sw.path)
     lines: list[str] = []
-    result = search.run_search(sw, plan, spec, storage_url=storage, study_name=sw.id,
-                               slots=[None], echo=lines.append)
+    result = search.run_search(
+        sw, plan, spec, storage_url=storage, study_name=sw.id, slots=[None], echo=lines.append
+    )
     study = optuna.load_study(study_name=sw.id, storage=search.open_storage(storage))
     runs = {r.meta["trial"]: r for r in sweep.sweep_runs(sw)}
     assert sorted(runs) == [0, 1, 2, 3] == sorted(result.ran)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from vqatune.engine import checkpoint, config, events, optim
 from vqatune.engine.trainer import FAULTS_ENV, Faults, Trainer
 
@@ -95,8 +94,11 @@ def test_frozen_backbone_gets_no_optimiser():
     opt = optim.build(groups, config.Config().replace(xvlm_lr=0.0), total_steps=10)
     assert set(opt.optimizers) == {"heads"} and opt.lr("backbone") == 0.0
     assert not any(p.requires_grad for p in backbone.parameters())
-    opt = optim.build(groups | {"backbone": list(torch.nn.Linear(2, 2).parameters())},
-                      config.Config(), total_steps=10)
+    opt = optim.build(
+        groups | {"backbone": list(torch.nn.Linear(2, 2).parameters())},
+        config.Config(),
+        total_steps=10,
+    )
     assert isinstance(opt.optimizers["backbone"], torch.optim.AdamW)
     assert isinstance(opt.optimizers["heads"], torch.optim.Adamax)
 
@@ -128,7 +130,9 @@ def test_a_run_writes_the_run_directory(reference):
     assert ev["epoch"] == 2 and ev["step"] == 6 and ev["questions"] == 8
     assert 0 <= ev["accuracy"] <= 1 and set(ev["accuracy_type"]) == {"yes/no", "color", "shape"}
     assert ev["accuracy"] == ev["accuracy_branch"]["fused"]
-    assert end["state"] == "done" and end["best_accuracy"] == max(log[4]["accuracy"], ev["accuracy"])
+    assert end["state"] == "done" and end["best_accuracy"] == max(
+        log[4]["accuracy"], ev["accuracy"]
+    )
     st = status(run_dir)
     assert st["state"] == "done" and st["pid"] == os.getpid() and st["step"] == 6
     assert st["total_steps"] == 6 and st["ended"] >= st["started"] and st["world_size"] == 1
@@ -144,8 +148,12 @@ def test_a_run_writes_the_run_directory(reference):
 
 
 def test_accumulation_and_bf16(tmp_path, monkeypatch):
-    run_dir = make_run(tmp_path, "accum", QUICK + [
-        "update_freq=2", "gradient_accumulation_steps=2", "max_steps=1", "mixed_precision=true"])
+    run_dir = make_run(
+        tmp_path,
+        "accum",
+        QUICK
+        + ["update_freq=2", "gradient_accumulation_steps=2", "max_steps=1", "mixed_precision=true"],
+    )
     assert train(run_dir, monkeypatch=monkeypatch) == 0
     log = read(run_dir)
     assert log[0]["effective_batch_size"] == 32 and log[0]["accumulation"] == 4
@@ -198,7 +206,10 @@ def test_sigterm_stops_cleanly_and_resume_matches(tmp_path, monkeypatch, referen
     deadline = time.time() + 60
     while time.time() < deadline and not (run_dir / events.METRICS_FILE).exists():
         time.sleep(0.05)
-    while time.time() < deadline and '"event": "step"' not in (run_dir / events.METRICS_FILE).read_text():
+    while (
+        time.time() < deadline
+        and '"event": "step"' not in (run_dir / events.METRICS_FILE).read_text()
+    ):
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
@@ -236,8 +247,13 @@ def test_dynamic_batch_size_halves_and_keeps_the_effective_batch(tmp_path, monke
     assert train(run_dir, faults="oom@2", monkeypatch=monkeypatch) == 0
     log = read(run_dir)
     resized = next(e for e in log if e["event"] == "batch_resized")
-    assert resized == {**resized, "step": 2, "old_batch_size": 8, "new_batch_size": 4,
-                       "accumulation": 2}
+    assert resized == {
+        **resized,
+        "step": 2,
+        "old_batch_size": 8,
+        "new_batch_size": 4,
+        "accumulation": 2,
+    }
     steps = [e for e in log if e["event"] == "step"]
     assert [e["step"] for e in steps] == [1, 2, 3]  # step 2 retried, not skipped
     assert [(e["batch_size"], e["accumulation"]) for e in steps] == [(8, 1)] + [(4, 2)] * 2
@@ -260,8 +276,11 @@ def test_nan_loss_ends_as_diverged_with_the_step(tmp_path, monkeypatch):
 
 
 def test_early_stop_after_patience_evaluations(tmp_path, monkeypatch):
-    run_dir = make_run(tmp_path, "early", QUICK + ["lr=1e-12", "xvlm_lr=0", "eval_every=1",
-                                           "patience=2", "max_steps=0"])
+    run_dir = make_run(
+        tmp_path,
+        "early",
+        QUICK + ["lr=1e-12", "xvlm_lr=0", "eval_every=1", "patience=2", "max_steps=0"],
+    )
     assert train(run_dir, monkeypatch=monkeypatch) == 0
     log = read(run_dir)
     stop = next(e for e in log if e["event"] == "early_stop")
@@ -280,8 +299,11 @@ def test_a_broken_config_ends_as_failed_with_the_cause(tmp_path, monkeypatch):
 
 
 def test_entry_point_rejects_a_directory_without_config(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "vqatune.engine.train", str(tmp_path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "vqatune.engine.train", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and result.stderr.startswith("error:")
 
 

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from textual.widgets import Input, Select, Switch
-
 from vqatune.engine import config as config_mod
 from vqatune.engine import schema
 from vqatune.engine.config import Config, ConfigError
@@ -69,7 +68,7 @@ def test_save_preset_roundtrips_and_refuses_bad_names(tmp_path):
     cfg = Config().replace(lr=3e-4, mixed_precision=True)
     path = services.save_preset(cfg, "mine", "My preset", directory=tmp_path)
     assert config_mod.load(str(path)) == cfg
-    assert "title = \"My preset\"" in path.read_text()
+    assert 'title = "My preset"' in path.read_text()
     with pytest.raises(ConfigError, match="already exists"):
         services.save_preset(cfg, "mine", directory=tmp_path)
     with pytest.raises(ConfigError, match="preset name"):
@@ -110,13 +109,13 @@ def test_every_parameter_has_a_field_of_the_right_kind():
             for p in schema.PARAMS:
                 await show(pilot, app, p.name)
                 control = app.screen.query_one(f"#param-{p.name}")
-                expected = (Switch if p.kind in ("bool", "int01") else
-                            Select if p.choices else Input)
+                expected = Switch if p.kind in ("bool", "int01") else Select if p.choices else Input
                 assert isinstance(control, expected), p.name
                 hint = str(field(app, p.name).query_one(".param-hint").render())
                 assert hint.startswith("default"), p.name
                 if p.recommended and p.kind != "choice":
                     assert "recommended" in hint
+
     asyncio.run(run())
 
 
@@ -145,6 +144,7 @@ def test_invalid_value_shows_error_and_blocks_launch(tmp_path):
             await pilot.pause()
             assert not screen.query_one("#launch").disabled
             assert field(app, "lr").has_class("-changed")
+
     asyncio.run(run())
 
 
@@ -159,6 +159,7 @@ def test_out_of_range_value_warns_without_blocking():
             assert field(app, "dropout").has_class("-warning")
             assert "recommended range 0.3 to 0.6" in message_text(app, "dropout")
             assert not app.screen.query_one("#launch").disabled
+
     asyncio.run(run())
 
 
@@ -173,8 +174,7 @@ def test_applying_the_8gb_preset_updates_every_panel():
             screen.query_one("#preset", Select).value = "8gb"
             await settle(pilot, app, 0.1)
             want = config_mod.load("8gb")
-            await show(pilot, app, "gradient_accumulation_steps", "mixed_precision",
-                       "batch_size")
+            await show(pilot, app, "gradient_accumulation_steps", "mixed_precision", "batch_size")
             assert screen.form.source == "8gb"
             assert screen.form.config() == want
             assert screen.query_one("#param-batch_size", Input).value == "16"
@@ -188,6 +188,7 @@ def test_applying_the_8gb_preset_updates_every_panel():
             batch = str(screen.query_one("#effective-batch").render())
             assert batch.startswith(f"effective batch {want.effective_batch_size} ")
             assert "effective batch 256" in message_text(app, "update_freq")
+
     asyncio.run(run())
 
 
@@ -199,12 +200,15 @@ def test_preset_picker_marks_the_suggested_preset(monkeypatch):
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, app)
             select = app.screen.query_one("#preset", Select)
-            labels = {value: str(label) for label, value in select._options if value != Select.BLANK}
+            labels = {
+                value: str(label) for label, value in select._options if value != Select.BLANK
+            }
             assert labels["24gb"].startswith("★ 24gb")
             assert labels["24gb"].endswith("(suggested)")
             assert "NVIDIA A10 with 24 GiB" in str(select.tooltip)
             assert not labels["8gb"].startswith("★")
             assert {"8gb", "24gb", "high-performance", "smoke"} <= set(labels)
+
     asyncio.run(run())
 
 
@@ -228,6 +232,7 @@ def test_diff_view_lists_changes_against_the_preset():
             assert ["epochs", "20", "30"] in rows
             assert ["use_counter", "False", "True"] in rows
             assert len(rows) == 2
+
     asyncio.run(run())
 
 
@@ -250,6 +255,7 @@ def test_save_as_preset_then_it_is_listed(tmp_path):
             assert not field(app, "lr").has_class("-changed")
             values = [v for _, v in screen.query_one("#preset", Select)._options]
             assert "mylr" in values
+
     asyncio.run(run())
 
 
@@ -273,6 +279,7 @@ def test_load_config_file_and_a_bad_one(tmp_path):
             assert screen.query_one("#param-epochs", Input).value == "7"  # unchanged
             notes = [n.message for n in app._notifications]
             assert any(f"{bad}:2: epochs: must be >= 1" in n for n in notes), notes
+
     asyncio.run(run())
 
 
@@ -298,6 +305,7 @@ def test_sidebar_switches_panels_and_invalid_field_elsewhere_is_shown():
             await pilot.pause()
             assert switcher.current == "panel-aoa"
             assert app.focused is screen.query_one("#param-num_hid")
+
     asyncio.run(run())
 
 
@@ -331,10 +339,17 @@ def test_command_palette_applies_a_preset():
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, app)
             commands = {c.title: c for c in app.get_system_commands(app.screen)}
-            assert {"Launch", "Diff against preset", "Save as preset", "Load config file",
-                    "Runs", "Apply preset 24gb"} <= set(commands)
+            assert {
+                "Launch",
+                "Diff against preset",
+                "Save as preset",
+                "Load config file",
+                "Runs",
+                "Apply preset 24gb",
+            } <= set(commands)
             commands["Apply preset 24gb"].callback()
             await settle(pilot, app)
             assert app.screen.form.source == "24gb"
             assert app.screen.query_one("#preset", Select).value == "24gb"
+
     asyncio.run(run())

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Select
-
+from tui_fixtures import make_store
 from vqatune.engine import config as config_mod
 from vqatune.engine import runstore
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
 from vqatune.tui.screens.monitor import MonitorScreen
-
-from tui_fixtures import make_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +85,7 @@ def test_launch_smoke_monitor_to_done_then_reattach(env):
             assert screen.query_one("#chart-loss").series["loss"].n == steps
             assert screen.query_one("#chart-accuracy").series["val"].n >= 1
             assert screen.query_one("#chart-memory").series["rss_mb"].n == steps
+
     asyncio.run(reattach())
 
 
@@ -94,8 +93,9 @@ SOCKET = f"vqatune-test-{os.getpid()}"  # a private tmux server, never the user'
 
 
 def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", "-L", SOCKET, *args], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["tmux", "-L", SOCKET, *args], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def _wait_for(session: str, *texts: str, timeout: float = 30.0) -> str:
@@ -144,5 +144,9 @@ def test_through_tmux_at_80x24(env):
 
 
 def _has_session(session: str) -> bool:
-    return subprocess.run(["tmux", "-L", SOCKET, "has-session", "-t", session],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["tmux", "-L", SOCKET, "has-session", "-t", session], capture_output=True
+        ).returncode
+        == 0
+    )

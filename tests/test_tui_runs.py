@@ -9,7 +9,7 @@ import time
 
 import pytest
 from textual.widgets import DataTable, Log
-
+from tui_fixtures import FAKE_TRAINER, make_run, make_store
 from vqatune.engine import runstore
 from vqatune.tui import compare as cmp
 from vqatune.tui import services
@@ -18,8 +18,6 @@ from vqatune.tui.screens.compare import CompareScreen
 from vqatune.tui.screens.monitor import MonitorScreen
 from vqatune.tui.screens.runs import RunsScreen
 from vqatune.tui.workers import LogTail, RunWatcher
-
-from tui_fixtures import FAKE_TRAINER, make_run, make_store
 
 
 @pytest.fixture
@@ -96,7 +94,7 @@ def test_compare_lists_differing_params_and_seed_groups(store):
     assert group.ids == [d.name for d in dirs[:2]] and group.seeds == [1, 2]
     bests = [c.runs[0].best_accuracy, c.runs[1].best_accuracy]
     assert group.best[0] == pytest.approx(sum(bests) / 2)
-    assert group.best[1] == pytest.approx(abs(bests[0] - bests[1]) / 2 ** 0.5)
+    assert group.best[1] == pytest.approx(abs(bests[0] - bests[1]) / 2**0.5)
     assert len(c.runs[0].curves["val accuracy"][0]) == 4  # evals at 10, 20, 30, 40
 
 
@@ -121,8 +119,10 @@ def test_runs_table_filter_sort_and_compare(store):
             # filter
             await pilot.press("slash", *"base")
             await pilot.pause()
-            assert [r[1] for r in table_rows(table)] == ["20260101-110000-base-bbbb",
-                                                         "20260101-100000-base-aaaa"]
+            assert [r[1] for r in table_rows(table)] == [
+                "20260101-110000-base-bbbb",
+                "20260101-100000-base-aaaa",
+            ]
             await pilot.press("escape")
             assert table.row_count == 4
             # sort by best accuracy (cycle: run -> state -> preset -> lr -> batch -> ... )
@@ -148,6 +148,7 @@ def test_runs_table_filter_sort_and_compare(store):
             assert metrics[0] == ["state", "done", "done"]
             chart = app.screen.query_one("#compare-accuracy")
             assert set(chart.series) == {"base-aaaa", "hilr-cccc"}
+
     asyncio.run(run())
 
 
@@ -162,6 +163,7 @@ def test_compare_screen_groups_seeds(store):
             seeds = [r for r in metrics if r[0] == "seeds 1, 2"]
             assert seeds and seeds[0][1].startswith("best 0.") and "±" in seeds[0][1]
             assert seeds[0][3] == ""  # the third run is not in the group
+
     asyncio.run(run())
 
 
@@ -187,6 +189,7 @@ def test_monitor_shows_a_finished_runs_history(store):
             assert screen.query_one("#log-tail", Log).lines[-1] == "log line 29"
             await pilot.press("escape")
             assert isinstance(app.screen, RunsScreen)
+
     asyncio.run(run())
 
 
@@ -203,6 +206,7 @@ def test_monitor_says_crashed_plainly(store):
             await pilot.press("s")  # nothing to stop: an error, not a crash
             await settle(pilot, app)
             assert any("not running" in n.message for n in app._notifications)
+
     asyncio.run(run())
 
 
@@ -241,8 +245,8 @@ def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
             assert runstore.run_info(run_dir).state in ("crashed", "stopped")
             await pilot.pause(2.2)  # two polls
             assert app.screen.info.state in ("crashed", "stopped")
-    asyncio.run(run())
 
+    asyncio.run(run())
 
 
 def test_live_gpu_samples_reach_the_memory_chart(store):
@@ -266,6 +270,7 @@ def test_live_gpu_samples_reach_the_memory_chart(store):
             assert mem["gpu0 used"].y.tolist() == [10 * 1024]
             assert mem["gpu0 total"].y.tolist() == [140 * 1024]
             assert mem["gpu0 this run"].y.tolist() == [3 * 1024]
+
     asyncio.run(run())
 
 
@@ -280,19 +285,24 @@ def test_no_color_turns_charts_monochrome(store, monkeypatch):
             app.open_monitor(store / "20260101-100000-base-aaaa")
             await settle(pilot, app, 0.2)
             assert {c.theme for c in app.screen.query("MetricChart")} == {"clear"}
+
     asyncio.run(run())
 
 
 def test_no_torch_or_transformers_in_the_tui():
     import subprocess
 
-    code = ("import sys, vqatune.tui.cli, vqatune.tui.app, vqatune.tui.screens.monitor, "
-            "vqatune.tui.screens.compare, vqatune.tui.screens.runs, vqatune.tui.workers; "
-            "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, vqatune.tui.cli, vqatune.tui.app, vqatune.tui.screens.monitor, "
+        "vqatune.tui.screens.compare, vqatune.tui.screens.runs, vqatune.tui.workers; "
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
-    code = ("import sys, vqatune.tui.cli; "
-            "assert 'textual' not in sys.modules and 'torch' not in sys.modules")
+    code = (
+        "import sys, vqatune.tui.cli; "
+        "assert 'textual' not in sys.modules and 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -311,6 +321,7 @@ def test_header_click_sorts_and_reverses(store):
             await pilot.click("#runs-table", offset=(x, 0))
             await pilot.pause()
             assert table_rows(table)[0][1] == "20260101-120000-hilr-cccc"
+
     asyncio.run(run())
 
 
@@ -342,6 +353,7 @@ def test_resume_key_continues_a_stopped_run_in_place(tmp_path, monkeypatch, stor
             assert screen.info.state == "done"
             assert screen.query_one("#chart-loss").series["loss"].n == 45  # history kept once
             assert json.loads((run_dir / "launch.json").read_text())["resume"] is True
+
     asyncio.run(run())
 
 
@@ -363,6 +375,7 @@ def test_auto_start_opens_runs_when_a_run_is_training(tmp_path, monkeypatch, sto
                 await settle(pilot, app)
                 assert app.current_mode == "runs"
                 assert any("1 run running" in n.message for n in app._notifications)
+
         asyncio.run(run())
     finally:
         proc.kill()
@@ -375,6 +388,7 @@ def test_auto_start_stays_on_configure_without_live_runs(store):
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, app)
             assert app.current_mode == "configure"
+
     asyncio.run(run())
 
 
@@ -395,6 +409,7 @@ def test_runs_table_is_rebuilt_only_when_runs_change(store):
             await settle(pilot, app)
             assert rebuilds == [1]
             assert screen.query_one("#runs-table", DataTable).row_count == 5
+
     asyncio.run(run())
 
 
@@ -419,12 +434,12 @@ def test_runs_list_is_not_refreshed_under_a_monitor(store, monkeypatch):
             await pilot.press("escape")
             await pilot.pause()
             assert len(calls) == before + 1  # shown again: listed at once
+
     asyncio.run(run())
 
 
 def test_chart_downsampling_keeps_spikes_and_order():
     import numpy as np
-
     from vqatune.tui.widgets.charts import downsample
 
     x = np.arange(100_000, dtype=float)
@@ -440,7 +455,6 @@ def test_chart_downsampling_keeps_spikes_and_order():
 
 def test_chart_redraws_are_throttled():
     from textual.app import App
-
     from vqatune.tui.widgets.charts import MetricChart
 
     class ChartApp(App):
@@ -457,4 +471,5 @@ def test_chart_redraws_are_throttled():
                 await pilot.pause(0.01)
             assert 1 <= chart.redraws - first <= 5  # 2 a second, not one per point
             assert chart.series["loss"].n == 150
+
     asyncio.run(run())

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import Input
-
+from tui_fixtures import make_store
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
 from vqatune.tui.widgets.charts import MetricChart
-
-from tui_fixtures import make_store
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -51,8 +49,9 @@ def test_configure(snap_compare, store, size):
         screen.query_one("#param-epochs").value = "60"  # outside the recommended range
         await settle(pilot)
 
-    assert snap_compare(VQATuneApp(runs_dir=store, start="configure"), terminal_size=size,
-                        run_before=edit)
+    assert snap_compare(
+        VQATuneApp(runs_dir=store, start="configure"), terminal_size=size, run_before=edit
+    )
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -62,8 +61,9 @@ def test_runs(snap_compare, store, size):
         await pilot.press("space")
         await settle(pilot)
 
-    assert snap_compare(VQATuneApp(runs_dir=store, start="runs"), terminal_size=size,
-                        run_before=select)
+    assert snap_compare(
+        VQATuneApp(runs_dir=store, start="runs"), terminal_size=size, run_before=select
+    )
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -73,8 +73,9 @@ def test_monitor(snap_compare, store, size):
         pilot.app.open_monitor(store / "20260101-120000-hilr-cccc")
         await settle(pilot)
 
-    assert snap_compare(VQATuneApp(runs_dir=store, start="runs"), terminal_size=size,
-                        run_before=open_monitor)
+    assert snap_compare(
+        VQATuneApp(runs_dir=store, start="runs"), terminal_size=size, run_before=open_monitor
+    )
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -84,5 +85,6 @@ def test_compare(snap_compare, store, size):
         pilot.app.open_compare(sorted(store.iterdir())[:3])
         await settle(pilot)
 
-    assert snap_compare(VQATuneApp(runs_dir=store, start="runs"), terminal_size=size,
-                        run_before=open_compare)
+    assert snap_compare(
+        VQATuneApp(runs_dir=store, start="runs"), terminal_size=size, run_before=open_compare
+    )

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 from textual.widgets import DataTable, Input
-
+from tui_fixtures import T0, make_run
+from typer.testing import CliRunner
 from vqatune.engine import runstore
 from vqatune.engine import sweep as sweep_mod
 from vqatune.tui import services
@@ -20,44 +20,70 @@ from vqatune.tui.screens.compare import CompareScreen
 from vqatune.tui.screens.monitor import MonitorScreen
 from vqatune.tui.screens.sweeps import SweepsScreen
 
-from tui_fixtures import T0, make_run
-
 SIZES = [(80, 24), (120, 40)]
 
 
-def make_sweep(runs_dir: Path, sweep_id: str, planned: list[tuple[str, int]], *,
-               created: float) -> sweep_mod.Sweep:
+def make_sweep(
+    runs_dir: Path, sweep_id: str, planned: list[tuple[str, int]], *, created: float
+) -> sweep_mod.Sweep:
     """sweep.json as open_sweep writes it (fixed time, so snapshots are stable)."""
     path = runs_dir / sweep_mod.SWEEPS_DIR / sweep_id
     path.mkdir(parents=True)
-    data = {"id": sweep_id, "kind": "variants", "plan": sweep_id.split("-")[0],
-            "title": sweep_id, "base": "smoke", "created": created,
-            "planned": [{"key": f"{v}/seed{s}", "variant": v, "seed": s, "overrides": {}}
-                        for v, s in planned]}
+    data = {
+        "id": sweep_id,
+        "kind": "variants",
+        "plan": sweep_id.split("-")[0],
+        "title": sweep_id,
+        "base": "smoke",
+        "created": created,
+        "planned": [
+            {"key": f"{v}/seed{s}", "variant": v, "seed": s, "overrides": {}} for v, s in planned
+        ],
+    }
     (path / sweep_mod.SWEEP_FILE).write_text(json.dumps(data))
     return sweep_mod.Sweep(sweep_id, path, runs_dir, data)
 
 
 def tag(run_dir: Path, sweep_id: str, variant: str, seed: int) -> Path:
-    sweep_mod.tag_run(run_dir, sweep=sweep_id, sweep_key=f"{variant}/seed{seed}",
-                      variant=variant, seed=seed)
+    sweep_mod.tag_run(
+        run_dir, sweep=sweep_id, sweep_key=f"{variant}/seed{seed}", variant=variant, seed=seed
+    )
     return run_dir
 
 
 def make_sweep_store(runs_dir: Path) -> None:
     """lr-sweep: 3 variants x 2 seeds, 4 runs so far (one crashed, `higher` best), nobody on it;
     cx-sweep: 1 variant x 1 seed, finished."""
-    make_sweep(runs_dir, "lr-smoke-a1b2c3",
-               [(v, s) for v in ("base", "higher", "lower") for s in (1, 2)], created=T0)
+    make_sweep(
+        runs_dir,
+        "lr-smoke-a1b2c3",
+        [(v, s) for v in ("base", "higher", "lower") for s in (1, 2)],
+        created=T0,
+    )
     for i, (variant, seed, offset, state) in enumerate(
-            [("base", 1, 0.0, "done"), ("base", 2, 0.01, "done"),
-             ("higher", 1, 0.08, "done"), ("higher", 2, 0.0, "running")]):
-        run = make_run(runs_dir, f"20260101-1{i}0000-{variant}-{i}aaa", start=T0 + 3600 * i,
-                       acc_offset=offset, state=state, steps=40 if state == "done" else 5)
+        [
+            ("base", 1, 0.0, "done"),
+            ("base", 2, 0.01, "done"),
+            ("higher", 1, 0.08, "done"),
+            ("higher", 2, 0.0, "running"),
+        ]
+    ):
+        run = make_run(
+            runs_dir,
+            f"20260101-1{i}0000-{variant}-{i}aaa",
+            start=T0 + 3600 * i,
+            acc_offset=offset,
+            state=state,
+            steps=40 if state == "done" else 5,
+        )
         tag(run, "lr-smoke-a1b2c3", variant, seed)
     make_sweep(runs_dir, "cx-smoke-d4e5f6", [("simple", 1)], created=T0 + 20000)
-    tag(make_run(runs_dir, "20260101-200000-simple-bbbb", start=T0 + 30000),
-        "cx-smoke-d4e5f6", "simple", 1)
+    tag(
+        make_run(runs_dir, "20260101-200000-simple-bbbb", start=T0 + 30000),
+        "cx-smoke-d4e5f6",
+        "simple",
+        1,
+    )
     make_run(runs_dir, "20260101-210000-loose-cccc", start=T0 + 40000)  # in no sweep
 
 
@@ -95,10 +121,8 @@ def test_sweeps_table_shows_progress_state_and_best(store):
             rows = table_rows(app.screen.query_one("#sweeps-table", DataTable))
             # newest first; the running run is a dead process -> crashed -> failed
             assert rows == [
-                ["cx-smoke-d4e5f6", "finished", "1/1", "0", "0", "0.8000",
-                 "simple/seed1"],
-                ["lr-smoke-a1b2c3", "incomplete", "3/6", "0", "1", "0.8800",
-                 "higher/seed1"],
+                ["cx-smoke-d4e5f6", "finished", "1/1", "0", "0", "0.8000", "simple/seed1"],
+                ["lr-smoke-a1b2c3", "incomplete", "3/6", "0", "1", "0.8800", "higher/seed1"],
             ]
             status = str(app.screen.query_one("#sweeps-status").render())
             assert "2 sweeps" in status
@@ -116,8 +140,11 @@ def test_enter_compares_the_sweeps_runs_and_b_opens_the_best_monitor(store):
             await settle(pilot)
             assert isinstance(app.screen, CompareScreen)
             assert sorted(p.name for p in app.screen.run_dirs) == [
-                "20260101-100000-base-0aaa", "20260101-110000-base-1aaa",
-                "20260101-120000-higher-2aaa", "20260101-130000-higher-3aaa"]
+                "20260101-100000-base-0aaa",
+                "20260101-110000-base-1aaa",
+                "20260101-120000-higher-2aaa",
+                "20260101-130000-higher-3aaa",
+            ]
             await pilot.press("escape")
             await settle(pilot)
             assert isinstance(app.screen, SweepsScreen)
@@ -141,8 +168,7 @@ def test_empty_sweep_warns_instead_of_opening(tmp_path, monkeypatch):
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
             rows = table_rows(app.screen.query_one("#sweeps-table", DataTable))
-            assert rows == [["lr-smoke-000000", "incomplete", "0/1", "0", "0", "-",
-                             "-"]]
+            assert rows == [["lr-smoke-000000", "incomplete", "0/1", "0", "0", "-", "-"]]
             await pilot.press("enter")
             await settle(pilot)
             await pilot.press("b")
@@ -205,12 +231,16 @@ def test_palette_and_cli_reach_the_sweeps_screen(store, monkeypatch):
 def test_a_sweep_run_by_the_engine_and_its_lock(tmp_path, monkeypatch):
     """A real 2-variant sweep with the stand-in trainer; while a process holds the sweep's lock
     the view says running."""
-    monkeypatch.setattr(runstore, "TRAINER",
-                        [sys.executable, str(Path(__file__).with_name("sweep_fake_trainer.py"))])
+    monkeypatch.setattr(
+        runstore,
+        "TRAINER",
+        [sys.executable, str(Path(__file__).with_name("sweep_fake_trainer.py"))],
+    )
     monkeypatch.setenv("FAKE_DELAY", "0.01")
     plan_path = tmp_path / "plan.toml"
-    plan_path.write_text('base = "smoke"\nseeds = [1]\n'
-                         "[variants.slow]\nlr = 1e-4\n[variants.fast]\nlr = 5e-4\n")
+    plan_path.write_text(
+        'base = "smoke"\nseeds = [1]\n[variants.slow]\nlr = 1e-4\n[variants.fast]\nlr = 5e-4\n'
+    )
     plan = sweep_mod.load_plan(str(plan_path))
     runs = tmp_path / "runs"
     sw = sweep_mod.open_sweep(plan, runs)
@@ -221,19 +251,22 @@ def test_a_sweep_run_by_the_engine_and_its_lock(tmp_path, monkeypatch):
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
             table = app.screen.query_one("#sweeps-table", DataTable)
-            assert table_rows(table) == [[sw.id, "finished", "2/2", "0", "0",
-                                          "0.5000", "fast/seed1"]]
+            assert table_rows(table) == [
+                [sw.id, "finished", "2/2", "0", "0", "0.5000", "fast/seed1"]
+            ]
             with sweep_mod.sweep_lock(sw):
                 app.screen.refresh_sweeps()
                 await settle(pilot)
                 assert table_rows(table)[0][1] == "running"
                 assert str(app.screen.query_one("#sweeps-status").render()).startswith(
-                    "1 sweep · 1 running")
+                    "1 sweep · 1 running"
+                )
 
     asyncio.run(run())
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_sweeps_snapshot(snap_compare, store, size):
-    assert snap_compare(VQATuneApp(runs_dir=store, start="sweeps"), terminal_size=size,
-                        run_before=settle)
+    assert snap_compare(
+        VQATuneApp(runs_dir=store, start="sweeps"), terminal_size=size, run_before=settle
+    )

@@ -13,51 +13,112 @@ from vqatune.engine import events as ev
 T0 = 1_790_000_000.0  # a fixed creation time
 
 
-def make_run(runs_dir: Path, run_id: str, *, state: str = "done", source: str = "smoke",
-             values: dict | None = None, steps: int = 40, eval_every: int = 10,
-             start: float = T0, acc_offset: float = 0.0, log_lines: int = 30) -> Path:
+def make_run(
+    runs_dir: Path,
+    run_id: str,
+    *,
+    state: str = "done",
+    source: str = "smoke",
+    values: dict | None = None,
+    steps: int = 40,
+    eval_every: int = 10,
+    start: float = T0,
+    acc_offset: float = 0.0,
+    log_lines: int = 30,
+) -> Path:
     """A finished run directory with step and eval events shaped like the trainer's."""
     run_dir = Path(runs_dir) / run_id
     run_dir.mkdir(parents=True)
     cfg = config_mod.load(source).replace(**(values or {}))
     (run_dir / ev.CONFIG_FILE).write_text(config_mod.dumps(cfg, full=True))
     name = run_id.split("-", 2)[2].rsplit("-", 1)[0]
-    (run_dir / ev.META_FILE).write_text(json.dumps(
-        {"id": run_id, "name": name, "source": source, "created": start, "argv": [],
-         "overrides": values or {}}))
+    (run_dir / ev.META_FILE).write_text(
+        json.dumps(
+            {
+                "id": run_id,
+                "name": name,
+                "source": source,
+                "created": start,
+                "argv": [],
+                "overrides": values or {},
+            }
+        )
+    )
     lines, best, last = [], None, None
     lines.append({"event": "start", "time": start, "params": 1234, "device": "cpu"})
     for step in range(1, steps + 1):
         loss = 2.0 * math.exp(-step / 15) + 0.05 * math.sin(step)
-        lines.append({"event": "step", "time": start + step, "step": step, "epoch": 1 + step // 20,
-                      "loss": loss, "losses": {"fused": loss, "ban": loss, "graph": loss,
-                                               "xvlm": loss},
-                      "lr": 2.8e-4, "samples_per_s": 100.0,
-                      "memory": {"device": "cpu", "rss_mb": 500.0 + step}})
+        lines.append(
+            {
+                "event": "step",
+                "time": start + step,
+                "step": step,
+                "epoch": 1 + step // 20,
+                "loss": loss,
+                "losses": {"fused": loss, "ban": loss, "graph": loss, "xvlm": loss},
+                "lr": 2.8e-4,
+                "samples_per_s": 100.0,
+                "memory": {"device": "cpu", "rss_mb": 500.0 + step},
+            }
+        )
         if step % eval_every == 0:
             last = min(1.0, 0.3 + step / (steps * 2) + acc_offset)
             best = last if best is None else max(best, last)
-            lines.append({"event": "eval", "time": start + step, "step": step,
-                          "epoch": 1 + step // 20, "accuracy": last,
-                          "accuracy_branch": {"fused": last, "ban": last - 0.05,
-                                              "graph": last - 0.1, "xvlm": last - 0.02}})
+            lines.append(
+                {
+                    "event": "eval",
+                    "time": start + step,
+                    "step": step,
+                    "epoch": 1 + step // 20,
+                    "accuracy": last,
+                    "accuracy_branch": {
+                        "fused": last,
+                        "ban": last - 0.05,
+                        "graph": last - 0.1,
+                        "xvlm": last - 0.02,
+                    },
+                }
+            )
     end = start + steps + 1
     if state in ev.FINAL_STATES:
-        lines.append({"event": "end", "time": end, "state": state, "step": steps,
-                      "best_accuracy": best, "final_accuracy": last, "duration_s": steps + 1})
+        lines.append(
+            {
+                "event": "end",
+                "time": end,
+                "state": state,
+                "step": steps,
+                "best_accuracy": best,
+                "final_accuracy": last,
+                "duration_s": steps + 1,
+            }
+        )
     (run_dir / ev.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines))
     (run_dir / ev.LOG_FILE).write_text("".join(f"log line {i}\n" for i in range(log_lines)))
-    status = {"state": state, "pid": 999_999, "pid_start_time": start, "heartbeat": end,
-              "step": steps, "total_steps": steps, "epoch": 1 + steps // 20,
-              "epochs": cfg.epochs, "eta_s": 0, "samples_per_s": 100.0, "best_accuracy": best,
-              "last_accuracy": last, "started": start, "ended": end if state != "running" else None,
-              "message": None, "world_size": 1}
+    status = {
+        "state": state,
+        "pid": 999_999,
+        "pid_start_time": start,
+        "heartbeat": end,
+        "step": steps,
+        "total_steps": steps,
+        "epoch": 1 + steps // 20,
+        "epochs": cfg.epochs,
+        "eta_s": 0,
+        "samples_per_s": 100.0,
+        "best_accuracy": best,
+        "last_accuracy": last,
+        "started": start,
+        "ended": end if state != "running" else None,
+        "message": None,
+        "world_size": 1,
+    }
     if state == "running":  # a process that died: the run store derives `crashed`
         status["heartbeat"] = start
     (run_dir / ev.STATUS_FILE).write_text(json.dumps(status))
     if state in ev.FINAL_STATES:
-        (run_dir / ev.SUMMARY_FILE).write_text(json.dumps(
-            {"state": state, "best_accuracy": best, "final_accuracy": last}))
+        (run_dir / ev.SUMMARY_FILE).write_text(
+            json.dumps({"state": state, "best_accuracy": best, "final_accuracy": last})
+        )
     return run_dir
 
 
@@ -66,16 +127,27 @@ def make_store(runs_dir: Path) -> list[Path]:
     crashed one."""
     return [
         make_run(runs_dir, "20260101-100000-base-aaaa", values={"seed": 1}),
-        make_run(runs_dir, "20260101-110000-base-bbbb", values={"seed": 2}, start=T0 + 3600,
-                 acc_offset=0.02),
-        make_run(runs_dir, "20260101-120000-hilr-cccc", values={"lr": 5e-4, "seed": 1},
-                 start=T0 + 7200, acc_offset=0.05),
-        make_run(runs_dir, "20260101-130000-died-dddd", state="running", start=T0 + 10800,
-                 steps=12),
+        make_run(
+            runs_dir,
+            "20260101-110000-base-bbbb",
+            values={"seed": 2},
+            start=T0 + 3600,
+            acc_offset=0.02,
+        ),
+        make_run(
+            runs_dir,
+            "20260101-120000-hilr-cccc",
+            values={"lr": 5e-4, "seed": 1},
+            start=T0 + 7200,
+            acc_offset=0.05,
+        ),
+        make_run(
+            runs_dir, "20260101-130000-died-dddd", state="running", start=T0 + 10800, steps=12
+        ),
     ]
 
 
-FAKE_TRAINER = r'''
+FAKE_TRAINER = r"""
 import json, os, sys, time
 from pathlib import Path
 import psutil
@@ -102,4 +174,4 @@ for step in range(1, steps + 1):
 m.write(json.dumps({"event": "eval", "time": time.time(), "step": steps, "accuracy": 0.5}) + "\n")
 m.write(json.dumps({"event": "end", "time": time.time(), "state": "done", "step": steps}) + "\n")
 status("done", steps, ended=time.time())
-'''
+"""

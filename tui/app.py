@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-
 from vqatune.tui.screens.configure import ConfigureScreen
 
 
@@ -22,8 +21,11 @@ class VQATuneApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "vqatune"
-    MODES = {"configure": ConfigureScreen, "runs": lambda: _runs_screen(),
-             "sweeps": lambda: _sweeps_screen()}
+    MODES = {
+        "configure": ConfigureScreen,
+        "runs": lambda: _runs_screen(),
+        "sweeps": lambda: _sweeps_screen(),
+    }
     DEFAULT_MODE = "configure"  # built directly, without an empty default screen first
     BINDINGS = [
         Binding("f2", "switch_mode('configure')", "Config"),
@@ -72,46 +74,71 @@ class VQATuneApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Configure", "Edit parameters, presets, launch (F2)",
-                            lambda: self.switch_mode("configure"))
-        yield SystemCommand("Runs", "All runs: monitor, filter, sort, compare (F3)",
-                            lambda: self.switch_mode("runs"))
-        yield SystemCommand("Sweeps", "Sweeps: progress, best run, compare their runs (F4)",
-                            lambda: self.switch_mode("sweeps"))
+        yield SystemCommand(
+            "Configure",
+            "Edit parameters, presets, launch (F2)",
+            lambda: self.switch_mode("configure"),
+        )
+        yield SystemCommand(
+            "Runs",
+            "All runs: monitor, filter, sort, compare (F3)",
+            lambda: self.switch_mode("runs"),
+        )
+        yield SystemCommand(
+            "Sweeps",
+            "Sweeps: progress, best run, compare their runs (F4)",
+            lambda: self.switch_mode("sweeps"),
+        )
         if screen.id == "runs":
-            yield SystemCommand("Compare selected runs", "Parameters, metrics and curves (c)",
-                                screen.action_compare)
-            yield SystemCommand("Sort runs by the next column", "Or click a column header (o)",
-                                screen.action_cycle_sort)
-            yield SystemCommand("Filter runs", "By id, state or preset (/)",
-                                screen.action_focus_filter)
+            yield SystemCommand(
+                "Compare selected runs", "Parameters, metrics and curves (c)", screen.action_compare
+            )
+            yield SystemCommand(
+                "Sort runs by the next column",
+                "Or click a column header (o)",
+                screen.action_cycle_sort,
+            )
+            yield SystemCommand(
+                "Filter runs", "By id, state or preset (/)", screen.action_focus_filter
+            )
         if screen.id == "sweeps":
-            yield SystemCommand("Compare the sweep's runs", "Its runs side by side (enter)",
-                                screen.action_open_runs)
-            yield SystemCommand("Open the sweep's best run", "Its monitor (b)",
-                                screen.action_open_best)
+            yield SystemCommand(
+                "Compare the sweep's runs", "Its runs side by side (enter)", screen.action_open_runs
+            )
+            yield SystemCommand(
+                "Open the sweep's best run", "Its monitor (b)", screen.action_open_best
+            )
         if screen.id == "monitor":
-            yield SystemCommand("Stop run", "Graceful: checkpoint, then stopped (s)",
-                                screen.action_stop)
-            yield SystemCommand("Kill run", "SIGKILL the training process (k)",
-                                screen.action_kill)
-            yield SystemCommand("Resume run", "Continue a stopped or crashed run (r)",
-                                screen.action_resume)
+            yield SystemCommand(
+                "Stop run", "Graceful: checkpoint, then stopped (s)", screen.action_stop
+            )
+            yield SystemCommand("Kill run", "SIGKILL the training process (k)", screen.action_kill)
+            yield SystemCommand(
+                "Resume run", "Continue a stopped or crashed run (r)", screen.action_resume
+            )
         configure = self._configure_screen()
         if configure is not None and screen is configure:
-            yield SystemCommand("Launch", "Create the run and start it detached",
-                                configure.action_launch)
-            yield SystemCommand("Diff against preset", "Show the changed parameters",
-                                configure.action_diff)
-            yield SystemCommand("Save as preset", "Write the current values as a preset TOML",
-                                configure.action_save_preset)
-            yield SystemCommand("Load config file", "Read a TOML config into the form",
-                                configure.action_load_file)
-            yield SystemCommand("Choose preset", "Focus the preset picker (ctrl+g)",
-                                configure.action_focus_preset)
+            yield SystemCommand(
+                "Launch", "Create the run and start it detached", configure.action_launch
+            )
+            yield SystemCommand(
+                "Diff against preset", "Show the changed parameters", configure.action_diff
+            )
+            yield SystemCommand(
+                "Save as preset",
+                "Write the current values as a preset TOML",
+                configure.action_save_preset,
+            )
+            yield SystemCommand(
+                "Load config file", "Read a TOML config into the form", configure.action_load_file
+            )
+            yield SystemCommand(
+                "Choose preset", "Focus the preset picker (ctrl+g)", configure.action_focus_preset
+            )
             for name, title in configure.presets:  # as last listed by its worker: no I/O here
-                yield SystemCommand(f"Apply preset {name}", title,
-                                    lambda name=name: configure.apply_preset(name))
+                yield SystemCommand(
+                    f"Apply preset {name}", title, lambda name=name: configure.apply_preset(name)
+                )
 
     def _configure_screen(self) -> ConfigureScreen | None:
         for screen in self.screen_stack:

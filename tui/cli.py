@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 import typer
-
 from vqatune.tui.commands import register_all
 
 app = typer.Typer(

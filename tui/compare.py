@@ -72,8 +72,17 @@ def load_run(run_dir: Path) -> RunSummary:
     if eval_x:
         xs, ys = downsample(eval_x, acc_y, CURVE_POINTS)
         curves["val accuracy"] = (list(map(float, xs)), list(map(float, ys)))
-    return RunSummary(info.id, Path(run_dir), info.source, info.state, values, best, final,
-                      loss_y[-1] if loss_y else None, curves)
+    return RunSummary(
+        info.id,
+        Path(run_dir),
+        info.source,
+        info.state,
+        values,
+        best,
+        final,
+        loss_y[-1] if loss_y else None,
+        curves,
+    )
 
 
 def differing_params(runs: list[RunSummary]) -> list[tuple[str, list[Any]]]:
@@ -98,8 +107,13 @@ def seed_groups(runs: list[RunSummary]) -> list[SeedGroup]:
     for r in runs:
         if not r.values:
             continue
-        key = tuple(sorted((k, repr(v)) for k, v in r.values.items()
-                           if k != "seed" and k not in IDENTITY_PARAMS))
+        key = tuple(
+            sorted(
+                (k, repr(v))
+                for k, v in r.values.items()
+                if k != "seed" and k not in IDENTITY_PARAMS
+            )
+        )
         groups.setdefault(key, []).append(r)
     out = []
     for members in groups.values():
@@ -107,8 +121,14 @@ def seed_groups(runs: list[RunSummary]) -> list[SeedGroup]:
             continue
         best = [m.best_accuracy for m in members if m.best_accuracy is not None]
         final = [m.final_accuracy for m in members if m.final_accuracy is not None]
-        out.append(SeedGroup([m.id for m in members], [m.values.get("seed") for m in members],
-                             _mean_std(best), _mean_std(final)))
+        out.append(
+            SeedGroup(
+                [m.id for m in members],
+                [m.values.get("seed") for m in members],
+                _mean_std(best),
+                _mean_std(final),
+            )
+        )
     return out
 
 

@@ -60,8 +60,12 @@ class FormState:
             value = schema.coerce(param, self.raw[name])
         except ParamError as e:
             return FieldState(None, e.message, None, True)
-        return FieldState(value, None, schema.recommendation_warning(param, value),
-                          value != getattr(self.base, name))
+        return FieldState(
+            value,
+            None,
+            schema.recommendation_warning(param, value),
+            value != getattr(self.base, name),
+        )
 
     def errors(self) -> dict[str, str]:
         out = {}

@@ -52,8 +52,14 @@ def launch(cfg: Config, source: str, overrides: dict, runs_dir: Path | None = No
     """Create the run directory and start training detached; the run outlives the TUI."""
     from vqatune.engine import runstore
 
-    run_dir = runstore.create_run(cfg, source=source, name=cfg.name, runs_dir=runs_dir,
-                                  overrides=overrides, argv=["vqatune", "tui"],
-                                  output=cfg.output or None)
+    run_dir = runstore.create_run(
+        cfg,
+        source=source,
+        name=cfg.name,
+        runs_dir=runs_dir,
+        overrides=overrides,
+        argv=["vqatune", "tui"],
+        output=cfg.output or None,
+    )
     runstore.launch(run_dir, detach=True)
     return run_dir

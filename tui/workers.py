@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from vqatune.engine import events, runstore
 from vqatune.engine.gpu import GPUMonitor
 from vqatune.engine.metrics import MetricsTail
@@ -85,8 +84,11 @@ class ChartPoints:
                 loss = r.get("loss")
                 if _number(loss):
                     add("loss", "loss", step, loss)
-                    self.smoothed = loss if self.smoothed is None else (
-                        self.smoothing * self.smoothed + (1 - self.smoothing) * loss)
+                    self.smoothed = (
+                        loss
+                        if self.smoothed is None
+                        else (self.smoothing * self.smoothed + (1 - self.smoothing) * loss)
+                    )
                     add("loss", "smoothed", step, self.smoothed)
                 if _number(r.get("accuracy")):
                     add("accuracy", "train", step, r["accuracy"])
@@ -99,8 +101,10 @@ class ChartPoints:
                 for branch, value in (r.get("accuracy_branch") or {}).items():
                     if _number(value) and branch != "fused":  # fused is the overall "val"
                         add("accuracy", f"val {branch}", step, value)
-        arrays = {key: (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
-                  for key, (xs, ys) in points.items()}  # here, not on the UI thread
+        arrays = {
+            key: (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
+            for key, (xs, ys) in points.items()
+        }  # here, not on the UI thread
         return arrays, steps
 
 
@@ -125,8 +129,14 @@ class RunWatcher:
             snapshot = self.gpus.sample(info.pid)
             self.has_gpu = bool(snapshot.gpus)  # without a GPU there is nothing to chart: stop
             snapshot = snapshot if snapshot.gpus else None
-        return RunUpdate(status=info, new_events=len(records), points=points, steps=steps,
-                         log_lines=self.log.read(), gpu=snapshot)
+        return RunUpdate(
+            status=info,
+            new_events=len(records),
+            points=points,
+            steps=steps,
+            log_lines=self.log.read(),
+            gpu=snapshot,
+        )
 
     def close(self) -> None:
         self.gpus.close()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vqatune.engine.config import ConfigError
 
 PAD, UNK = "<pad>", "<unk>"
@@ -85,8 +84,9 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
 
 def require_file(path: Path, official: str) -> Path:
     if not path.is_file():
-        raise DataError(f"{path}: no such file (expected the official file {official} "
-                        f"in {path.parent})")
+        raise DataError(
+            f"{path}: no such file (expected the official file {official} in {path.parent})"
+        )
     return path
 
 
@@ -110,8 +110,10 @@ def check_dropped(dropped: dict[str, int], total: int, allow: bool, what: str) -
     n = sum(dropped.values())
     if total and n / total > DROP_LIMIT and not allow:
         reasons = ", ".join(f"{v} {k}" for k, v in dropped.items() if v)
-        raise DataError(f"{what}: {n} of {total} questions dropped ({reasons}); more than 1% "
-                        f"is an error (set allow_dropped = true to accept it)")
+        raise DataError(
+            f"{what}: {n} of {total} questions dropped ({reasons}); more than 1% "
+            f"is an error (set allow_dropped = true to accept it)"
+        )
 
 
 def one_hot(labels: np.ndarray, num_answers: int) -> np.ndarray:

@@ -32,9 +32,13 @@ def example(bundle: DataBundle, split: str = "train", index: int = 0) -> dict[st
     scored = np.nonzero(s["score"])[0]
     out["answer"] = meta.answers[s["label"]] if s["label"] >= 0 else None
     out["answer_type"] = meta.answer_types[s["answer_type"]]
-    out["candidates"] = {meta.answers[i]: {"target": round(float(s["target"][i]), 3),
-                                           "score": round(float(s["score"][i]), 3)}
-                         for i in scored}
+    out["candidates"] = {
+        meta.answers[i]: {
+            "target": round(float(s["target"][i]), 3),
+            "score": round(float(s["score"][i]), 3),
+        }
+        for i in scored
+    }
     if "image" in s:
         out["image"] = list(s["image"].shape)
     if "regions" in s:
@@ -44,11 +48,16 @@ def example(bundle: DataBundle, split: str = "train", index: int = 0) -> dict[st
         nodes = []
         for k in np.nonzero(s["node_mask"])[0]:
             attrs = _words(s["node_attrs"][k], meta.attr_vocab)
-            nodes.append(meta.node_vocab[s["node_names"][k]] + (f" ({', '.join(attrs)})" if attrs else ""))
+            nodes.append(
+                meta.node_vocab[s["node_names"][k]] + (f" ({', '.join(attrs)})" if attrs else "")
+            )
         out["nodes"] = nodes
         src, dst = np.nonzero(s["edge_rel"])
-        out["edges"] = [f"{nodes[a].split(' (')[0]} -{meta.rel_vocab[s['edge_rel'][a, b] - 1]}-> "
-                        f"{nodes[b].split(' (')[0]}" for a, b in zip(src, dst)]
+        out["edges"] = [
+            f"{nodes[a].split(' (')[0]} -{meta.rel_vocab[s['edge_rel'][a, b] - 1]}-> "
+            f"{nodes[b].split(' (')[0]}"
+            for a, b in zip(src, dst)
+        ]
     out["stat_words"] = _words(s["stat_words"], meta.vocab)
     return out
 
@@ -70,8 +79,14 @@ def describe(bundle: DataBundle, split: str = "train") -> dict[str, Any]:
     if "sources" in meta.counts:
         info["sources"] = meta.counts["sources"]
     if meta.has_graph:
-        info["graph"] = {"node_names": len(meta.node_vocab), "attributes": len(meta.attr_vocab),
-                         "relations": len(meta.rel_vocab), "attribute_slots": meta.max_attrs}
-    info["example"] = {"split": meta.counts.get(split, {}).get("split", split),
-                       **example(bundle, split)}
+        info["graph"] = {
+            "node_names": len(meta.node_vocab),
+            "attributes": len(meta.attr_vocab),
+            "relations": len(meta.rel_vocab),
+            "attribute_slots": meta.max_attrs,
+        }
+    info["example"] = {
+        "split": meta.counts.get(split, {}).get("split", split),
+        **example(bundle, split),
+    }
     return info

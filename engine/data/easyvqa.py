@@ -12,8 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (BatchedDataset, DataBundle, DataError, DataMeta, cache_dir, limit, one_hot,
-                     save_npy_atomic)
+from .common import (
+    BatchedDataset,
+    DataBundle,
+    DataError,
+    DataMeta,
+    cache_dir,
+    limit,
+    one_hot,
+    save_npy_atomic,
+)
 from .vocab import build_vocab, encode, tfidf_init
 
 NATIVE_RES = 64
@@ -31,7 +39,9 @@ def _package():
     try:
         import easy_vqa
     except ImportError:  # pragma: no cover - a declared dependency
-        raise DataError("dataset easy-vqa needs the easy-vqa package: pip install easy-vqa") from None
+        raise DataError(
+            "dataset easy-vqa needs the easy-vqa package: pip install easy-vqa"
+        ) from None
     return easy_vqa
 
 
@@ -67,8 +77,16 @@ def load_images(split: str, res: int) -> np.ndarray:
 
 
 class EasyVQADataset(BatchedDataset):
-    def __init__(self, images: np.ndarray, image_ids: np.ndarray, q_tokens: np.ndarray,
-                 labels: np.ndarray, types: np.ndarray, num_answers: int, num_stat_word: int):
+    def __init__(
+        self,
+        images: np.ndarray,
+        image_ids: np.ndarray,
+        q_tokens: np.ndarray,
+        labels: np.ndarray,
+        types: np.ndarray,
+        num_answers: int,
+        num_stat_word: int,
+    ):
         self.images = images  # uint8 [I, 3, H, W] (mmap)
         self.image_ids = image_ids  # int64 [Q]
         self.q_tokens = q_tokens  # int64 [Q, L]
@@ -87,18 +105,23 @@ class EasyVQADataset(BatchedDataset):
         q = self.q_tokens[indices]
         stat = np.zeros((len(indices), self.num_stat_word), np.int64)  # no scene graph
         return {
-            "q_tokens": q, "q_mask": q != 0,
+            "q_tokens": q,
+            "q_mask": q != 0,
             "image": np.ascontiguousarray(self.images[self.image_ids[indices]]),
-            "stat_words": stat, "stat_mask": stat != 0,
-            "target": target, "score": target.copy(),
-            "label": labels, "answer_type": self.types[indices],
+            "stat_words": stat,
+            "stat_mask": stat != 0,
+            "target": target,
+            "score": target.copy(),
+            "label": labels,
+            "answer_type": self.types[indices],
         }
 
 
 def _split(split: str, cap: int):
     pkg = _package()
-    texts, answers, image_ids = (pkg.get_train_questions() if split == "train"
-                                 else pkg.get_test_questions())
+    texts, answers, image_ids = (
+        pkg.get_train_questions() if split == "train" else pkg.get_test_questions()
+    )
     n = limit(len(texts), cap)
     return texts[:n], answers[:n], np.asarray(image_ids[:n], np.int64)
 
@@ -116,20 +139,43 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         tokens = encode(texts, vocab, cfg.question_len) if tokens is None else tokens
         labels = np.array([index.get(a, -1) for a in ans], np.int64)
         types = np.array([answer_type(a) for a in ans], np.int64)
-        ds = EasyVQADataset(load_images(split, cfg.image_res), img_ids, tokens, labels, types,
-                            len(answers), cfg.num_stat_word)
+        ds = EasyVQADataset(
+            load_images(split, cfg.image_res),
+            img_ids,
+            tokens,
+            labels,
+            types,
+            len(answers),
+            cfg.num_stat_word,
+        )
         ds.texts = texts
         return ds
 
     full = encode(train_q, vocab, max(cfg.question_len, 32))  # whole questions, for TF-IDF
-    train = dataset("train", train_q, train_a, train_img, full[:, :cfg.question_len].copy())
+    train = dataset("train", train_q, train_a, train_img, full[:, : cfg.question_len].copy())
     word_init = tfidf_init(full, len(vocab), seed=cfg.seed) if cfg.tfidf else None
     meta = DataMeta(
-        dataset="easy-vqa", vocab=vocab, answers=list(answers), answer_types=list(ANSWER_TYPES),
-        soft_targets=False, word_init=word_init, visual="pixels", feature_dim=0,
-        counts={"train": {"split": "train", "questions": len(train), "images": int(len(np.unique(train_img))),
-                          "dropped": {}},
-                "eval": {"split": "test", "questions": len(eval_q), "images": int(len(np.unique(eval_img))),
-                         "dropped": {}}},
+        dataset="easy-vqa",
+        vocab=vocab,
+        answers=list(answers),
+        answer_types=list(ANSWER_TYPES),
+        soft_targets=False,
+        word_init=word_init,
+        visual="pixels",
+        feature_dim=0,
+        counts={
+            "train": {
+                "split": "train",
+                "questions": len(train),
+                "images": int(len(np.unique(train_img))),
+                "dropped": {},
+            },
+            "eval": {
+                "split": "test",
+                "questions": len(eval_q),
+                "images": int(len(np.unique(eval_img))),
+                "dropped": {},
+            },
+        },
     )
     return DataBundle(train, dataset("test", eval_q, eval_a, eval_img), meta)

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import graph as G
-from .common import (DataBundle, DataError, DataMeta, check_dropped, limit, load_json,
-                     require_file)
+from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
 from .sample import GraphFeatures, H5Features, QADataset, single_answers
 from .vocab import build_vocab, encode, tfidf_init
 
@@ -54,11 +53,16 @@ def read_questions(root: Path, split: str, cap: int) -> list[tuple[str, dict]]:
         raise DataError(f"{path}: expected an object keyed by question id")
     items = list(data.items())[: limit(len(data), cap)]
     for qid, q in items:
-        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or \
-                not isinstance(q.get("imageId"), (str, int)) or \
-                not isinstance(q.get("answer", ""), str):
-            raise DataError(f"{path}: question {qid!r}: expected {{imageId, question, answer, ...}} "
-                            f"with string values")
+        if (
+            not isinstance(q, dict)
+            or not isinstance(q.get("question"), str)
+            or not isinstance(q.get("imageId"), (str, int))
+            or not isinstance(q.get("answer", ""), str)
+        ):
+            raise DataError(
+                f"{path}: question {qid!r}: expected {{imageId, question, answer, ...}} "
+                f"with string values"
+            )
         q["imageId"] = str(q["imageId"])
     return items
 
@@ -73,8 +77,10 @@ def read_graphs(root: Path, split: str) -> dict | None:
     for image_id, g in data.items():
         objs = g.get("objects") if isinstance(g, dict) else None
         if not isinstance(objs, dict):
-            raise DataError(f"{path}: image {image_id!r}: expected \"objects\": {{id: {{name, x, y, "
-                            f"w, h, attributes, relations}}}}")
+            raise DataError(
+                f'{path}: image {image_id!r}: expected "objects": {{id: {{name, x, y, '
+                f"w, h, attributes, relations}}}}"
+            )
         for object_id, o in objs.items():
             problem = _object_problem(o)
             if problem:
@@ -92,7 +98,8 @@ def _object_problem(o) -> str | None:
         return "attributes must be a list of strings"
     rels = o.get("relations", [])
     if not isinstance(rels, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("name"), str) and "object" in r for r in rels):
+        isinstance(r, dict) and isinstance(r.get("name"), str) and "object" in r for r in rels
+    ):
         return "relations must be a list of {object, name}"
     return None
 
@@ -114,7 +121,9 @@ class FeatureIndex:
 
         with h5py.File(self.paths[files[0]], "r") as f:
             if "features" not in f or "bboxes" not in f:
-                raise DataError(f"{self.paths[files[0]]}: expected datasets 'features' and 'bboxes'")
+                raise DataError(
+                    f"{self.paths[files[0]]}: expected datasets 'features' and 'bboxes'"
+                )
             self.dim, self.dtype = int(f["features"].shape[-1]), f["features"].dtype
 
     def reader(self, image_ids: list[str]) -> H5Features:
@@ -122,12 +131,15 @@ class FeatureIndex:
         position = {n: k for k, n in enumerate(numbers)}
         rows = [self.info[i] for i in image_ids]
         return H5Features(
-            [self.paths[n] for n in numbers], "gqa",
+            [self.paths[n] for n in numbers],
+            "gqa",
             np.array([position[int(r["file"])] for r in rows], np.int64),
             np.array([int(r["idx"]) for r in rows], np.int64),
             np.array([int(r["objectsNum"]) for r in rows], np.int64),
             np.array([[r.get("width", 1), r.get("height", 1)] * 2 for r in rows], np.float32),
-            self.dim, self.dtype)
+            self.dim,
+            self.dtype,
+        )
 
     def boxes(self, reader: H5Features, max_boxes: int) -> tuple[np.ndarray, np.ndarray]:
         """All boxes of these images (small; features stay on disk): [I, N, 4], mask [I, N]."""
@@ -145,7 +157,9 @@ class FeatureIndex:
                 found = f["bboxes"][rows, :max_boxes]
             width = found.shape[1]
             boxes[sel, :width] = found[np.searchsorted(rows, reader.first[sel])]
-            mask[sel] = np.arange(max_boxes)[None, :] < np.minimum(reader.count[sel], width)[:, None]
+            mask[sel] = (
+                np.arange(max_boxes)[None, :] < np.minimum(reader.count[sel], width)[:, None]
+            )
         boxes[~mask] = 0
         return np.clip(boxes / reader.scale[:, None, :], 0, 1), mask
 
@@ -155,12 +169,15 @@ def _type_of(q: dict) -> str:
     return types.get("structural", "") if isinstance(types, dict) else ""
 
 
-def build(cfg, eval_split: str | None = None, root: Path | None = None,
-          name: str = "gqa") -> DataBundle:
+def build(
+    cfg, eval_split: str | None = None, root: Path | None = None, name: str = "gqa"
+) -> DataBundle:
     if root is None:
         if not cfg.data_root:
-            raise DataError("data_root: dataset gqa needs data_root, the folder with the official "
-                            "GQA files (train_balanced_questions.json, ...)")
+            raise DataError(
+                "data_root: dataset gqa needs data_root, the folder with the official "
+                "GQA files (train_balanced_questions.json, ...)"
+            )
         root = Path(cfg.data_root).expanduser()
     if not root.is_dir():
         raise DataError(f"data_root: {root}: no such directory")
@@ -172,8 +189,10 @@ def build(cfg, eval_split: str | None = None, root: Path | None = None,
     use_graphs = train_graphs is not None and eval_graphs is not None
     if features is None and not use_graphs:
         missing = graphs_file(root, "train" if train_graphs is None else eval_split)
-        raise DataError(f"{missing}: no such file (expected the official scene graphs "
-                        f"{missing.name}, or the features {INFO_FILE} + gqa_objects_N.h5)")
+        raise DataError(
+            f"{missing}: no such file (expected the official scene graphs "
+            f"{missing.name}, or the features {INFO_FILE} + gqa_objects_N.h5)"
+        )
 
     def keep(items, graphs, split):
         """Drop questions whose image has no graph / features; count why."""
@@ -196,8 +215,12 @@ def build(cfg, eval_split: str | None = None, root: Path | None = None,
         node_vocab, attr_vocab, rel_vocab, max_attrs = G.graph_vocabs(train_graphs)
         extra_words = list(dict.fromkeys(G.graph_words(train_graphs)))  # each phrase once
     else:
-        node_vocab, attr_vocab, rel_vocab, max_attrs = ["<pad>", "object"], ["<pad>"], \
-            list(G.BOX_RELATIONS), 1
+        node_vocab, attr_vocab, rel_vocab, max_attrs = (
+            ["<pad>", "object"],
+            ["<pad>"],
+            list(G.BOX_RELATIONS),
+            1,
+        )
         extra_words = list(G.BOX_RELATIONS)
     train_texts = [q["question"] for _, q in train_items]
     vocab = build_vocab(train_texts + extra_words)
@@ -206,8 +229,9 @@ def build(cfg, eval_split: str | None = None, root: Path | None = None,
     answers = sorted((a for a in counts if a), key=lambda a: (-counts[a], a))
     answer_id = {a: i for i, a in enumerate(answers)}
     seen_types = {_type_of(q) for _, q in train_items + eval_items}
-    answer_types = ([t for t in STRUCTURAL_TYPES if t in seen_types]
-                    + sorted(seen_types - set(STRUCTURAL_TYPES) - {""}))
+    answer_types = [t for t in STRUCTURAL_TYPES if t in seen_types] + sorted(
+        seen_types - set(STRUCTURAL_TYPES) - {""}
+    )
     if not answer_types or "" in seen_types:
         answer_types = ["all"]
     type_id = {t: i for i, t in enumerate(answer_types)}
@@ -219,8 +243,9 @@ def build(cfg, eval_split: str | None = None, root: Path | None = None,
         labels = np.array([answer_id.get(q.get("answer"), -1) for _, q in items], np.int64)
         types = np.array([type_id.get(_type_of(q), 0) for _, q in items], np.int64)
         if use_graphs:
-            graph_arrays = G.scene_graphs(image_ids, graphs, node_vocab, attr_vocab, rel_vocab,
-                                          cfg.max_boxes, max_attrs)
+            graph_arrays = G.scene_graphs(
+                image_ids, graphs, node_vocab, attr_vocab, rel_vocab, cfg.max_boxes, max_attrs
+            )
             stat = G.statistics_words(image_ids, graphs, word_id, cfg.num_stat_word, cfg.topk)
         if features is not None:
             visual = features.reader(image_ids)
@@ -229,29 +254,59 @@ def build(cfg, eval_split: str | None = None, root: Path | None = None,
                 stat = np.zeros((len(image_ids), cfg.num_stat_word), np.int64)
         else:
             visual = GraphFeatures(graph_arrays, len(node_vocab), len(attr_vocab))
-        ds = QADataset(tokens, np.array([row_of[q["imageId"]] for _, q in items], np.int64),
-                       single_answers(labels, types), len(answers), visual, cfg.max_boxes, stat,
-                       graph_arrays, question_ids=[qid for qid, _ in items], image_ids=image_ids,
-                       texts=[q["question"] for _, q in items])
+        ds = QADataset(
+            tokens,
+            np.array([row_of[q["imageId"]] for _, q in items], np.int64),
+            single_answers(labels, types),
+            len(answers),
+            visual,
+            cfg.max_boxes,
+            stat,
+            graph_arrays,
+            question_ids=[qid for qid, _ in items],
+            image_ids=image_ids,
+            texts=[q["question"] for _, q in items],
+        )
         return ds, len(image_ids)
 
     train, train_images = dataset(train_items, train_graphs)
     evaluation, eval_images = dataset(eval_items, eval_graphs)
     word_init = None
     if cfg.tfidf:
-        word_init = tfidf_init(encode(train_texts + extra_words, vocab, 32), len(vocab),
-                               seed=cfg.seed)
+        word_init = tfidf_init(
+            encode(train_texts + extra_words, vocab, 32), len(vocab), seed=cfg.seed
+        )
     meta = DataMeta(
-        dataset=name, vocab=vocab, answers=answers, answer_types=answer_types,
-        soft_targets=False, word_init=word_init, visual="regions",
+        dataset=name,
+        vocab=vocab,
+        answers=answers,
+        answer_types=answer_types,
+        soft_targets=False,
+        word_init=word_init,
+        visual="regions",
         feature_dim=features.dim if features is not None else len(node_vocab) + len(attr_vocab),
-        has_graph=True, node_vocab=node_vocab, attr_vocab=attr_vocab, rel_vocab=rel_vocab,
+        has_graph=True,
+        node_vocab=node_vocab,
+        attr_vocab=attr_vocab,
+        rel_vocab=rel_vocab,
         max_attrs=max_attrs,
-        counts={"train": {"split": "train", "questions": len(train), "images": train_images,
-                          "dropped": train_dropped},
-                "eval": {"split": eval_split, "questions": len(evaluation), "images": eval_images,
-                         "dropped": eval_dropped},
-                "sources": {"regions": "features" if features is not None else "scene graphs",
-                            "graph": "scene graphs" if use_graphs else "boxes"}},
+        counts={
+            "train": {
+                "split": "train",
+                "questions": len(train),
+                "images": train_images,
+                "dropped": train_dropped,
+            },
+            "eval": {
+                "split": eval_split,
+                "questions": len(evaluation),
+                "images": eval_images,
+                "dropped": eval_dropped,
+            },
+            "sources": {
+                "regions": "features" if features is not None else "scene graphs",
+                "graph": "scene graphs" if use_graphs else "boxes",
+            },
+        },
     )
     return DataBundle(train, evaluation, meta)

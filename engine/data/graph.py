@@ -7,7 +7,7 @@ GQA scene graph of one image: {"width", "height", "objects": {id: {"name", "x", 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -39,8 +39,12 @@ def graph_vocabs(graphs: Mapping[str, Mapping]) -> tuple[list[str], list[str], l
     def ordered(c: Counter) -> list[str]:
         return sorted(c, key=lambda w: (-c[w], w))
 
-    return ([PAD, UNK] + ordered(names), [PAD] + ordered(attrs), ordered(rels),
-            min(most, MAX_ATTRS_CAP))
+    return (
+        [PAD, UNK] + ordered(names),
+        [PAD] + ordered(attrs),
+        ordered(rels),
+        min(most, MAX_ATTRS_CAP),
+    )
 
 
 def graph_words(graphs: Mapping[str, Mapping]) -> list[str]:
@@ -54,9 +58,15 @@ def graph_words(graphs: Mapping[str, Mapping]) -> list[str]:
     return out
 
 
-def scene_graphs(image_ids: Sequence[str], graphs: Mapping[str, Mapping], node_vocab: list[str],
-                 attr_vocab: list[str], rel_vocab: list[str], max_boxes: int,
-                 max_attrs: int) -> Graphs:
+def scene_graphs(
+    image_ids: Sequence[str],
+    graphs: Mapping[str, Mapping],
+    node_vocab: list[str],
+    attr_vocab: list[str],
+    rel_vocab: list[str],
+    max_boxes: int,
+    max_attrs: int,
+) -> Graphs:
     """The first max_boxes objects of each image; edges among them; boxes / (width, height)."""
     name_id = {w: i for i, w in enumerate(node_vocab)}
     attr_id = {w: i for i, w in enumerate(attr_vocab)}
@@ -82,12 +92,24 @@ def scene_graphs(image_ids: Sequence[str], graphs: Mapping[str, Mapping], node_v
                     dst.append(slot[r["object"]])
                     rel.append(rel_id[r["name"]])
         offsets.append(len(src))
-    return Graphs(names, attrs, np.clip(boxes, 0.0, 1.0), np.asarray(offsets, np.int64),
-                  np.asarray(src, np.int32), np.asarray(dst, np.int32), np.asarray(rel, np.int32))
+    return Graphs(
+        names,
+        attrs,
+        np.clip(boxes, 0.0, 1.0),
+        np.asarray(offsets, np.int64),
+        np.asarray(src, np.int32),
+        np.asarray(dst, np.int32),
+        np.asarray(rel, np.int32),
+    )
 
 
-def statistics_words(image_ids: Sequence[str], graphs: Mapping[str, Mapping],
-                     word_id: Mapping[str, int], num_words: int, topk: int) -> np.ndarray:
+def statistics_words(
+    image_ids: Sequence[str],
+    graphs: Mapping[str, Mapping],
+    word_id: Mapping[str, int],
+    num_words: int,
+    topk: int,
+) -> np.ndarray:
     """CFRF-style image predicates -> question-vocabulary ids [I, num_words] (0 = pad).
 
     Per image: the `topk` most frequent predicate words (relation names and attributes; ties by
@@ -102,7 +124,9 @@ def statistics_words(image_ids: Sequence[str], graphs: Mapping[str, Mapping],
             objects[o["name"]] += 1
             predicates.update(o.get("attributes", []))
             predicates.update(r["name"] for r in o.get("relations", []))
-        phrases = [p for p, _ in predicates.most_common(topk)] + [n for n, _ in objects.most_common()]
+        phrases = [p for p, _ in predicates.most_common(topk)] + [
+            n for n, _ in objects.most_common()
+        ]
         ids: list[int] = []
         for phrase in phrases:
             for word in tokenize(phrase):
@@ -142,8 +166,15 @@ def box_graphs(boxes: np.ndarray, mask: np.ndarray) -> Graphs:
             dst.append(j)
             rel.append(r)
         offsets.append(offsets[-1] + (len(src[-1]) if k > 1 else 0))
-    return Graphs(names, attrs, boxes.astype(np.float32), np.asarray(offsets, np.int64),
-                  _int32s(src), _int32s(dst), _int32s(rel))
+    return Graphs(
+        names,
+        attrs,
+        boxes.astype(np.float32),
+        np.asarray(offsets, np.int64),
+        _int32s(src),
+        _int32s(dst),
+        _int32s(rel),
+    )
 
 
 def _int32s(parts: list[np.ndarray]) -> np.ndarray:

@@ -7,7 +7,8 @@ so indexing and stacking happen in numpy, in the worker processes when num_worke
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,8 +17,9 @@ from torch.utils.data import DataLoader
 # X-VLM (CLIP) image normalisation, as a table: normalised value of each uint8 level per channel
 IMAGE_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 IMAGE_STD = np.array([0.26862954, 0.26130258, 0.27577711])
-_LEVELS = ((np.arange(256)[None, :] / 255.0 - IMAGE_MEAN[:, None])
-           / IMAGE_STD[:, None]).astype(np.float32)  # [3, 256]
+_LEVELS = ((np.arange(256)[None, :] / 255.0 - IMAGE_MEAN[:, None]) / IMAGE_STD[:, None]).astype(
+    np.float32
+)  # [3, 256]
 
 
 def normalise_images(images: np.ndarray) -> np.ndarray:
@@ -68,15 +70,17 @@ class BatchDataset(torch.utils.data.Dataset):
         return to_tensors(self.dataset.batch(indices))
 
 
-def batch_indices(n: int, batch_size: int, *, shuffle: bool, seed: int, epoch: int) -> list[np.ndarray]:
+def batch_indices(
+    n: int, batch_size: int, *, shuffle: bool, seed: int, epoch: int
+) -> list[np.ndarray]:
     """The batches of one epoch: a permutation seeded by (seed, epoch) when shuffling."""
-    order = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
-             else np.arange(n))
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def make_loader(dataset, cfg, *, train: bool, seed: int, epoch: int,
-                batch_size: int | None = None) -> DataLoader:
+def make_loader(
+    dataset, cfg, *, train: bool, seed: int, epoch: int, batch_size: int | None = None
+) -> DataLoader:
     """A DataLoader over `dataset`: shuffled (deterministically from seed and epoch) for training,
     in order for evaluation; `num_workers` from cfg; pinned memory when training on CUDA.
 
@@ -86,6 +90,11 @@ def make_loader(dataset, cfg, *, train: bool, seed: int, epoch: int,
     batches = batch_indices(len(dataset), size, shuffle=train, seed=seed, epoch=epoch)
     workers = cfg.num_workers
     pin = cfg.device != "cpu" and torch.cuda.is_available()
-    return DataLoader(BatchDataset(dataset), sampler=batches, batch_size=None,
-                      num_workers=workers, pin_memory=pin,
-                      prefetch_factor=4 if workers else None)
+    return DataLoader(
+        BatchDataset(dataset),
+        sampler=batches,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=4 if workers else None,
+    )

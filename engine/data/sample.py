@@ -33,8 +33,12 @@ class Answers:
         score = np.zeros((len(q), num_answers), np.float32)
         target[rows, ids[rows, cols]] = self.target[q][rows, cols]
         score[rows, ids[rows, cols]] = self.score[q][rows, cols]
-        return {"target": target, "score": score, "label": self.label[q],
-                "answer_type": self.answer_type[q]}
+        return {
+            "target": target,
+            "score": score,
+            "label": self.label[q],
+            "answer_type": self.answer_type[q],
+        }
 
 
 def single_answers(labels: np.ndarray, types: np.ndarray) -> Answers:
@@ -61,12 +65,20 @@ class Graphs:
         start, stop = self.edge_offsets[rows], self.edge_offsets[rows + 1]
         counts = stop - start
         which = np.repeat(np.arange(b), counts)  # batch row of each edge
-        edge = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) \
+        edge = (
+            np.arange(counts.sum())
+            - np.repeat(np.cumsum(counts) - counts, counts)
             + np.repeat(start, counts)
+        )
         edge_rel = np.zeros((b, n, n), np.int64)
         edge_rel[which, self.edge_src[edge], self.edge_dst[edge]] = self.edge_rel[edge] + 1
-        return {"node_names": names, "node_attrs": self.attrs[rows].astype(np.int64),
-                "node_boxes": self.boxes[rows], "node_mask": names != 0, "edge_rel": edge_rel}
+        return {
+            "node_names": names,
+            "node_attrs": self.attrs[rows].astype(np.int64),
+            "node_boxes": self.boxes[rows],
+            "node_mask": names != 0,
+            "edge_rel": edge_rel,
+        }
 
 
 class GraphFeatures:
@@ -101,8 +113,17 @@ class H5Features:
     must not cross a fork). Regions keep the stored dtype (float16 stays float16 until collate).
     """
 
-    def __init__(self, paths: list[Path], layout: str, file_no: np.ndarray, first: np.ndarray,
-                 count: np.ndarray, scale: np.ndarray, dim: int, dtype: np.dtype):
+    def __init__(
+        self,
+        paths: list[Path],
+        layout: str,
+        file_no: np.ndarray,
+        first: np.ndarray,
+        count: np.ndarray,
+        scale: np.ndarray,
+        dim: int,
+        dtype: np.dtype,
+    ):
         self.paths, self.layout = paths, layout
         self.file_no, self.first, self.count = file_no, first, count
         self.scale = scale  # float32 [I, 4]: divides pixel boxes into [0, 1] (1 for VQA)
@@ -124,8 +145,11 @@ class H5Features:
         if file_no not in self._open:
             path = self.paths[file_no]
             f = h5py.File(path, "r")
-            names = ("features", "bboxes") if self.layout == "gqa" else \
-                ("image_features", "spatial_features")
+            names = (
+                ("features", "bboxes")
+                if self.layout == "gqa"
+                else ("image_features", "spatial_features")
+            )
             self._open[file_no] = tuple(_memory_map(path, f[name]) for name in names) + (f,)
         return self._open[file_no]
 
@@ -135,8 +159,12 @@ class H5Features:
         mask = np.arange(max_boxes)[None, :] < n[:, None]  # [B, N]
         files = np.unique(self.file_no[rows])
         feats, bbs, _ = self._arrays(int(files[0]))
-        if (len(files) == 1 and self.layout == "gqa" and _mapped(feats, bbs)
-                and feats.shape[1] >= max_boxes):
+        if (
+            len(files) == 1
+            and self.layout == "gqa"
+            and _mapped(feats, bbs)
+            and feats.shape[1] >= max_boxes
+        ):
             # the common case: one gather straight into the batch (no zero-fill, no scatter)
             first = self.first[rows]
             regions, boxes = feats[first, :max_boxes], bbs[first, :max_boxes].astype(np.float32)
@@ -170,8 +198,8 @@ class H5Features:
                         feats.read_direct(regions, np.s_[start, :m], np.s_[k, :m])
                         boxes[k, :m] = bbs[start, :m]
                     else:
-                        feats.read_direct(regions, np.s_[start:start + m], np.s_[k, :m])
-                        boxes[k, :m] = bbs[start:start + m, :4]
+                        feats.read_direct(regions, np.s_[start : start + m], np.s_[k, :m])
+                        boxes[k, :m] = bbs[start : start + m, :4]
         regions[~mask] = 0
         boxes[~mask] = 0
         boxes /= self.scale[rows][:, None, :]
@@ -193,10 +221,20 @@ def _memory_map(path: Path, dataset):
 class QADataset(BatchedDataset):
     """Questions over images with region features, optionally scene graphs."""
 
-    def __init__(self, q_tokens: np.ndarray, image_row: np.ndarray, answers: Answers,
-                 num_answers: int, visual, max_boxes: int, stat_words: np.ndarray,
-                 graphs: Graphs | None = None, question_ids: list | None = None,
-                 image_ids: list | None = None, texts: list[str] | None = None):
+    def __init__(
+        self,
+        q_tokens: np.ndarray,
+        image_row: np.ndarray,
+        answers: Answers,
+        num_answers: int,
+        visual,
+        max_boxes: int,
+        stat_words: np.ndarray,
+        graphs: Graphs | None = None,
+        question_ids: list | None = None,
+        image_ids: list | None = None,
+        texts: list[str] | None = None,
+    ):
         self.q_tokens = q_tokens  # int64 [Q, L]
         self.image_row = image_row  # int64 [Q]: row in the per-image sources
         self.answers = answers

@@ -18,8 +18,20 @@ import numpy as np
 
 from .common import DataBundle, DataError, cache_dir
 
-NAMES = ["ball", "cube", "car", "tree", "dog", "cat", "chair", "table", "cup", "lamp", "book",
-         "box"]
+NAMES = [
+    "ball",
+    "cube",
+    "car",
+    "tree",
+    "dog",
+    "cat",
+    "chair",
+    "table",
+    "cup",
+    "lamp",
+    "book",
+    "box",
+]
 COLORS = ["red", "blue", "green", "yellow", "white", "black"]
 MATERIALS = ["metal", "wooden", "plastic"]
 SIZES = ["small", "large"]
@@ -39,14 +51,21 @@ def make_scene(rng: np.random.Generator) -> dict:
             attrs.append(MATERIALS[rng.integers(len(MATERIALS))])
         if rng.random() < 0.3:
             attrs.append(SIZES[rng.integers(len(SIZES))])
-        objects[str(k)] = {"name": NAMES[rng.integers(len(NAMES))],
-                           "x": int(rng.integers(0, WIDTH - w)), "y": int(rng.integers(0, HEIGHT - h)),
-                           "w": w, "h": h, "attributes": attrs, "relations": []}
+        objects[str(k)] = {
+            "name": NAMES[rng.integers(len(NAMES))],
+            "x": int(rng.integers(0, WIDTH - w)),
+            "y": int(rng.integers(0, HEIGHT - h)),
+            "w": w,
+            "h": h,
+            "attributes": attrs,
+            "relations": [],
+        }
     ids = list(objects)
     for a in ids:  # each object relates to up to 3 others
         for b in rng.permutation([i for i in ids if i != a])[:3]:
-            objects[a]["relations"].append({"object": str(b), "name": relation(objects[a],
-                                                                               objects[b])})
+            objects[a]["relations"].append(
+                {"object": str(b), "name": relation(objects[a], objects[b])}
+            )
     return {"width": WIDTH, "height": HEIGHT, "objects": objects}
 
 
@@ -75,14 +94,21 @@ def make_questions(scene: dict, rng: np.random.Generator, count: int) -> list[di
             full = f"The {o['name']} is {a}."
         elif kind == "relation" and unique:
             o = unique[rng.integers(len(unique))]
-            rels = [r for r in o["relations"] if names.count(scene["objects"][r["object"]]["name"]) == 1]
+            rels = [
+                r for r in o["relations"] if names.count(scene["objects"][r["object"]]["name"]) == 1
+            ]
             if not rels:
                 continue
             r = rels[rng.integers(len(rels))]
             other = scene["objects"][r["object"]]["name"]
             # o is <rel> other: ask what is <rel> the other (o must be the only such object)
-            same = [x for x in objs if any(rr["object"] == r["object"] and rr["name"] == r["name"]
-                                           for rr in x["relations"])]
+            same = [
+                x
+                for x in objs
+                if any(
+                    rr["object"] == r["object"] and rr["name"] == r["name"] for rr in x["relations"]
+                )
+            ]
             if len(same) != 1:
                 continue
             q, a, s = f"What is {r['name']} the {other}?", o["name"], "query"
@@ -110,15 +136,26 @@ def make_questions(scene: dict, rng: np.random.Generator, count: int) -> list[di
         else:
             continue
         answer_type = "yes/no" if a in ("yes", "no") else "number" if a.isdigit() else "other"
-        out.append({"question": q, "answer": a, "fullAnswer": full, "kind": kind,
-                    "types": {"structural": s, "semantic": "attr" if kind != "relation" else "rel",
-                              "detailed": kind},
-                    "answer_type": answer_type})
+        out.append(
+            {
+                "question": q,
+                "answer": a,
+                "fullAnswer": full,
+                "kind": kind,
+                "types": {
+                    "structural": s,
+                    "semantic": "attr" if kind != "relation" else "rel",
+                    "detailed": kind,
+                },
+                "answer_type": answer_type,
+            }
+        )
     return out
 
 
-def region_features(scene: dict, boxes: int, dim: int, rng: np.random.Generator,
-                    table: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+def region_features(
+    scene: dict, boxes: int, dim: int, rng: np.random.Generator, table: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, int]:
     """[boxes, dim] features (objects first, then background regions) and pixel boxes
     (x1, y1, x2, y2); returns the number of regions written."""
     objs = list(scene["objects"].values())
@@ -132,14 +169,15 @@ def region_features(scene: dict, boxes: int, dim: int, rng: np.random.Generator,
     if extra:  # background regions: random boxes, noise only
         xy = rng.uniform(0, 0.8, (extra, 2)) * (WIDTH, HEIGHT)
         wh = rng.uniform(0.05, 0.2, (extra, 2)) * (WIDTH, HEIGHT)
-        bb[len(objs):] = np.concatenate([xy, xy + wh], 1)
+        bb[len(objs) :] = np.concatenate([xy, xy + wh], 1)
     return feats, bb, n
 
 
 def _word_table(dim: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([seed, 7])
-    return {w: rng.standard_normal(dim).astype(np.float32)
-            for w in NAMES + COLORS + MATERIALS + SIZES}
+    return {
+        w: rng.standard_normal(dim).astype(np.float32) for w in NAMES + COLORS + MATERIALS + SIZES
+    }
 
 
 def _dump(path: Path, data) -> None:
@@ -147,10 +185,19 @@ def _dump(path: Path, data) -> None:
         json.dump(data, f)
 
 
-def write(out: Path, fmt: str = "gqa", images: int = 100, seed: int = 0,
-          questions_per_image: int = 10, feature_dim: int = 2048, boxes: int = 0,
-          dtype: str = "float32", features: bool = True, graphs: bool = True,
-          images_per_file: int = 10000) -> dict:
+def write(
+    out: Path,
+    fmt: str = "gqa",
+    images: int = 100,
+    seed: int = 0,
+    questions_per_image: int = 10,
+    feature_dim: int = 2048,
+    boxes: int = 0,
+    dtype: str = "float32",
+    features: bool = True,
+    graphs: bool = True,
+    images_per_file: int = 10000,
+) -> dict:
     """Write a synthetic data set into `out` (must be empty or absent); the last fifth of the
     images form the validation split. Written in a temporary folder renamed into place, so a
     failure leaves nothing behind. Returns counts."""
@@ -167,8 +214,19 @@ def write(out: Path, fmt: str = "gqa", images: int = 100, seed: int = 0,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        counts = _write(tmp, fmt, images, seed, questions_per_image, feature_dim, boxes, dtype,
-                        features, graphs, images_per_file)
+        counts = _write(
+            tmp,
+            fmt,
+            images,
+            seed,
+            questions_per_image,
+            feature_dim,
+            boxes,
+            dtype,
+            features,
+            graphs,
+            images_per_file,
+        )
         os.rename(tmp, out)  # replaces an empty folder; fails on a non-empty one
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -181,9 +239,19 @@ def write(out: Path, fmt: str = "gqa", images: int = 100, seed: int = 0,
     return counts
 
 
-def _write(out: Path, fmt: str, images: int, seed: int, questions_per_image: int,
-           feature_dim: int, boxes: int, dtype: str, features: bool, graphs: bool,
-           images_per_file: int) -> dict:
+def _write(
+    out: Path,
+    fmt: str,
+    images: int,
+    seed: int,
+    questions_per_image: int,
+    feature_dim: int,
+    boxes: int,
+    dtype: str,
+    features: bool,
+    graphs: bool,
+    images_per_file: int,
+) -> dict:
     import h5py
 
     rng = np.random.default_rng(seed)
@@ -200,9 +268,14 @@ def _write(out: Path, fmt: str, images: int, seed: int, questions_per_image: int
             questions = {}
             for r in rows:
                 for q in make_questions(scenes[r], rng, questions_per_image):
-                    questions[f"{qid:08d}"] = {"imageId": image_ids[r], "question": q["question"],
-                                               "answer": q["answer"], "fullAnswer": q["fullAnswer"],
-                                               "types": q["types"], "isBalanced": True}
+                    questions[f"{qid:08d}"] = {
+                        "imageId": image_ids[r],
+                        "question": q["question"],
+                        "answer": q["answer"],
+                        "fullAnswer": q["fullAnswer"],
+                        "types": q["types"],
+                        "isBalanced": True,
+                    }
                     qid += 1
             _dump(out / f"{split}_balanced_questions.json", questions)
             if graphs:
@@ -213,16 +286,20 @@ def _write(out: Path, fmt: str, images: int, seed: int, questions_per_image: int
             width = max(n for _, _, n in per_image)
             info = {}
             for file_no, start in enumerate(range(0, images, images_per_file)):
-                chunk = per_image[start:start + images_per_file]
+                chunk = per_image[start : start + images_per_file]
                 with h5py.File(out / f"gqa_objects_{file_no}.h5", "w") as f:
                     feats = f.create_dataset("features", (len(chunk), width, feature_dim), np_dtype)
                     bbs = f.create_dataset("bboxes", (len(chunk), width, 4), np.float32)
                     for idx, (x, bb, n) in enumerate(chunk):
                         feats[idx, :n] = x.astype(np_dtype)
                         bbs[idx, :n] = bb
-                        info[image_ids[start + idx]] = {"file": file_no, "idx": idx,
-                                                        "objectsNum": n, "width": WIDTH,
-                                                        "height": HEIGHT}
+                        info[image_ids[start + idx]] = {
+                            "file": file_no,
+                            "idx": idx,
+                            "objectsNum": n,
+                            "width": WIDTH,
+                            "height": HEIGHT,
+                        }
             _dump(out / "gqa_objects_info.json", info)
     else:
         for split, rows in splits.items():
@@ -230,21 +307,47 @@ def _write(out: Path, fmt: str, images: int, seed: int, questions_per_image: int
             questions, annotations = [], []
             for r in rows:
                 for q in make_questions(scenes[r], rng, questions_per_image):
-                    questions.append({"image_id": int(image_ids[r]), "question": q["question"],
-                                      "question_id": qid})
-                    annotations.append({"question_id": qid, "image_id": int(image_ids[r]),
-                                        "question_type": q["kind"], "answer_type": q["answer_type"],
-                                        "multiple_choice_answer": q["answer"],
-                                        "answers": _annotators(q["answer"], rng)})
+                    questions.append(
+                        {
+                            "image_id": int(image_ids[r]),
+                            "question": q["question"],
+                            "question_id": qid,
+                        }
+                    )
+                    annotations.append(
+                        {
+                            "question_id": qid,
+                            "image_id": int(image_ids[r]),
+                            "question_type": q["kind"],
+                            "answer_type": q["answer_type"],
+                            "multiple_choice_answer": q["answer"],
+                            "answers": _annotators(q["answer"], rng),
+                        }
+                    )
                     qid += 1
-            _dump(out / f"v2_OpenEnded_mscoco_{sub}_questions.json",
-                  {"task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": sub,
-                   "questions": questions})
-            _dump(out / f"v2_mscoco_{sub}_annotations.json",
-                  {"data_type": "mscoco", "data_subtype": sub, "annotations": annotations})
-            _write_vqa_features(out / f"{split}36.hdf5", [scenes[r] for r in rows],
-                                [int(image_ids[r]) for r in rows], boxes, feature_dim, np_dtype,
-                                rng, table)
+            _dump(
+                out / f"v2_OpenEnded_mscoco_{sub}_questions.json",
+                {
+                    "task_type": "Open-Ended",
+                    "data_type": "mscoco",
+                    "data_subtype": sub,
+                    "questions": questions,
+                },
+            )
+            _dump(
+                out / f"v2_mscoco_{sub}_annotations.json",
+                {"data_type": "mscoco", "data_subtype": sub, "annotations": annotations},
+            )
+            _write_vqa_features(
+                out / f"{split}36.hdf5",
+                [scenes[r] for r in rows],
+                [int(image_ids[r]) for r in rows],
+                boxes,
+                feature_dim,
+                np_dtype,
+                rng,
+                table,
+            )
             counts["questions"][split] = len(questions)
     return counts
 
@@ -254,8 +357,9 @@ def _annotators(answer: str, rng: np.random.Generator) -> list[dict]:
     agree = int(rng.integers(6, 11))
     others = COLORS + NAMES + ["yes", "no", "2"]
     given = [answer] * agree + [others[rng.integers(len(others))] for _ in range(10 - agree)]
-    return [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
-            for i, a in enumerate(given)]
+    return [
+        {"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(given)
+    ]
 
 
 def _write_vqa_features(path: Path, scenes, image_ids, boxes, dim, dtype, rng, table) -> None:
@@ -271,18 +375,20 @@ def _write_vqa_features(path: Path, scenes, image_ids, boxes, dim, dtype, rng, t
         pos = np.zeros((len(scenes), 2), np.int64)
         row = 0
         for i, (x, bb, n) in enumerate(per_image):
-            feats[row:row + n] = x.astype(dtype)
-            bb_ds[row:row + n] = bb
+            feats[row : row + n] = x.astype(dtype)
+            bb_ds[row : row + n] = bb
             scale = np.array([WIDTH, HEIGHT, WIDTH, HEIGHT], np.float32)
             norm = bb / scale
-            spatial[row:row + n] = np.concatenate(
-                [norm, norm[:, 2:3] - norm[:, 0:1], norm[:, 3:4] - norm[:, 1:2]], 1)
+            spatial[row : row + n] = np.concatenate(
+                [norm, norm[:, 2:3] - norm[:, 0:1], norm[:, 3:4] - norm[:, 1:2]], 1
+            )
             pos[i] = (row, row + n)
             row += n
         f.create_dataset("pos_boxes", data=pos)
         f.create_dataset("image_ids", data=np.asarray(image_ids, np.int64))
-    _dump(path.with_name(path.stem + "_imgid2idx.json"),
-          {str(i): k for k, i in enumerate(image_ids)})
+    _dump(
+        path.with_name(path.stem + "_imgid2idx.json"), {str(i): k for k, i in enumerate(image_ids)}
+    )
 
 
 def builtin_root(seed: int, images: int = BUILTIN_IMAGES) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -64,11 +64,12 @@ def tfidf_init(tokens: np.ndarray, vocab_size: int, seed: int = 0) -> np.ndarray
     i, j = np.triu_indices(tokens.shape[1], k=1)
     keys, counts = [], []
     for s in range(0, len(tokens), 8192):  # bounded memory: 8192 texts x L(L-1)/2 pairs
-        a, b = tokens[s:s + 8192, i].ravel(), tokens[s:s + 8192, j].ravel()
+        a, b = tokens[s : s + 8192, i].ravel(), tokens[s : s + 8192, j].ravel()
         ok = (a > 0) & (b > 0)
         a, b = a[ok], b[ok]
-        k, n = np.unique(np.concatenate([a * vocab_size + b, b * vocab_size + a]),
-                         return_counts=True)
+        k, n = np.unique(
+            np.concatenate([a * vocab_size + b, b * vocab_size + a]), return_counts=True
+        )
         keys.append(k)
         counts.append(n)
     if not keys or not sum(len(k) for k in keys):
@@ -82,7 +83,7 @@ def tfidf_init(tokens: np.ndarray, vocab_size: int, seed: int = 0) -> np.ndarray
     out[np.unique(r)] = 0.0
     # out[r] += vals * base[c], in chunks; r is sorted, so reduceat sums each row's run
     for s in range(0, len(r), 1 << 16):
-        rr, cc, vv = r[s:s + (1 << 16)], c[s:s + (1 << 16)], vals[s:s + (1 << 16), None]
+        rr, cc, vv = r[s : s + (1 << 16)], c[s : s + (1 << 16)], vals[s : s + (1 << 16), None]
         starts = np.flatnonzero(np.r_[True, rr[1:] != rr[:-1]])
         out[rr[starts]] += np.add.reduceat(vv * base[cc], starts, axis=0).astype(np.float32)
     return out

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (DataBundle, DataError, DataMeta, check_dropped, limit, load_json,
-                     require_file)
+from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
 from .sample import Answers, H5Features, QADataset
 from .vocab import build_vocab, encode, tfidf_init
 
@@ -31,8 +30,20 @@ ANSWER_TYPES = ["yes/no", "number", "other"]
 SPLITS = {"train": "train2014", "val": "val2014"}
 ANNOTATORS = 10
 
-_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-            "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_NUMBERS = {
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 _ARTICLES = {"a", "an", "the"}
 _PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$]")
 
@@ -49,15 +60,16 @@ def normalize_answer(answer: str) -> str:
 
 def soft_target(matches: np.ndarray) -> np.ndarray:
     """ban-vqa's training target from the number of matching annotators."""
-    return np.select([matches == 0, matches == 1, matches == 2, matches == 3],
-                     [0.0, 0.3, 0.6, 0.9], 1.0).astype(np.float32)
+    return np.select(
+        [matches == 0, matches == 1, matches == 2, matches == 3], [0.0, 0.3, 0.6, 0.9], 1.0
+    ).astype(np.float32)
 
 
 def official_accuracy(matches: np.ndarray) -> np.ndarray:
     """min(1, matches/3) averaged over the ten leave-one-annotator-out subsets: leaving out one
     of the `m` annotators who gave it leaves m-1 matches, leaving out another leaves m."""
     m = matches.astype(np.float64)
-    acc = (m * np.minimum(1.0, (m - 1) / 3) + (ANNOTATORS - m) * np.minimum(1.0, m / 3))
+    acc = m * np.minimum(1.0, (m - 1) / 3) + (ANNOTATORS - m) * np.minimum(1.0, m / 3)
     return (np.where(m > 0, acc, 0.0) / ANNOTATORS).astype(np.float32)
 
 
@@ -80,23 +92,37 @@ def read_split(root: Path, split: str, cap: int) -> list[tuple[dict, dict]]:
     questions = load_json(require_file(qpath, qpath.name))
     annotations = load_json(require_file(apath, apath.name))
     if not isinstance(questions, dict) or not isinstance(questions.get("questions"), list):
-        raise DataError(f"{qpath}: expected {{\"questions\": [...]}}")
+        raise DataError(f'{qpath}: expected {{"questions": [...]}}')
     if not isinstance(annotations, dict) or not isinstance(annotations.get("annotations"), list):
-        raise DataError(f"{apath}: expected {{\"annotations\": [...]}}")
+        raise DataError(f'{apath}: expected {{"annotations": [...]}}')
     by_id = {a.get("question_id"): a for a in annotations["annotations"]}
     qs = questions["questions"]
     out = []
     for q in qs[: limit(len(qs), cap)]:
-        if not isinstance(q, dict) or not isinstance(q.get("question"), str) or \
-                not all(isinstance(q.get(k), int) and not isinstance(q.get(k), bool)
-                        for k in ("image_id", "question_id")):
-            raise DataError(f"{qpath}: expected questions {{image_id: int, question: str, "
-                            f"question_id: int}}, got {str(q)[:60]}")
+        if (
+            not isinstance(q, dict)
+            or not isinstance(q.get("question"), str)
+            or not all(
+                isinstance(q.get(k), int) and not isinstance(q.get(k), bool)
+                for k in ("image_id", "question_id")
+            )
+        ):
+            raise DataError(
+                f"{qpath}: expected questions {{image_id: int, question: str, "
+                f"question_id: int}}, got {str(q)[:60]}"
+            )
         ann = by_id.get(q["question_id"])
-        if ann is None or not isinstance(ann.get("answers"), list) or not all(
-                isinstance(x, dict) and isinstance(x.get("answer"), str) for x in ann["answers"]):
-            raise DataError(f"{apath}: question {q['question_id']}: no annotation with "
-                            f"answers [{{answer, ...}}]")
+        if (
+            ann is None
+            or not isinstance(ann.get("answers"), list)
+            or not all(
+                isinstance(x, dict) and isinstance(x.get("answer"), str) for x in ann["answers"]
+            )
+        ):
+            raise DataError(
+                f"{apath}: question {q['question_id']}: no annotation with "
+                f"answers [{{answer, ...}}]"
+            )
         out.append((q, ann))
     return out
 
@@ -112,16 +138,20 @@ class FeatureFile:
         with h5py.File(self.path, "r") as f:
             missing = [k for k in ("image_features", "spatial_features", "pos_boxes") if k not in f]
             if missing:
-                raise DataError(f"{self.path}: missing dataset {missing[0]!r} (expected "
-                                f"image_features, spatial_features, pos_boxes, image_ids)")
+                raise DataError(
+                    f"{self.path}: missing dataset {missing[0]!r} (expected "
+                    f"image_features, spatial_features, pos_boxes, image_ids)"
+                )
             self.pos = f["pos_boxes"][:].astype(np.int64)
             self.dim, self.dtype = int(f["image_features"].shape[1]), f["image_features"].dtype
             ids = f["image_ids"][:] if "image_ids" in f else None
         if ids is None:
             index_path = self.path.with_name(f"{split}36_imgid2idx.json")
             if not index_path.is_file():
-                raise DataError(f"{self.path}: no 'image_ids' dataset and no {index_path.name} "
-                                f"beside it (convert ban-vqa's {split}36_imgid2idx.pkl to JSON)")
+                raise DataError(
+                    f"{self.path}: no 'image_ids' dataset and no {index_path.name} "
+                    f"beside it (convert ban-vqa's {split}36_imgid2idx.pkl to JSON)"
+                )
             self.index = {int(k): int(v) for k, v in load_json(index_path).items()}
         else:
             self.index = {int(i): k for k, i in enumerate(ids)}
@@ -129,14 +159,24 @@ class FeatureFile:
     def reader(self, image_ids: list[int]) -> H5Features:
         rows = np.array([self.index[i] for i in image_ids], np.int64)
         first, end = self.pos[rows, 0], self.pos[rows, 1]
-        return H5Features([self.path], "vqa", np.zeros(len(rows), np.int64), first, end - first,
-                          np.ones((len(rows), 4), np.float32), self.dim, self.dtype)
+        return H5Features(
+            [self.path],
+            "vqa",
+            np.zeros(len(rows), np.int64),
+            first,
+            end - first,
+            np.ones((len(rows), 4), np.float32),
+            self.dim,
+            self.dtype,
+        )
 
 
 def build(cfg, eval_split: str | None = None) -> DataBundle:
     if not cfg.data_root:
-        raise DataError("data_root: dataset vqa needs data_root, the folder with the official "
-                        "VQA v2 files (v2_OpenEnded_mscoco_train2014_questions.json, ...)")
+        raise DataError(
+            "data_root: dataset vqa needs data_root, the folder with the official "
+            "VQA v2 files (v2_OpenEnded_mscoco_train2014_questions.json, ...)"
+        )
     root = Path(cfg.data_root).expanduser()
     if not root.is_dir():
         raise DataError(f"data_root: {root}: no such directory")
@@ -146,12 +186,18 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
     eval_pairs = read_split(root, eval_split, cfg.eval_limit)
     train_features, eval_features = FeatureFile(root, "train"), FeatureFile(root, eval_split)
 
-    counts = Counter(normalize_answer(str(a.get("multiple_choice_answer", ""))) for _, a in train_pairs)
-    answers = sorted((a for a, n in counts.items() if a and n >= cfg.min_answer_count),
-                     key=lambda a: (-counts[a], a))
+    counts = Counter(
+        normalize_answer(str(a.get("multiple_choice_answer", ""))) for _, a in train_pairs
+    )
+    answers = sorted(
+        (a for a, n in counts.items() if a and n >= cfg.min_answer_count),
+        key=lambda a: (-counts[a], a),
+    )
     if not answers:
-        raise DataError(f"min_answer_count: no answer is given {cfg.min_answer_count} times in "
-                        f"{annotations_file(root, SPLITS['train'])}")
+        raise DataError(
+            f"min_answer_count: no answer is given {cfg.min_answer_count} times in "
+            f"{annotations_file(root, SPLITS['train'])}"
+        )
     answer_id = {a: i for i, a in enumerate(answers)}
     train_texts = [q["question"] for q, _ in train_pairs]
     vocab = build_vocab(train_texts)
@@ -175,25 +221,54 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
             for k, (i, n) in enumerate(known[:ANNOTATORS]):
                 ids[row, k], matches[row, k] = i, n
         label = np.where(matches[:, 0] > 0, ids[:, 0], -1)  # the most given known answer
-        types = np.array([ANSWER_TYPES.index(a.get("answer_type"))
-                          if a.get("answer_type") in ANSWER_TYPES else 2 for _, a in kept], np.int64)
+        types = np.array(
+            [
+                ANSWER_TYPES.index(a.get("answer_type"))
+                if a.get("answer_type") in ANSWER_TYPES
+                else 2
+                for _, a in kept
+            ],
+            np.int64,
+        )
         answers_ = Answers(ids, soft_target(matches), official_accuracy(matches), label, types)
-        ds = QADataset(encode([q["question"] for q, _ in kept], vocab, cfg.question_len),
-                       np.array([row_of[int(q["image_id"])] for q, _ in kept], np.int64),
-                       answers_, len(answers), features.reader(image_ids), cfg.max_boxes,
-                       np.zeros((len(image_ids), cfg.num_stat_word), np.int64),
-                       question_ids=[q["question_id"] for q, _ in kept], image_ids=image_ids,
-                       texts=[q["question"] for q, _ in kept])
-        return ds, {"split": SPLITS.get(split, split), "questions": len(kept),
-                    "images": len(image_ids), "dropped": dict(dropped)}
+        ds = QADataset(
+            encode([q["question"] for q, _ in kept], vocab, cfg.question_len),
+            np.array([row_of[int(q["image_id"])] for q, _ in kept], np.int64),
+            answers_,
+            len(answers),
+            features.reader(image_ids),
+            cfg.max_boxes,
+            np.zeros((len(image_ids), cfg.num_stat_word), np.int64),
+            question_ids=[q["question_id"] for q, _ in kept],
+            image_ids=image_ids,
+            texts=[q["question"] for q, _ in kept],
+        )
+        return ds, {
+            "split": SPLITS.get(split, split),
+            "questions": len(kept),
+            "images": len(image_ids),
+            "dropped": dict(dropped),
+        }
 
     train, train_counts = dataset(train_pairs, train_features, "train")
     evaluation, eval_counts = dataset(eval_pairs, eval_features, eval_split)
-    word_init = (tfidf_init(encode(train_texts, vocab, 32), len(vocab), seed=cfg.seed)
-                 if cfg.tfidf else None)
-    meta = DataMeta(dataset="vqa", vocab=vocab, answers=answers, answer_types=list(ANSWER_TYPES),
-                    soft_targets=True, word_init=word_init, visual="regions",
-                    feature_dim=train_features.dim, has_graph=False,
-                    counts={"train": train_counts, "eval": eval_counts,
-                            "sources": {"regions": "features", "graph": "none"}})
+    word_init = (
+        tfidf_init(encode(train_texts, vocab, 32), len(vocab), seed=cfg.seed) if cfg.tfidf else None
+    )
+    meta = DataMeta(
+        dataset="vqa",
+        vocab=vocab,
+        answers=answers,
+        answer_types=list(ANSWER_TYPES),
+        soft_targets=True,
+        word_init=word_init,
+        visual="regions",
+        feature_dim=train_features.dim,
+        has_graph=False,
+        counts={
+            "train": train_counts,
+            "eval": eval_counts,
+            "sources": {"regions": "features", "graph": "none"},
+        },
+    )
     return DataBundle(train, evaluation, meta)

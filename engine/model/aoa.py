@@ -35,8 +35,14 @@ class AoA(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, act: str, dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), activation(act),
-                                 nn.Dropout(dropout), nn.Linear(2 * dim, dim), nn.Dropout(dropout))
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, 2 * dim),
+            activation(act),
+            nn.Dropout(dropout),
+            nn.Linear(2 * dim, dim),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x):
         return self.net(x)

@@ -24,7 +24,6 @@ from torch import nn
 from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.bert.modeling_bert import BertLayer
-
 from vqatune.engine.config import ConfigError
 
 MASK_VALUE = -1e4  # additive mask for eager attention; safe in fp16/bf16
@@ -47,16 +46,25 @@ class BackboneSizes:
 
 
 def backbone_sizes(cfg) -> BackboneSizes:
-    sizes = dict(image_res=cfg.image_res, patch_size=cfg.patch_size, vision_width=cfg.vision_width,
-                 vision_layers=cfg.vision_layers, text_width=cfg.text_width,
-                 text_layers=cfg.text_layers, fusion_layers=cfg.fusion_layers,
-                 heads=cfg.backbone_heads, source="schema")
+    sizes = dict(
+        image_res=cfg.image_res,
+        patch_size=cfg.patch_size,
+        vision_width=cfg.vision_width,
+        vision_layers=cfg.vision_layers,
+        text_width=cfg.text_width,
+        text_layers=cfg.text_layers,
+        fusion_layers=cfg.fusion_layers,
+        heads=cfg.backbone_heads,
+        source="schema",
+    )
     if cfg.config:
         sizes.update(read_xvlm_yaml(Path(cfg.config)))
     s = BackboneSizes(**sizes)
     for name in ("vision_width", "text_width"):
         if getattr(s, name) % s.heads:
-            raise ConfigError(f"backbone_heads: {s.heads} does not divide {name} {getattr(s, name)}")
+            raise ConfigError(
+                f"backbone_heads: {s.heads} does not divide {name} {getattr(s, name)}"
+            )
     if s.image_res % s.patch_size:
         raise ConfigError(f"patch_size: {s.patch_size} does not divide image_res {s.image_res}")
     return s
@@ -67,15 +75,21 @@ def _json_beside(yaml_path: Path, ref, key: str) -> dict:
     if isinstance(ref, dict):
         return ref
     ref = Path(str(ref))
-    for candidate in (yaml_path.parent / ref, yaml_path.parent.parent / ref, Path.cwd() / ref,
-                      yaml_path.parent / ref.name):
+    for candidate in (
+        yaml_path.parent / ref,
+        yaml_path.parent.parent / ref,
+        Path.cwd() / ref,
+        yaml_path.parent / ref.name,
+    ):
         if candidate.is_file():
             try:
                 return json.loads(candidate.read_text())
             except (OSError, ValueError) as e:
                 raise ConfigError(f"{candidate}: {key}: cannot read JSON: {e}") from None
-    raise ConfigError(f"{yaml_path}: {key}: no such file {str(ref)!r} (looked beside the YAML and "
-                      f"in the X-VLM repository root)")
+    raise ConfigError(
+        f"{yaml_path}: {key}: no such file {str(ref)!r} (looked beside the YAML and "
+        f"in the X-VLM repository root)"
+    )
 
 
 def read_xvlm_yaml(path: Path) -> dict:
@@ -127,8 +141,10 @@ def read_xvlm_yaml(path: Path) -> dict:
         if fusion_start is None:
             fusion_start = int(text_total) // 2
         if not 0 < int(fusion_start) < int(text_total):
-            raise ConfigError(f"{path}: text_fusion_start_at {fusion_start} must lie inside "
-                              f"text_num_hidden_layers {text_total}")
+            raise ConfigError(
+                f"{path}: text_fusion_start_at {fusion_start} must lie inside "
+                f"text_num_hidden_layers {text_total}"
+            )
         out["text_layers"] = int(fusion_start)
         out["fusion_layers"] = int(text_total) - int(fusion_start)
     return {k: v for k, v in out.items() if v is not None}
@@ -150,8 +166,10 @@ def pretrained_parts(checkpoint: str) -> dict[str, Path]:
             if kind == model_type:
                 parts[part] = root
     if not parts:
-        raise ConfigError(f"checkpoint: {checkpoint}: no text/ or vision/ transformers model "
-                          f"(config.json) and not a .pt file")
+        raise ConfigError(
+            f"checkpoint: {checkpoint}: no text/ or vision/ transformers model "
+            f"(config.json) and not a .pt file"
+        )
     return parts
 
 
@@ -181,8 +199,11 @@ class ConvStem(nn.Sequential):
         layers, channels, size = [], 3, patch_size
         while size > 2 and size % 2 == 0:  # [B,3,H,W] -> [B,C,H/2,W/2] ...
             out = max(16, width // (size // 2))
-            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.BatchNorm2d(out),
-                       nn.ReLU()]
+            layers += [
+                nn.Conv2d(channels, out, 3, stride=2, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(),
+            ]
             channels, size = out, size // 2
         layers.append(nn.Conv2d(channels, width, size, stride=size))  # -> [B,Wv,H/p,W/p]
         super().__init__(*layers)
@@ -220,54 +241,96 @@ class XVLMBackbone(nn.Module):
 
         if self.pixels:
             if "vision" in parts:
-                self.vision = ViTModel.from_pretrained(parts["vision"], add_pooling_layer=False,
-                                                       attn_implementation=attn, local_files_only=True)
+                self.vision = ViTModel.from_pretrained(
+                    parts["vision"],
+                    add_pooling_layer=False,
+                    attn_implementation=attn,
+                    local_files_only=True,
+                )
             else:
-                self.vision = ViTModel(ViTConfig(
-                    image_size=sizes.image_res, patch_size=sizes.patch_size, num_channels=3,
-                    hidden_size=sizes.vision_width, num_hidden_layers=sizes.vision_layers,
-                    num_attention_heads=sizes.heads, intermediate_size=4 * sizes.vision_width,
-                    attn_implementation=attn), add_pooling_layer=False)
+                self.vision = ViTModel(
+                    ViTConfig(
+                        image_size=sizes.image_res,
+                        patch_size=sizes.patch_size,
+                        num_channels=3,
+                        hidden_size=sizes.vision_width,
+                        num_hidden_layers=sizes.vision_layers,
+                        num_attention_heads=sizes.heads,
+                        intermediate_size=4 * sizes.vision_width,
+                        attn_implementation=attn,
+                    ),
+                    add_pooling_layer=False,
+                )
                 if cfg.conv_stem:
                     self.vision.embeddings.patch_embeddings.projection = ConvStem(
-                        sizes.patch_size, sizes.vision_width)
+                        sizes.patch_size, sizes.vision_width
+                    )
             vc = self.vision.config
-            self.register_buffer("boxes", patch_boxes(vc.image_size // vc.patch_size),
-                                 persistent=False)
+            self.register_buffer(
+                "boxes", patch_boxes(vc.image_size // vc.patch_size), persistent=False
+            )
         else:
             self.region_embed = RegionEmbedding(meta.feature_dim, sizes.vision_width)
-            self.vision = BertModel(BertConfig(
-                vocab_size=1, hidden_size=sizes.vision_width, num_hidden_layers=sizes.vision_layers,
-                num_attention_heads=sizes.heads, intermediate_size=4 * sizes.vision_width,
-                max_position_embeddings=cfg.max_boxes + 1, type_vocab_size=1,
-                attn_implementation=attn), add_pooling_layer=False)
+            self.vision = BertModel(
+                BertConfig(
+                    vocab_size=1,
+                    hidden_size=sizes.vision_width,
+                    num_hidden_layers=sizes.vision_layers,
+                    num_attention_heads=sizes.heads,
+                    intermediate_size=4 * sizes.vision_width,
+                    max_position_embeddings=cfg.max_boxes + 1,
+                    type_vocab_size=1,
+                    attn_implementation=attn,
+                ),
+                add_pooling_layer=False,
+            )
             # regions enter as inputs_embeds: the one-row word embedding is never used
             self.vision.embeddings.word_embeddings.weight.requires_grad_(False)
         vision_width = self.vision.config.hidden_size
 
         if "text" in parts:
-            self.text = BertModel.from_pretrained(parts["text"], add_pooling_layer=False,
-                                                  attn_implementation=attn, local_files_only=True)
+            self.text = BertModel.from_pretrained(
+                parts["text"],
+                add_pooling_layer=False,
+                attn_implementation=attn,
+                local_files_only=True,
+            )
             # pretrained word pieces do not match the data vocabulary: new rows, same encoder
             self.text.resize_token_embeddings(vocab_size + 1)
         else:
-            self.text = BertModel(BertConfig(
-                vocab_size=vocab_size + 1, hidden_size=sizes.text_width,
-                num_hidden_layers=sizes.text_layers, num_attention_heads=sizes.heads,
-                intermediate_size=4 * sizes.text_width, max_position_embeddings=cfg.question_len + 1,
-                type_vocab_size=1, attn_implementation=attn), add_pooling_layer=False)
+            self.text = BertModel(
+                BertConfig(
+                    vocab_size=vocab_size + 1,
+                    hidden_size=sizes.text_width,
+                    num_hidden_layers=sizes.text_layers,
+                    num_attention_heads=sizes.heads,
+                    intermediate_size=4 * sizes.text_width,
+                    max_position_embeddings=cfg.question_len + 1,
+                    type_vocab_size=1,
+                    attn_implementation=attn,
+                ),
+                add_pooling_layer=False,
+            )
         tc = self.text.config
         self.text_width = tc.hidden_size
         self.vision_width = vision_width
-        self.vision_to_text = (nn.Linear(vision_width, tc.hidden_size)
-                               if vision_width != tc.hidden_size else nn.Identity())
+        self.vision_to_text = (
+            nn.Linear(vision_width, tc.hidden_size)
+            if vision_width != tc.hidden_size
+            else nn.Identity()
+        )
         fusion_config = BertConfig(
-            hidden_size=tc.hidden_size, num_attention_heads=tc.num_attention_heads,
-            intermediate_size=tc.intermediate_size, num_hidden_layers=sizes.fusion_layers,
-            is_decoder=True, add_cross_attention=True)  # BertLayer needs is_decoder for cross-attention
+            hidden_size=tc.hidden_size,
+            num_attention_heads=tc.num_attention_heads,
+            intermediate_size=tc.intermediate_size,
+            num_hidden_layers=sizes.fusion_layers,
+            is_decoder=True,
+            add_cross_attention=True,
+        )  # BertLayer needs is_decoder for cross-attention
         fusion_config._attn_implementation = attn
-        self.fusion = nn.ModuleList(BertLayer(fusion_config, layer_idx=i)
-                                    for i in range(sizes.fusion_layers))
+        self.fusion = nn.ModuleList(
+            BertLayer(fusion_config, layer_idx=i) for i in range(sizes.fusion_layers)
+        )
         for layer in self.fusion:  # X-VLM's cross encoder attends both ways over the text
             layer.attention.self.is_causal = False
         if cfg.memory_efficient_attention:
@@ -286,8 +349,9 @@ class XVLMBackbone(nn.Module):
         if self.pixels:
             image = batch["image"]
             res = self.vision.config.image_size
-            tokens = self.vision(pixel_values=image,
-                                 interpolate_pos_encoding=image.shape[-1] != res).last_hidden_state
+            tokens = self.vision(
+                pixel_values=image, interpolate_pos_encoding=image.shape[-1] != res
+            ).last_hidden_state
             B, Nv = tokens.shape[:2]
             if Nv != self.boxes.shape[0]:
                 boxes = patch_boxes(int(round((Nv - 1) ** 0.5))).to(tokens.device)
@@ -297,8 +361,9 @@ class XVLMBackbone(nn.Module):
             return tokens, mask, boxes.expand(B, -1, -1)
         regions, boxes = batch["regions"], batch["boxes"]
         B = regions.shape[0]
-        mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=regions.device),
-                          batch["region_mask"]], 1)
+        mask = torch.cat(
+            [torch.ones(B, 1, dtype=torch.bool, device=regions.device), batch["region_mask"]], 1
+        )
         embeds = self.region_embed(regions, boxes)
         tokens = self.vision(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
         whole = torch.tensor([0.0, 0.0, 1.0, 1.0], device=boxes.device, dtype=boxes.dtype)
@@ -311,15 +376,23 @@ class XVLMBackbone(nn.Module):
         cls = torch.full((B, 1), self.cls_id, dtype=q_tokens.dtype, device=q_tokens.device)
         ids = torch.cat([cls, q_tokens], 1)  # [B,1+L]
         t_mask = torch.cat([torch.ones_like(batch["q_mask"][:, :1]), batch["q_mask"]], 1)
-        text = self.text(input_ids=ids, attention_mask=t_mask.long()).last_hidden_state  # [B,1+L,Wt]
+        text = self.text(
+            input_ids=ids, attention_mask=t_mask.long()
+        ).last_hidden_state  # [B,1+L,Wt]
         ctx = self.vision_to_text(vision)  # [B,Nv,Wt]
         self_mask = self.key_mask(t_mask, text.dtype)
         cross_mask = self.key_mask(v_mask, text.dtype)
         fused = text
         for layer in self.fusion:
             fused = layer(fused, self_mask, ctx, encoder_attention_mask=cross_mask)
-        return {"vision": vision, "vision_mask": v_mask, "vision_boxes": v_boxes,
-                "text": text, "text_mask": t_mask, "fused": fused}
+        return {
+            "vision": vision,
+            "vision_mask": v_mask,
+            "vision_boxes": v_boxes,
+            "text": text,
+            "text_mask": t_mask,
+            "fused": fused,
+        }
 
 
 def _is_folder(path: str) -> bool:

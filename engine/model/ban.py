@@ -43,7 +43,7 @@ class BiAttention(nn.Module):
         super().__init__()
         self.v_net = FCNet(v_dim, h_dim * ATTENTION_RANK, dropout)
         self.q_net = FCNet(q_dim, h_dim * ATTENTION_RANK, dropout)
-        self.h_mat = nn.Parameter(torch.randn(glimpses, h_dim * ATTENTION_RANK) / h_dim ** 0.5)
+        self.h_mat = nn.Parameter(torch.randn(glimpses, h_dim * ATTENTION_RANK) / h_dim**0.5)
         self.h_bias = nn.Parameter(torch.zeros(glimpses))
 
     def forward(self, v, v_mask, q, q_mask):
@@ -152,8 +152,9 @@ class Counter(nn.Module):
         scores = scores.clamp(0, self.objects)
         i = scores.detach().long()
         frac = scores - i.to(scores.dtype)
-        left = torch.zeros(scores.shape[0], self.objects + 1, device=scores.device,
-                           dtype=scores.dtype).scatter_(1, i.clamp(max=self.objects), 1.0)
+        left = torch.zeros(
+            scores.shape[0], self.objects + 1, device=scores.device, dtype=scores.dtype
+        ).scatter_(1, i.clamp(max=self.objects), 1.0)
         right = torch.zeros_like(left).scatter_(1, (i + 1).clamp(max=self.objects), 1.0)
         return (1 - frac) * left + frac * right
 

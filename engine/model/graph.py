@@ -112,13 +112,20 @@ class GraphBranch(nn.Module):
         self.q_proj = nn.Linear(q_dim, D)
         self.instr_queries = nn.Parameter(torch.randn(cfg.mgat_layers, D) * 0.02)
         self.instr_attn = CrossAttention(D)
-        self.instr_gates = (nn.ModuleList(nn.Linear(D, D) for _ in range(cfg.mgat_layers))
-                            if cfg.use_instruction else None)
+        self.instr_gates = (
+            nn.ModuleList(nn.Linear(D, D) for _ in range(cfg.mgat_layers))
+            if cfg.use_instruction
+            else None
+        )
         layer = MGATLayer if cfg.use_mgat else GATLayer
-        self.layers = nn.ModuleList(layer(D, cfg.activation, cfg.dropout)
-                                    for _ in range(cfg.mgat_layers))
-        self.node_score = (nn.Sequential(nn.Linear(2 * D, D), activation(cfg.activation),
-                                         nn.Linear(D, 1)) if cfg.use_masking else None)
+        self.layers = nn.ModuleList(
+            layer(D, cfg.activation, cfg.dropout) for _ in range(cfg.mgat_layers)
+        )
+        self.node_score = (
+            nn.Sequential(nn.Linear(2 * D, D), activation(cfg.activation), nn.Linear(D, 1))
+            if cfg.use_masking
+            else None
+        )
         self.readout_gate = nn.Linear(2 * D, 1)
         self.classifier = Classifier(2 * D, D, num_answers, cfg.activation, cfg.dropout)
 
@@ -150,16 +157,26 @@ class GraphBranch(nn.Module):
         B = x.shape[0]
         q = self.q_proj(q_hidden)  # [B,L,D]
         q_vec = masked_mean(q, q_mask)  # [B,D]
-        instr = self.instr_attn(self.instr_queries.expand(B, -1, -1).to(q.dtype), q, q_mask)  # [B,layers,D]
+        instr = self.instr_attn(
+            self.instr_queries.expand(B, -1, -1).to(q.dtype), q, q_mask
+        )  # [B,layers,D]
         edge = self.rel_emb(rel)  # [B,N,K,D]
         keep = mask.to(x.dtype)  # [B,N]
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
             if last and self.node_score is not None:
                 theta = self.node_score(torch.cat([x, q_vec[:, None].expand_as(x)], -1))[..., 0]
-                keep = sample_nodes(cfg.sampler_type, theta, mask, cfg.sample_k, tau=cfg.tau,
-                                    nb_samples=cfg.nb_samples, alpha=cfg.alpha, beta=cfg.beta,
-                                    training=self.training).to(x.dtype)  # [B,N]
+                keep = sample_nodes(
+                    cfg.sampler_type,
+                    theta,
+                    mask,
+                    cfg.sample_k,
+                    tau=cfg.tau,
+                    nb_samples=cfg.nb_samples,
+                    alpha=cfg.alpha,
+                    beta=cfg.beta,
+                    training=self.training,
+                ).to(x.dtype)  # [B,N]
             if self.instr_gates is not None:
                 x = x * torch.sigmoid(self.instr_gates[i](instr[:, i]))[:, None, :]
             x = layer(x, idx, nbr_mask, edge, keep) * keep.unsqueeze(-1)

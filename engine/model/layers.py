@@ -49,7 +49,9 @@ class Classifier(nn.Module):
     def __init__(self, in_dim: int, hid: int, out_dim: int, act: str, dropout: float):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(in_dim, 2 * hid), activation(act), nn.Dropout(dropout),
+            nn.Linear(in_dim, 2 * hid),
+            activation(act),
+            nn.Dropout(dropout),
             nn.Linear(2 * hid, out_dim),
         )
 
@@ -62,8 +64,9 @@ class CrossAttention(nn.Module):
     Rows whose context is entirely padding get zeros. `attend` skips the output projection (AoA
     gates the raw attended vectors instead); only modules that call forward own one."""
 
-    def __init__(self, dim: int, heads: int | None = None, dropout: float = 0.0,
-                 project_out: bool = True):
+    def __init__(
+        self, dim: int, heads: int | None = None, dropout: float = 0.0, project_out: bool = True
+    ):
         super().__init__()
         self.heads = heads or heads_for(dim)
         self.q = nn.Linear(dim, dim)
@@ -77,8 +80,9 @@ class CrossAttention(nn.Module):
         q = self.q(x).view(B, Lx, h, D // h).transpose(1, 2)  # [B,h,Lx,d]
         k, v = self.kv(ctx).view(B, ctx.shape[1], 2, h, D // h).permute(2, 0, 3, 1, 4)  # [B,h,Lc,d]
         attn_mask = ensure_one(ctx_mask)[:, None, None, :]  # [B,1,1,Lc]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        o = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         return o.transpose(1, 2).reshape(B, Lx, D)  # [B,Lx,D]
 
     def forward(self, x, ctx, ctx_mask):

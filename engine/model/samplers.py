@@ -50,28 +50,48 @@ class _IMLETopK(torch.autograd.Function):
         return (samples - target_samples).mean(0) / ctx.beta, None, None, None, None
 
 
-def imle_topk(theta: torch.Tensor, mask: torch.Tensor, k: int, *, tau: float, nb_samples: int,
-              alpha: float, beta: float, training: bool, noise: torch.Tensor | None = None):
+def imle_topk(
+    theta: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    *,
+    tau: float,
+    nb_samples: int,
+    alpha: float,
+    beta: float,
+    training: bool,
+    noise: torch.Tensor | None = None,
+):
     """I-MLE top-k: exact k-hot samples of theta + tau * Gumbel noise; gradient as in _IMLETopK."""
     theta = theta.float().masked_fill(~mask, NEG)
     if not training:
         return topk_khot(theta, k) * mask
     if noise is None:
-        noise = tau * gumbel_noise((nb_samples,) + tuple(theta.shape), device=theta.device,
-                                   dtype=theta.dtype)
+        noise = tau * gumbel_noise(
+            (nb_samples,) + tuple(theta.shape), device=theta.device, dtype=theta.dtype
+        )
     return _IMLETopK.apply(theta, noise, k, alpha, beta) * mask
 
 
-def gumbel_topk(theta: torch.Tensor, mask: torch.Tensor, k: int, *, tau: float, nb_samples: int,
-                training: bool, noise: torch.Tensor | None = None):
+def gumbel_topk(
+    theta: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    *,
+    tau: float,
+    nb_samples: int,
+    training: bool,
+    noise: torch.Tensor | None = None,
+):
     """Relaxed Gumbel top-k (Xie & Ermon 2019): k successive softmaxes at temperature tau, each
     down-weighting what was already chosen. As tau -> 0 the relaxation tends to the exact k-hot."""
     theta = theta.float().masked_fill(~mask, NEG)
     if not training:
         return topk_khot(theta, k) * mask
     if noise is None:
-        noise = gumbel_noise((nb_samples,) + tuple(theta.shape), device=theta.device,
-                             dtype=theta.dtype)
+        noise = gumbel_noise(
+            (nb_samples,) + tuple(theta.shape), device=theta.device, dtype=theta.dtype
+        )
     logits = theta.unsqueeze(0) + noise  # [S,B,N]
     khot = torch.zeros_like(logits)
     onehot = torch.zeros_like(logits)
@@ -84,8 +104,16 @@ def gumbel_topk(theta: torch.Tensor, mask: torch.Tensor, k: int, *, tau: float, 
 
 def sample_nodes(kind: str, theta, mask, k, *, tau, nb_samples, alpha, beta, training):
     if kind == "imle":
-        return imle_topk(theta, mask, k, tau=tau, nb_samples=nb_samples, alpha=alpha, beta=beta,
-                         training=training)
+        return imle_topk(
+            theta,
+            mask,
+            k,
+            tau=tau,
+            nb_samples=nb_samples,
+            alpha=alpha,
+            beta=beta,
+            training=training,
+        )
     if kind == "gumbel":
         return gumbel_topk(theta, mask, k, tau=tau, nb_samples=nb_samples, training=training)
     raise ValueError(f"unknown sampler_type {kind!r}")

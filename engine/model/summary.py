@@ -8,26 +8,70 @@ from types import SimpleNamespace
 # balanced answer set and scene-graph vocabularies (1,702 objects, 617 attributes, 310 relations);
 # VQA v2's answers seen >= 9 times. Counts of the vocabulary-sized layers depend on them.
 NOMINAL = {
-    "easy-vqa": dict(vocab=30, answers=13, visual="pixels", feature_dim=0, has_graph=False,
-                     soft=False, objects=0, attrs=0, rels=0),
-    "gqa": dict(vocab=3000, answers=1842, visual="regions", feature_dim=2048, has_graph=True,
-                soft=False, objects=1702, attrs=617, rels=310),
-    "vqa": dict(vocab=20000, answers=3129, visual="regions", feature_dim=2048, has_graph=False,
-                soft=True, objects=0, attrs=0, rels=0),
-    "synthetic": dict(vocab=60, answers=40, visual="regions", feature_dim=64, has_graph=True,
-                      soft=False, objects=20, attrs=12, rels=8),
+    "easy-vqa": dict(
+        vocab=30,
+        answers=13,
+        visual="pixels",
+        feature_dim=0,
+        has_graph=False,
+        soft=False,
+        objects=0,
+        attrs=0,
+        rels=0,
+    ),
+    "gqa": dict(
+        vocab=3000,
+        answers=1842,
+        visual="regions",
+        feature_dim=2048,
+        has_graph=True,
+        soft=False,
+        objects=1702,
+        attrs=617,
+        rels=310,
+    ),
+    "vqa": dict(
+        vocab=20000,
+        answers=3129,
+        visual="regions",
+        feature_dim=2048,
+        has_graph=False,
+        soft=True,
+        objects=0,
+        attrs=0,
+        rels=0,
+    ),
+    "synthetic": dict(
+        vocab=60,
+        answers=40,
+        visual="regions",
+        feature_dim=64,
+        has_graph=True,
+        soft=False,
+        objects=20,
+        attrs=12,
+        rels=8,
+    ),
 }
 
 
 def nominal_meta(dataset: str) -> SimpleNamespace:
     n = NOMINAL[dataset]
     return SimpleNamespace(
-        dataset=dataset, vocab=["<pad>", "<unk>"] + [f"w{i}" for i in range(n["vocab"] - 2)],
-        answers=[f"a{i}" for i in range(n["answers"])], answer_types=["all"],
-        soft_targets=n["soft"], word_init=None, visual=n["visual"], feature_dim=n["feature_dim"],
-        has_graph=n["has_graph"], node_vocab=[f"o{i}" for i in range(n["objects"])],
+        dataset=dataset,
+        vocab=["<pad>", "<unk>"] + [f"w{i}" for i in range(n["vocab"] - 2)],
+        answers=[f"a{i}" for i in range(n["answers"])],
+        answer_types=["all"],
+        soft_targets=n["soft"],
+        word_init=None,
+        visual=n["visual"],
+        feature_dim=n["feature_dim"],
+        has_graph=n["has_graph"],
+        node_vocab=[f"o{i}" for i in range(n["objects"])],
         attr_vocab=[f"t{i}" for i in range(n["attrs"])],
-        rel_vocab=[f"r{i}" for i in range(n["rels"])], max_attrs=3)
+        rel_vocab=[f"r{i}" for i in range(n["rels"])],
+        max_attrs=3,
+    )
 
 
 def _count(module) -> int:
@@ -43,16 +87,19 @@ def summary(cfg, meta=None) -> dict:
     nominal = meta is None
     meta = meta or nominal_meta(cfg.dataset)
     with torch.device("meta"):
-        model = build_model(cfg.replace(checkpoint="") if cfg.checkpoint.endswith((".pt", ".pth"))
-                            else cfg, meta)
+        model = build_model(
+            cfg.replace(checkpoint="") if cfg.checkpoint.endswith((".pt", ".pth")) else cfg, meta
+        )
     groups = model.param_groups()
     backbone = model.backbone
     branches = {
         "xvlm_backbone": _count(backbone),
         "xvlm_head": _count(model.xvlm_head),
-        "question_encoder": _count(model.word_emb) + _count(model.gru)
+        "question_encoder": _count(model.word_emb)
+        + _count(model.gru)
         + (_count(model.word_tfidf) if model.word_init else 0),
-        "ban": _count(model.ban) + _count(model.vision_proj)
+        "ban": _count(model.ban)
+        + _count(model.vision_proj)
         + (_count(model.entity_emb) if model.has_graph else 0),
         "aoa": _count(model.ban.aoa),
         "isubgvqa": _count(model.graph),
@@ -60,10 +107,12 @@ def summary(cfg, meta=None) -> dict:
     }
     total = _count(model)
     assert total == sum(v for k, v in branches.items() if k != "aoa"), "a module is not counted"
-    backbone_parts = {"vision": _count(backbone.vision)
-                      + (_count(backbone.region_embed) if not backbone.pixels else 0),
-                      "text": _count(backbone.text),
-                      "fusion": _count(backbone.fusion) + _count(backbone.vision_to_text)}
+    backbone_parts = {
+        "vision": _count(backbone.vision)
+        + (_count(backbone.region_embed) if not backbone.pixels else 0),
+        "text": _count(backbone.text),
+        "fusion": _count(backbone.fusion) + _count(backbone.vision_to_text),
+    }
     return {
         "dataset": meta.dataset,
         "nominal_vocabulary": nominal,
@@ -75,8 +124,14 @@ def summary(cfg, meta=None) -> dict:
         "branches": branches,
         "backbone_parts": backbone_parts,
         "total": total,
-        "lr": {"value": cfg.lr, "parameters": sum(p.numel() for p in groups["heads"]),
-               "modules": ["xvlm_head", "question_encoder", "ban", "aoa", "isubgvqa", "fusion"]},
-        "xvlm_lr": {"value": cfg.xvlm_lr, "parameters": sum(p.numel() for p in groups["backbone"]),
-                    "modules": ["xvlm_backbone"]},
+        "lr": {
+            "value": cfg.lr,
+            "parameters": sum(p.numel() for p in groups["heads"]),
+            "modules": ["xvlm_head", "question_encoder", "ban", "aoa", "isubgvqa", "fusion"],
+        },
+        "xvlm_lr": {
+            "value": cfg.xvlm_lr,
+            "parameters": sum(p.numel() for p in groups["backbone"]),
+            "modules": ["xvlm_backbone"],
+        },
     }

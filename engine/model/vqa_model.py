@@ -1,11 +1,11 @@
 """The VQA model: X-VLM backbone + BAN/AoA branch + ISubGVQA graph branch, fused, with its loss.
 
-    batch -> backbone (vision tokens [B,Nv,Wv], fused text [B,1+L,Wt])
-          -> xvlm logits  = answer head on the fused [CLS]                      [B,A]
-          -> question     = word embeddings ([own 300 ; TF-IDF 300]) -> GRU(num_hid) [B,L,H]
-          -> ban logits   = BAN(question, vision tokens -> H, CFRF fusions, AoA) [B,A]
-          -> graph logits = ISubGVQA(question, scene graph or region graph)     [B,A]
-          -> fused logits = softmax(w) . (xvlm, ban, graph)                     [B,A]
+batch -> backbone (vision tokens [B,Nv,Wv], fused text [B,1+L,Wt])
+      -> xvlm logits  = answer head on the fused [CLS]                      [B,A]
+      -> question     = word embeddings ([own 300 ; TF-IDF 300]) -> GRU(num_hid) [B,L,H]
+      -> ban logits   = BAN(question, vision tokens -> H, CFRF fusions, AoA) [B,A]
+      -> graph logits = ISubGVQA(question, scene graph or region graph)     [B,A]
+      -> fused logits = softmax(w) . (xvlm, ban, graph)                     [B,A]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from vqatune.engine.config import ConfigError
 
 from .backbone import XVLMBackbone
@@ -47,7 +46,9 @@ class VQAModel(nn.Module):
         if self.word_init:
             init = torch.as_tensor(meta.word_init, dtype=torch.float32)
             if tuple(init.shape) != (V, WORD_DIM):
-                raise ValueError(f"meta.word_init has shape {tuple(init.shape)}, expected {(V, WORD_DIM)}")
+                raise ValueError(
+                    f"meta.word_init has shape {tuple(init.shape)}, expected {(V, WORD_DIM)}"
+                )
             self.word_tfidf = nn.Embedding(V, WORD_DIM, padding_idx=0)
             with torch.no_grad():
                 self.word_tfidf.weight.copy_(init)
@@ -69,19 +70,22 @@ class VQAModel(nn.Module):
         q_mask = batch["q_mask"]
         lengths = q_mask.sum(1).clamp_min(1).cpu()
         words = self.embed_words(batch["q_tokens"])  # [B,L,word_dim]
-        packed = nn.utils.rnn.pack_padded_sequence(words, lengths, batch_first=True,
-                                                   enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            words, lengths, batch_first=True, enforce_sorted=False
+        )
         q, _ = self.gru(packed)
-        q, _ = nn.utils.rnn.pad_packed_sequence(q, batch_first=True,
-                                                total_length=words.shape[1])  # [B,L,H]
+        q, _ = nn.utils.rnn.pad_packed_sequence(
+            q, batch_first=True, total_length=words.shape[1]
+        )  # [B,L,H]
         v = self.vision_proj(vision)  # [B,Nv,H]
         if self.has_graph:
             entities, entity_mask = self.entity_emb(batch["node_names"]), batch["node_mask"]
         else:
             entities, entity_mask = v, v_mask
         stat = self.embed_words(batch["stat_words"])  # [B,S,word_dim]
-        ban = self.ban(q, q_mask, v, v_mask, v_boxes, entities, entity_mask, stat,
-                       batch["stat_mask"])
+        ban = self.ban(
+            q, q_mask, v, v_mask, v_boxes, entities, entity_mask, stat, batch["stat_mask"]
+        )
         graph, node_weights = self.graph(batch, q, q_mask, vision, v_boxes, v_mask)
 
         logits = {"xvlm": xvlm, "ban": ban, "graph": graph}
@@ -105,9 +109,13 @@ class VQAModel(nn.Module):
         return (losses * valid).sum() / valid.sum().clamp_min(1)
 
     def loss(self, out: dict, batch: dict):
-        parts = {name: self.branch_loss(out["logits"][name], batch)
-                 for name in ("fused", "ban", "graph", "xvlm")}
-        total = self.cfg.fusion_ratio * parts["fused"] + parts["ban"] + parts["graph"] + parts["xvlm"]
+        parts = {
+            name: self.branch_loss(out["logits"][name], batch)
+            for name in ("fused", "ban", "graph", "xvlm")
+        }
+        total = (
+            self.cfg.fusion_ratio * parts["fused"] + parts["ban"] + parts["graph"] + parts["xvlm"]
+        )
         return total, parts
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -130,14 +138,19 @@ def load_vqatune_checkpoint(model: VQAModel, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
-        raise ConfigError(f"checkpoint: {path}: not a vqatune checkpoint ({type(e).__name__}: {e})") from None
+        raise ConfigError(
+            f"checkpoint: {path}: not a vqatune checkpoint ({type(e).__name__}: {e})"
+        ) from None
     if isinstance(state, dict) and "model" in state:
         state = state["model"]
     if not isinstance(state, dict):
         raise ConfigError(f"checkpoint: {path}: no model state dict in it")
     own = model.state_dict()
-    usable = {k: v for k, v in state.items()
-              if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+    usable = {
+        k: v
+        for k, v in state.items()
+        if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape
+    }
     if not usable:
         raise ConfigError(f"checkpoint: {path}: no parameter matches this model")
     model.load_state_dict(usable, strict=False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from typing import Any, Iterable, Iterator, NoReturn, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import typer
 
@@ -50,13 +51,20 @@ def print_listing(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None
 
     table = Table(box=None, pad_edge=False)
     for i, name in enumerate(columns):
-        table.add_column(name, style="bold" if i == 0 else None,
-                         overflow="fold" if i == len(columns) - 1 else "ellipsis")
+        table.add_column(
+            name,
+            style="bold" if i == 0 else None,
+            overflow="fold" if i == len(columns) - 1 else "ellipsis",
+        )
     for row in rows:
         table.add_row(*row)
     console().print(table)
 
 
 SetOption = typer.Option(
-    None, "--set", "-s", metavar="NAME=VALUE",
-    help="Override a parameter (repeatable), typed by the schema: --set lr=3e-4.")
+    None,
+    "--set",
+    "-s",
+    metavar="NAME=VALUE",
+    help="Override a parameter (repeatable), typed by the schema: --set lr=3e-4.",
+)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import List, Optional
 
 import typer
 
 from .common import SetOption, console, fail, print_json, user_errors, warn
 from .run_cmd import effective_batch_line
 
-config_app = typer.Typer(help="Resolve, check, compare and convert configurations.",
-                         no_args_is_help=True)
+config_app = typer.Typer(
+    help="Resolve, check, compare and convert configurations.", no_args_is_help=True
+)
 
 
 class Format(str, Enum):
@@ -22,11 +22,16 @@ class Format(str, Enum):
 
 @config_app.command("show")
 def show(
-    source: Optional[str] = typer.Argument(None, metavar="[PRESET|FILE]",
-                                           help="Preset name or TOML file (default: the guide's defaults)."),
-    sets: Optional[List[str]] = SetOption,
+    source: str | None = typer.Argument(
+        None,
+        metavar="[PRESET|FILE]",
+        help="Preset name or TOML file (default: the guide's defaults).",
+    ),
+    sets: list[str] | None = SetOption,
     fmt: Format = typer.Option(Format.toml, "--format", "-f", help="Output format."),
-    all_flags: bool = typer.Option(False, "--all", help="cmdline: print every flag, not only changed ones."),
+    all_flags: bool = typer.Option(
+        False, "--all", help="cmdline: print every flag, not only changed ones."
+    ),
 ) -> None:
     """Print the fully resolved configuration."""
     from vqatune.engine import cmdline, config
@@ -38,22 +43,30 @@ def show(
         warn(w)
     if fmt is Format.json:
         world = cfg.nproc_per_node * cfg.nnodes  # DDP processes
-        print_json({"source": resolved.source,
-                    "effective_batch_size": cfg.effective_batch_size * world, "world_size": world,
-                    "overrides": resolved.overrides, "warnings": cfg.warnings(),
-                    "config": cfg.to_dict()})
+        print_json(
+            {
+                "source": resolved.source,
+                "effective_batch_size": cfg.effective_batch_size * world,
+                "world_size": world,
+                "overrides": resolved.overrides,
+                "warnings": cfg.warnings(),
+                "config": cfg.to_dict(),
+            }
+        )
     elif fmt is Format.cmdline:
         typer.echo(cmdline.to_cmdline(cfg, full=all_flags))
     else:
-        header = (f"# resolved from {resolved.source or 'the defaults'}"
-                  f"{' with ' + ', '.join(sets) if sets else ''}\n"
-                  f"{effective_batch_line(cfg)}\n")
+        header = (
+            f"# resolved from {resolved.source or 'the defaults'}"
+            f"{' with ' + ', '.join(sets) if sets else ''}\n"
+            f"{effective_batch_line(cfg)}\n"
+        )
         typer.echo(header + config.dumps(cfg, full=True), nl=False)
 
 
 @config_app.command("validate")
 def validate(
-    files: List[str] = typer.Argument(..., metavar="FILE...", help="Config files or preset names."),
+    files: list[str] = typer.Argument(..., metavar="FILE...", help="Config files or preset names."),
 ) -> None:
     """Check config files: errors exit 2, out-of-range values warn."""
     from vqatune.engine import config
@@ -69,8 +82,10 @@ def validate(
         warnings = cfg.warnings()
         for w in warnings:
             warn(f"{source}: {w}")
-        typer.echo(f"{source}: ok" + (f" ({len(warnings)} warning{'s' * (len(warnings) != 1)})"
-                                      if warnings else ""))
+        typer.echo(
+            f"{source}: ok"
+            + (f" ({len(warnings)} warning{'s' * (len(warnings) != 1)})" if warnings else "")
+        )
     if failed:
         raise typer.Exit(2)
 
@@ -93,7 +108,6 @@ def diff(
         typer.echo(f"{a} and {b} are identical")
         return
     from rich.table import Table
-
     from vqatune.engine.cmdline import format_value
 
     table = Table(box=None, pad_edge=False)
@@ -107,9 +121,14 @@ def diff(
 
 @config_app.command("from-cmdline")
 def from_cmdline(
-    line: str = typer.Argument(..., metavar='"python main.py --flag value ..."',
-                               help="A command line of the tuning guide (quoted)."),
-    extends: Optional[str] = typer.Option(None, "--extends", help="Write `extends = ...` and only what differs from it."),
+    line: str = typer.Argument(
+        ...,
+        metavar='"python main.py --flag value ..."',
+        help="A command line of the tuning guide (quoted).",
+    ),
+    extends: str | None = typer.Option(
+        None, "--extends", help="Write `extends = ...` and only what differs from it."
+    ),
 ) -> None:
     """Convert a guide command line to a TOML config (differences from the defaults)."""
     from vqatune.engine import cmdline, config

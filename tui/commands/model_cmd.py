@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from .common import SetOption, console, print_json, user_errors
@@ -13,9 +11,12 @@ model_app = typer.Typer(help="Inspect the VQA model a configuration builds.", no
 
 @model_app.command("summary")
 def summary_cmd(
-    source: Optional[str] = typer.Argument(None, metavar="[PRESET|FILE]",
-                                           help="Preset name or TOML file (default: the guide's defaults)."),
-    sets: Optional[List[str]] = SetOption,
+    source: str | None = typer.Argument(
+        None,
+        metavar="[PRESET|FILE]",
+        help="Preset name or TOML file (default: the guide's defaults).",
+    ),
+    sets: list[str] | None = SetOption,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Parameter counts per branch and in total; which train with lr and which with xvlm_lr."""
@@ -34,12 +35,16 @@ def summary_cmd(
     s = info["backbone_sizes"]
     out = console()
     vocab = " (nominal vocabulary sizes: no data loaded)" if info["nominal_vocabulary"] else ""
-    out.print(f"dataset {info['dataset']}: {info['answers']} answers, {info['visual']} input{vocab}")
-    out.print(f"backbone ({s['source']}): image {s['image_res']}px / patch {s['patch_size']}, "
-              f"vision {s['vision_layers']}x{s['vision_width']}, text {s['text_layers']}x"
-              f"{s['text_width']}, fusion {s['fusion_layers']} layers, {s['heads']} heads; "
-              f"attention {info['attn_implementation']}"
-              f"{', activation checkpointing' if info['activation_checkpointing'] else ''}")
+    out.print(
+        f"dataset {info['dataset']}: {info['answers']} answers, {info['visual']} input{vocab}"
+    )
+    out.print(
+        f"backbone ({s['source']}): image {s['image_res']}px / patch {s['patch_size']}, "
+        f"vision {s['vision_layers']}x{s['vision_width']}, text {s['text_layers']}x"
+        f"{s['text_width']}, fusion {s['fusion_layers']} layers, {s['heads']} heads; "
+        f"attention {info['attn_implementation']}"
+        f"{', activation checkpointing' if info['activation_checkpointing'] else ''}"
+    )
     table = Table(box=None, pad_edge=False)
     table.add_column("branch", style="bold")
     table.add_column("parameters", justify="right")
@@ -50,8 +55,10 @@ def summary_cmd(
         table.add_row(label, f"{count:,}", rate)
     table.add_row("total", f"{info['total']:,}", "")
     out.print(table)
-    out.print(f"lr = {info['lr']['value']:g}: {info['lr']['parameters']:,} parameters; "
-              f"xvlm_lr = {info['xvlm_lr']['value']:g}: {info['xvlm_lr']['parameters']:,} parameters")
+    out.print(
+        f"lr = {info['lr']['value']:g}: {info['lr']['parameters']:,} parameters; "
+        f"xvlm_lr = {info['xvlm_lr']['value']:g}: {info['xvlm_lr']['parameters']:,} parameters"
+    )
 
 
 def register(app: typer.Typer) -> None:

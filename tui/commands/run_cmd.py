@@ -12,7 +12,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -23,58 +22,91 @@ EXIT_INTERRUPTED = 130
 FINAL_EXIT_CODES = {"done": 0, "stopped": EXIT_INTERRUPTED}
 POLL_S = 0.25
 
-RunsDirOption = typer.Option(None, "--runs-dir", metavar="DIR",
-                             help="Where run directories go (default: $VQATUNE_RUNS or ./runs).")
-DetachOption = typer.Option(False, "--detach", "-d",
-                            help="Start the run in the background, print its id and return.")
-NprocOption = typer.Option(None, "--nproc", min=1, metavar="N",
-                           help="Training processes on this server, one per GPU (DDP via torchrun; "
-                                "sets nproc_per_node).")
-NnodesOption = typer.Option(None, "--nnodes", min=1, metavar="M",
-                            help="Servers in the run; each runs the same command (sets nnodes).")
-NodeRankOption = typer.Option(None, "--node-rank", min=0, metavar="R",
-                              help="This server's number, 0..M-1; node 0 writes the records.")
-RdzvOption = typer.Option(None, "--rdzv-endpoint", metavar="HOST:PORT",
-                          help="Where the servers meet: node 0's address and a free port.")
+RunsDirOption = typer.Option(
+    None,
+    "--runs-dir",
+    metavar="DIR",
+    help="Where run directories go (default: $VQATUNE_RUNS or ./runs).",
+)
+DetachOption = typer.Option(
+    False, "--detach", "-d", help="Start the run in the background, print its id and return."
+)
+NprocOption = typer.Option(
+    None,
+    "--nproc",
+    min=1,
+    metavar="N",
+    help="Training processes on this server, one per GPU (DDP via torchrun; sets nproc_per_node).",
+)
+NnodesOption = typer.Option(
+    None,
+    "--nnodes",
+    min=1,
+    metavar="M",
+    help="Servers in the run; each runs the same command (sets nnodes).",
+)
+NodeRankOption = typer.Option(
+    None,
+    "--node-rank",
+    min=0,
+    metavar="R",
+    help="This server's number, 0..M-1; node 0 writes the records.",
+)
+RdzvOption = typer.Option(
+    None,
+    "--rdzv-endpoint",
+    metavar="HOST:PORT",
+    help="Where the servers meet: node 0's address and a free port.",
+)
 
 
 def run(
     source: str = typer.Argument(..., metavar="PRESET|FILE", help="Preset name or TOML file."),
-    sets: Optional[List[str]] = SetOption,
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Run name (part of the run id)."),
-    runs_dir: Optional[Path] = RunsDirOption,
+    sets: list[str] | None = SetOption,
+    name: str | None = typer.Option(None, "--name", "-n", help="Run name (part of the run id)."),
+    runs_dir: Path | None = RunsDirOption,
     detach: bool = DetachOption,
-    nproc: Optional[int] = NprocOption,
-    nnodes: Optional[int] = NnodesOption,
-    node_rank: Optional[int] = NodeRankOption,
-    rdzv_endpoint: Optional[str] = RdzvOption,
+    nproc: int | None = NprocOption,
+    nnodes: int | None = NnodesOption,
+    node_rank: int | None = NodeRankOption,
+    rdzv_endpoint: str | None = RdzvOption,
 ) -> None:
     """Train a preset or config file: create a run, start it, follow it to the end."""
     from vqatune.engine import config
 
-    given = {k: v for k, v in (("name", name), ("nproc_per_node", nproc), ("nnodes", nnodes),
-                               ("node_rank", node_rank), ("rdzv_endpoint", rdzv_endpoint))
-             if v is not None}
+    given = {
+        k: v
+        for k, v in (
+            ("name", name),
+            ("nproc_per_node", nproc),
+            ("nnodes", nnodes),
+            ("node_rank", node_rank),
+            ("rdzv_endpoint", rdzv_endpoint),
+        )
+        if v is not None
+    }
     with user_errors():
         resolved = config.resolve(source, sets or ())
         cfg = resolved.config.replace(**given) if given else resolved.config
-    report_warnings(cfg, resolved.overrides,
-                    preset=source if config.find_preset(source) is not None else None)
-    start(cfg, source=resolved.source, overrides=resolved.overrides, runs_dir=runs_dir,
-          detach=detach)
+    report_warnings(
+        cfg, resolved.overrides, preset=source if config.find_preset(source) is not None else None
+    )
+    start(
+        cfg, source=resolved.source, overrides=resolved.overrides, runs_dir=runs_dir, detach=detach
+    )
 
 
 def train(
     ctx: typer.Context,
-    sets: Optional[List[str]] = SetOption,
-    dry_run: bool = typer.Option(False, "--dry-run",
-                                 help="Validate, print the config and the model summary; train nothing."),
-    runs_dir: Optional[Path] = RunsDirOption,
+    sets: list[str] | None = SetOption,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate, print the config and the model summary; train nothing."
+    ),
+    runs_dir: Path | None = RunsDirOption,
     detach: bool = DetachOption,
 ) -> None:
     """Train with the tuning guide's `python main.py` flags, verbatim (defaults: the `default`
     preset on easy-vqa). Also: --output DIR, --max_steps N, --name N, --dry-run, --set k=v."""
-    from vqatune.engine import config
 
     with user_errors():
         cfg, overrides = config_from_flags(ctx.args, sets or ())
@@ -85,7 +117,7 @@ def train(
     start(cfg, source="default", overrides=overrides, runs_dir=runs_dir, detach=detach)
 
 
-def config_from_flags(words: List[str], sets=()) -> tuple:
+def config_from_flags(words: list[str], sets=()) -> tuple:
     """`vqatune train` words (a guide command line, `python main.py` optional) -> (config, the
     values given). Raises ConfigError."""
     from vqatune.engine import cmdline, config
@@ -105,14 +137,19 @@ def report_warnings(cfg, overrides: dict, preset: str | None) -> None:
         for w in cfg.warnings():
             warn(w)
         return
-    own = [w for name, value in overrides.items()
-           if (w := schema.recommendation_warning(schema.BY_NAME[name], value))]
+    own = [
+        w
+        for name, value in overrides.items()
+        if (w := schema.recommendation_warning(schema.BY_NAME[name], value))
+    ]
     for w in own:
         warn(w)
     rest = len(cfg.warnings()) - len(own)
     if rest > 0:
-        warn(f"{rest} parameter{'s' * (rest != 1)} of preset {preset} outside the guide's "
-             f"recommended ranges (`vqatune config show {preset}` lists them)")
+        warn(
+            f"{rest} parameter{'s' * (rest != 1)} of preset {preset} outside the guide's "
+            f"recommended ranges (`vqatune config show {preset}` lists them)"
+        )
 
 
 def show_dry_run(cfg) -> None:
@@ -133,12 +170,16 @@ def effective_batch_line(cfg) -> str:
 
     world = world_size_of(cfg)
     if world == 1:
-        return (f"# effective batch size: {cfg.effective_batch_size} "
-                f"(batch_size x update_freq x gradient_accumulation_steps)")
-    return (f"# effective batch size: {cfg.effective_batch_size * world} "
-            f"(batch_size x update_freq x gradient_accumulation_steps = "
-            f"{cfg.effective_batch_size} per process, x {world} processes: "
-            f"nproc_per_node {cfg.nproc_per_node} x nnodes {cfg.nnodes})")
+        return (
+            f"# effective batch size: {cfg.effective_batch_size} "
+            f"(batch_size x update_freq x gradient_accumulation_steps)"
+        )
+    return (
+        f"# effective batch size: {cfg.effective_batch_size * world} "
+        f"(batch_size x update_freq x gradient_accumulation_steps = "
+        f"{cfg.effective_batch_size} per process, x {world} processes: "
+        f"nproc_per_node {cfg.nproc_per_node} x nnodes {cfg.nnodes})"
+    )
 
 
 def _echo_tree(data: dict, prefix: str) -> None:
@@ -149,23 +190,34 @@ def _echo_tree(data: dict, prefix: str) -> None:
         elif isinstance(value, int) and not isinstance(value, bool):
             typer.echo(f"{prefix}{key}: {value:,}")
         else:
-            typer.echo(f"{prefix}{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+            typer.echo(
+                f"{prefix}{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+            )
 
 
-def start(cfg, *, source: str, overrides: dict, runs_dir: Optional[Path], detach: bool) -> None:
+def start(cfg, *, source: str, overrides: dict, runs_dir: Path | None, detach: bool) -> None:
     from vqatune.engine import distributed, runstore
 
     with user_errors():
         if distributed.world_size_of(cfg) > 1:  # a bad combination: nothing created
             distributed.torchrun_command(Path("RUN_DIR"), cfg)
-        run_dir = runstore.create_run(cfg, source=source, name=cfg.name, runs_dir=runs_dir,
-                                      overrides=overrides, argv=sys.argv,
-                                      output=cfg.output or None)
+        run_dir = runstore.create_run(
+            cfg,
+            source=source,
+            name=cfg.name,
+            runs_dir=runs_dir,
+            overrides=overrides,
+            argv=sys.argv,
+            output=cfg.output or None,
+        )
         proc = runstore.launch(run_dir, detach=detach)
     if detach:
         typer.echo(run_dir.name)
-        typer.echo(f"started in the background: `vqatune logs {run_dir.name} -f` to follow, "
-                   f"`vqatune stop {run_dir.name}` to stop", err=True)
+        typer.echo(
+            f"started in the background: `vqatune logs {run_dir.name} -f` to follow, "
+            f"`vqatune stop {run_dir.name}` to stop",
+            err=True,
+        )
         return
     raise typer.Exit(follow(run_dir, proc))
 
@@ -177,15 +229,19 @@ def start(cfg, *, source: str, overrides: dict, runs_dir: Optional[Path], detach
 def follow(run_dir: Path, proc) -> int:
     """Progress bar until the training process ends; then a summary. Returns the exit code."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from vqatune.engine import events
     from vqatune.engine.metrics import MetricsTail
 
     tail = MetricsTail(run_dir / events.METRICS_FILE)
     view = _View()
     interrupted = False
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        transient=False,
+    )
     with progress:
         task = progress.add_task(f"{run_dir.name} starting", total=None, info="")
         try:
@@ -195,8 +251,10 @@ def follow(run_dir: Path, proc) -> int:
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             interrupted = True
-            progress.console.print("stopping: finishing the step and saving a checkpoint "
-                                   "(Ctrl-C again to leave it running)")
+            progress.console.print(
+                "stopping: finishing the step and saving a checkpoint "
+                "(Ctrl-C again to leave it running)"
+            )
             try:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
@@ -248,8 +306,11 @@ class _View:
 def print_summary(run_dir: Path, summary: dict, returncode: int | None) -> None:
     state = summary.get("state")
     if state is None:
-        typer.echo(f"run {run_dir.name}: the training process ended (exit code {returncode}) "
-                   f"without a summary; see {run_dir / 'train.log'}", err=True)
+        typer.echo(
+            f"run {run_dir.name}: the training process ended (exit code {returncode}) "
+            f"without a summary; see {run_dir / 'train.log'}",
+            err=True,
+        )
         return
     line = f"run {run_dir.name}: {state}"
     if summary.get("message"):
@@ -258,8 +319,9 @@ def print_summary(run_dir: Path, summary: dict, returncode: int | None) -> None:
 
     parts = [f"steps {summary.get('step')}/{summary.get('total_steps')}"]
     if summary.get("best_accuracy") is not None:
-        parts.append(f"best accuracy {100 * summary['best_accuracy']:.2f}% "
-                     f"(step {summary.get('best_step')})")
+        parts.append(
+            f"best accuracy {100 * summary['best_accuracy']:.2f}% (step {summary.get('best_step')})"
+        )
         parts.append(f"final accuracy {100 * summary['final_accuracy']:.2f}%")
     parts.append(f"time {_duration(summary.get('duration_s') or 0)}")
     typer.echo("  " + "  ".join(parts))
@@ -275,5 +337,6 @@ def _duration(seconds: float) -> str:
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
-    app.command("train", context_settings={"allow_extra_args": True,
-                                           "ignore_unknown_options": True})(train)
+    app.command(
+        "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )(train)

@@ -10,22 +10,41 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from .common import fail, print_json, user_errors, warn
 
 RunsDirOption = typer.Option(
-    None, "--runs-dir", metavar="DIR", envvar="VQATUNE_RUNS", show_envvar=False,
-    help="The runs store (default: $VQATUNE_RUNS or ./runs).")
+    None,
+    "--runs-dir",
+    metavar="DIR",
+    envvar="VQATUNE_RUNS",
+    show_envvar=False,
+    help="The runs store (default: $VQATUNE_RUNS or ./runs).",
+)
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 SPARK = "▁▂▃▄▅▆▇█"
-STATE_STYLES = {"running": "bold green", "queued": "cyan", "done": "green", "stopped": "yellow",
-                "crashed": "bold red", "failed": "red", "diverged": "red", "oom": "red"}
-ANSI_STATES = {"running": "\x1b[1;32m", "queued": "\x1b[36m", "done": "\x1b[32m",
-               "stopped": "\x1b[33m", "crashed": "\x1b[1;31m", "failed": "\x1b[31m",
-               "diverged": "\x1b[31m", "oom": "\x1b[31m"}
+STATE_STYLES = {
+    "running": "bold green",
+    "queued": "cyan",
+    "done": "green",
+    "stopped": "yellow",
+    "crashed": "bold red",
+    "failed": "red",
+    "diverged": "red",
+    "oom": "red",
+}
+ANSI_STATES = {
+    "running": "\x1b[1;32m",
+    "queued": "\x1b[36m",
+    "done": "\x1b[32m",
+    "stopped": "\x1b[33m",
+    "crashed": "\x1b[1;31m",
+    "failed": "\x1b[31m",
+    "diverged": "\x1b[31m",
+    "oom": "\x1b[31m",
+}
 
 
 def console():
@@ -35,7 +54,7 @@ def console():
     return Console() if sys.stdout.isatty() else Console(width=250)
 
 
-def _find(query: str, runs_dir: Optional[Path]) -> Path:
+def _find(query: str, runs_dir: Path | None) -> Path:
     from vqatune.engine import runstore
 
     with user_errors():
@@ -46,7 +65,7 @@ def _find(query: str, runs_dir: Optional[Path]) -> Path:
 # Formatting
 
 
-def fmt_duration(seconds: Optional[float]) -> str:
+def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     s = int(seconds)
@@ -57,11 +76,11 @@ def fmt_duration(seconds: Optional[float]) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def fmt_time(t: Optional[float]) -> str:
+def fmt_time(t: float | None) -> str:
     return time.strftime("%m-%d %H:%M", time.localtime(t)) if t else "-"
 
 
-def fmt_acc(x: Optional[float]) -> str:
+def fmt_acc(x: float | None) -> str:
     return f"{x:.4f}" if isinstance(x, (int, float)) else "-"
 
 
@@ -88,8 +107,11 @@ def sparkline(values: list[float], width: int = 48) -> str:
         return ""
     if len(values) > width:
         n = len(values)
-        values = [sum(values[n * i // width:n * (i + 1) // width]) /
-                  max(1, n * (i + 1) // width - n * i // width) for i in range(width)]
+        values = [
+            sum(values[n * i // width : n * (i + 1) // width])
+            / max(1, n * (i + 1) // width - n * i // width)
+            for i in range(width)
+        ]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
     return "".join(SPARK[min(7, int((v - lo) / span * 7.999))] for v in values)
@@ -100,10 +122,14 @@ def sparkline(values: list[float], width: int = 48) -> str:
 
 
 def runs(
-    state: Optional[str] = typer.Option(None, "--state", metavar="STATE",
-                                        help="Only runs in this state (running, done, crashed...)."),
+    state: str | None = typer.Option(
+        None,
+        "--state",
+        metavar="STATE",
+        help="Only runs in this state (running, done, crashed...).",
+    ),
     as_json: bool = JsonOption,
-    runs_dir: Optional[Path] = RunsDirOption,
+    runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """List the runs: id, name/preset, state, progress, best val accuracy, duration, started."""
     from vqatune.engine import runstore
@@ -127,8 +153,17 @@ def runs(
     rows = []
     for r in found:
         label = r.name if not r.source or r.source == r.name else f"{r.name} / {r.source}"
-        rows.append((r.id, r.state, label, fmt_progress(r), fmt_acc(r.best_accuracy),
-                     fmt_duration(r.duration_s), fmt_time(r.started or r.created)))
+        rows.append(
+            (
+                r.id,
+                r.state,
+                label,
+                fmt_progress(r),
+                fmt_acc(r.best_accuracy),
+                fmt_duration(r.duration_s),
+                fmt_time(r.started or r.created),
+            )
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
@@ -165,8 +200,10 @@ def _source_config(info):
 
 def distributed_summary(cfg) -> str:
     """DDP: nproc_per_node x nnodes, this node's rank and the rendezvous endpoint."""
-    text = (f"{cfg.nproc_per_node * cfg.nnodes} (nproc_per_node {cfg.nproc_per_node} x "
-            f"nnodes {cfg.nnodes})")
+    text = (
+        f"{cfg.nproc_per_node * cfg.nnodes} (nproc_per_node {cfg.nproc_per_node} x "
+        f"nnodes {cfg.nnodes})"
+    )
     if cfg.nnodes > 1:
         text += f", node_rank {cfg.node_rank}, rendezvous {cfg.rdzv_endpoint}"
     return text
@@ -175,7 +212,7 @@ def distributed_summary(cfg) -> str:
 def show(
     run: str = typer.Argument(..., metavar="RUN", help="Run id, id prefix, name or directory."),
     as_json: bool = JsonOption,
-    runs_dir: Optional[Path] = RunsDirOption,
+    runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """A run: state and progress, summary, loss/accuracy sparklines, resolved config (the
     values that differ from its preset highlighted)."""
@@ -197,28 +234,44 @@ def show(
 
         monitor = gpu.sample(info.pid)
     if as_json:
-        print_json({
-            "run": info.to_dict(), "meta": info.meta, "summary": info.summary,
-            "config": cfg.to_dict() if cfg else None,
-            "changed_from_source": {k: {"source": getattr(base, k), "run": v}
-                                    for k, v in changed.items()},
-            "loss": {"step": scan.loss_steps, "value": scan.loss, "sampled": scan.loss_sampled},
-            "accuracy": {"step": scan.accuracy_steps, "value": scan.accuracy},
-            "monitor": monitor.to_dict() if monitor else None,
-        })
+        print_json(
+            {
+                "run": info.to_dict(),
+                "meta": info.meta,
+                "summary": info.summary,
+                "config": cfg.to_dict() if cfg else None,
+                "changed_from_source": {
+                    k: {"source": getattr(base, k), "run": v} for k, v in changed.items()
+                },
+                "loss": {"step": scan.loss_steps, "value": scan.loss, "sampled": scan.loss_sampled},
+                "accuracy": {"step": scan.accuracy_steps, "value": scan.accuracy},
+                "monitor": monitor.to_dict() if monitor else None,
+            }
+        )
         return
     from rich.table import Table
     from rich.text import Text
 
     con = console()
     style = STATE_STYLES.get(info.state, "")
-    con.print(Text.assemble((info.id, "bold"), "  ", (info.state, style),
-                            f"  {info.message}" if info.message else ""))
-    rows = [("name", info.name), ("source", info.source or "(defaults)"),
-            ("directory", str(info.path)), ("progress", fmt_progress(info)),
-            ("best val accuracy", fmt_acc(info.best_accuracy)),
-            ("last val accuracy", fmt_acc(info.last_accuracy)),
-            ("started", fmt_time(info.started)), ("duration", fmt_duration(info.duration_s))]
+    con.print(
+        Text.assemble(
+            (info.id, "bold"),
+            "  ",
+            (info.state, style),
+            f"  {info.message}" if info.message else "",
+        )
+    )
+    rows = [
+        ("name", info.name),
+        ("source", info.source or "(defaults)"),
+        ("directory", str(info.path)),
+        ("progress", fmt_progress(info)),
+        ("best val accuracy", fmt_acc(info.best_accuracy)),
+        ("last val accuracy", fmt_acc(info.last_accuracy)),
+        ("started", fmt_time(info.started)),
+        ("duration", fmt_duration(info.duration_s)),
+    ]
     if info.pid:
         rows.append(("pid", str(info.pid)))
     if cfg is not None and cfg.nproc_per_node * cfg.nnodes > 1:
@@ -241,11 +294,15 @@ def show(
         table.add_row(k, v)
     if scan.loss:
         lo, hi = min(scan.loss), max(scan.loss)
-        table.add_row("train loss", f"{sparkline(scan.loss)}  {scan.loss[-1]:.4g} "
-                                    f"(min {lo:.4g}, max {hi:.4g})")
+        table.add_row(
+            "train loss",
+            f"{sparkline(scan.loss)}  {scan.loss[-1]:.4g} (min {lo:.4g}, max {hi:.4g})",
+        )
     if scan.accuracy:
-        table.add_row("val accuracy", f"{sparkline(scan.accuracy)}  {scan.accuracy[-1]:.4f} "
-                                      f"(best {max(scan.accuracy):.4f})")
+        table.add_row(
+            "val accuracy",
+            f"{sparkline(scan.accuracy)}  {scan.accuracy[-1]:.4f} (best {max(scan.accuracy):.4f})",
+        )
     con.print(table)
     if cfg is None:
         warn(f"{CONFIG_FILE} is missing in {run_dir}")
@@ -253,18 +310,27 @@ def show(
     if base is None:
         warn(f"its source {info.source!r} no longer resolves; no differences shown")
     con.print()
-    note = f"  (* differs from {info.source or 'the defaults'}: {len(changed)})" \
-        if base is not None else ""
+    note = (
+        f"  (* differs from {info.source or 'the defaults'}: {len(changed)})"
+        if base is not None
+        else ""
+    )
     con.print(Text.assemble(("config", "bold"), (note, "dim")))
     values = cfg.to_dict()
     for group, params in schema.iter_groups():
         con.print(Text(f"  [{group}]", style="dim"))
         for p in params:
             if p.name in changed:
-                con.print(Text.assemble(f"  * {p.name} = ", (fmt_value(values[p.name]),
-                                                             "bold yellow"),
-                                        (f"   ({info.source or 'default'}: "
-                                         f"{fmt_value(getattr(base, p.name))})", "dim")))
+                con.print(
+                    Text.assemble(
+                        f"  * {p.name} = ",
+                        (fmt_value(values[p.name]), "bold yellow"),
+                        (
+                            f"   ({info.source or 'default'}: {fmt_value(getattr(base, p.name))})",
+                            "dim",
+                        ),
+                    )
+                )
             else:
                 con.print(f"    {p.name} = {fmt_value(values[p.name])}", highlight=False)
 
@@ -321,12 +387,16 @@ def _follow(path: Path, offset: int, is_live, poll_s: float = 0.25) -> None:
 
 def logs(
     run: str = typer.Argument(..., metavar="RUN", help="Run id, id prefix, name or directory."),
-    follow: bool = typer.Option(False, "--follow", "-f",
-                                help="Keep printing new lines until the run ends (Ctrl-C leaves "
-                                     "the run going)."),
-    lines: int = typer.Option(0, "--lines", "-n", metavar="N", min=0,
-                              help="Only the last N lines (0: the whole log)."),
-    runs_dir: Optional[Path] = RunsDirOption,
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        "-f",
+        help="Keep printing new lines until the run ends (Ctrl-C leaves the run going).",
+    ),
+    lines: int = typer.Option(
+        0, "--lines", "-n", metavar="N", min=0, help="Only the last N lines (0: the whole log)."
+    ),
+    runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """Print a run's training log (train.log)."""
     from vqatune.engine import runstore
@@ -355,11 +425,17 @@ def logs(
 
 def stop(
     run: str = typer.Argument(..., metavar="RUN", help="Run id, id prefix, name or directory."),
-    kill: bool = typer.Option(False, "--kill",
-                              help="SIGKILL now (no final checkpoint) instead of a graceful stop."),
-    wait: float = typer.Option(60.0, "--wait", metavar="SECONDS", min=0,
-                               help="How long to wait for a graceful stop to finish."),
-    runs_dir: Optional[Path] = RunsDirOption,
+    kill: bool = typer.Option(
+        False, "--kill", help="SIGKILL now (no final checkpoint) instead of a graceful stop."
+    ),
+    wait: float = typer.Option(
+        60.0,
+        "--wait",
+        metavar="SECONDS",
+        min=0,
+        help="How long to wait for a graceful stop to finish.",
+    ),
+    runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """Stop a run: gracefully (it finishes the step, writes a checkpoint, ends as `stopped`)
     or with --kill. `vqatune resume RUN` continues it."""
@@ -367,22 +443,25 @@ def stop(
 
     run_dir = _find(run, runs_dir)
     if not kill:
-        typer.echo(f"{run_dir.name}: stopping (finishing the step and writing a checkpoint)...",
-                   err=True)
+        typer.echo(
+            f"{run_dir.name}: stopping (finishing the step and writing a checkpoint)...", err=True
+        )
     with user_errors():
         info = runstore.stop(run_dir, kill=kill, wait_s=wait)
     if info.live:
-        typer.echo(f"{info.id}: still stopping after {wait:g} s; `vqatune runs` shows when it "
-                   f"has stopped")
+        typer.echo(
+            f"{info.id}: still stopping after {wait:g} s; `vqatune runs` shows when it has stopped"
+        )
         return
     typer.echo(f"{info.id}: {info.state}" + (f" ({info.message})" if info.message else ""))
 
 
 def resume(
     run: str = typer.Argument(..., metavar="RUN", help="Run id, id prefix, name or directory."),
-    detach: bool = typer.Option(False, "--detach", "-d",
-                                help="Return at once; the run goes on in the background."),
-    runs_dir: Optional[Path] = RunsDirOption,
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Return at once; the run goes on in the background."
+    ),
+    runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """Continue a stopped or crashed run from its last checkpoint, in the same run directory
     (metrics are appended; a `resumed` event marks the seam). Followed with a progress bar
@@ -399,8 +478,10 @@ def resume(
         proc = runstore.resume(run_dir)
     if checkpoint is None and info.state != "queued":
         warn(f"run {info.id} had no checkpoint yet: it starts again from step 0")
-    typer.echo(f"{info.id}: resumed{' from ' + checkpoint.name if checkpoint else ''} "
-               f"(pid {proc.pid})", err=True)
+    typer.echo(
+        f"{info.id}: resumed{' from ' + checkpoint.name if checkpoint else ''} (pid {proc.pid})",
+        err=True,
+    )
     if detach:
         typer.echo(f"follow it with: vqatune logs -f {info.id}", err=True)
         return
@@ -412,16 +493,21 @@ def resume(
 
 
 def compare(
-    run_names: Optional[List[str]] = typer.Argument(
-        None, metavar="RUN RUN...", help="Two or more runs (id, prefix, name or directory)."),
+    run_names: list[str] | None = typer.Argument(
+        None, metavar="RUN RUN...", help="Two or more runs (id, prefix, name or directory)."
+    ),
     as_json: bool = JsonOption,
-    plot: bool = typer.Option(False, "--plot",
-                              help="Overlay validation accuracy and training loss curves."),
-    sweep: Optional[str] = typer.Option(
-        None, "--sweep", metavar="ID",
+    plot: bool = typer.Option(
+        False, "--plot", help="Overlay validation accuracy and training loss curves."
+    ),
+    sweep: str | None = typer.Option(
+        None,
+        "--sweep",
+        metavar="ID",
         help="Compare a sweep's runs instead: a row per variant (mean ± std over seeds) or "
-             "trial, the winner (id, prefix or plan name)."),
-    runs_dir: Optional[Path] = RunsDirOption,
+        "trial, the winner (id, prefix or plan name).",
+    ),
+    runs_dir: Path | None = RunsDirOption,
 ) -> None:
     """Compare runs: the parameters that differ (only those), best and final metrics side by
     side, runs that differ only in seed as mean ± std."""
@@ -475,15 +561,18 @@ def _print_comparison(result, metric_names) -> None:
     con.print(table)
     for g in result.groups:
         con.print()
-        con.print(f"[bold]{g.label}[/] (seeds {', '.join(map(str, g.seeds))}; "
-                  f"{', '.join(r.info.id for r in g.runs)})")
+        con.print(
+            f"[bold]{g.label}[/] (seeds {', '.join(map(str, g.seeds))}; "
+            f"{', '.join(r.info.id for r in g.runs)})"
+        )
         gt = Table(box=None, pad_edge=False, show_header=False)
         gt.add_column()
         gt.add_column(justify="right")
         for key, label in metric_names:
             mean, std = g.mean[key], g.std[key]
-            gt.add_row(f"  {label}", "-" if mean is None else
-                       f"{_metric(key, mean)} ± {_metric(key, std)}")
+            gt.add_row(
+                f"  {label}", "-" if mean is None else f"{_metric(key, mean)} ± {_metric(key, std)}"
+            )
         con.print(gt)
 
 
@@ -499,7 +588,7 @@ def _metric(key: str, v) -> str:
     return f"{v:.4g}"
 
 
-def _best_index(key: str, values) -> Optional[int]:
+def _best_index(key: str, values) -> int | None:
     scored = [(v, i) for i, v in enumerate(values) if v is not None]
     if not scored or key not in ("best_accuracy", "final_accuracy", "final_loss"):
         return None
@@ -510,7 +599,6 @@ def _plot(result) -> None:
     import shutil
 
     import plotext as plt
-
     from vqatune.engine.metrics import downsample
 
     width, height = shutil.get_terminal_size((100, 40))
@@ -520,8 +608,9 @@ def _plot(result) -> None:
     # One figure per chart: plotext's subplots keep legend state between figures and fail
     # when a second comparison is drawn in the same process.
     for title, attr_x, attr_y in (
-            ("validation accuracy", "accuracy_steps", "accuracy"),
-            ("training loss" + (" (window means)" if sampled else ""), "loss_steps", "loss")):
+        ("validation accuracy", "accuracy_steps", "accuracy"),
+        ("training loss" + (" (window means)" if sampled else ""), "loss_steps", "loss"),
+    ):
         plt.clear_figure()
         plt.plotsize(min(width, 160), max(10, min(height // 2 - 1, 25)))
         plt.title(title)

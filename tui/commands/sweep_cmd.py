@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -41,28 +40,55 @@ def _seeds(text: str | None) -> list[int] | None:
 
 
 def sweep(
-    plan_source: str = typer.Argument(..., metavar="PLAN",
-                                      help="A plan name (see `vqatune plans`) or a plan file."),
-    base: Optional[str] = typer.Option(None, "--base", "-b", metavar="PRESET|FILE",
-                                       help="Replace the plan's base config."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", metavar="S1,S2,...",
-                                        help="Replace the plan's seeds."),
-    parallel: Optional[int] = typer.Option(None, "--parallel", "-p", metavar="N",
-                                           help="Runs at a time (default 1; with --gpus, one per GPU)."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", metavar="0,1,...",
-                                       help="GPUs to use, one run on each at a time (CUDA_VISIBLE_DEVICES)."),
-    storage: Optional[str] = typer.Option(None, "--storage", metavar="URL",
-                                          help="Search: Optuna storage URL or journal:PATH shared by workers "
-                                               "(default: SQLite in the sweep directory)."),
-    study: Optional[str] = typer.Option(None, "--study", metavar="NAME",
-                                        help="Search: study name (default: the sweep id); the same name and "
-                                             "storage on several machines share one study."),
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", metavar="DIR",
-                                            help="Run store (default: $VQATUNE_RUNS or ./runs)."),
-    detach: bool = typer.Option(False, "--detach", "-d",
-                                help="Run the sweep in the background (own session, output to "
-                                     "sweep.log in the sweep directory) and return."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs (or search space) and start nothing."),
+    plan_source: str = typer.Argument(
+        ..., metavar="PLAN", help="A plan name (see `vqatune plans`) or a plan file."
+    ),
+    base: str | None = typer.Option(
+        None, "--base", "-b", metavar="PRESET|FILE", help="Replace the plan's base config."
+    ),
+    seeds: str | None = typer.Option(
+        None, "--seeds", metavar="S1,S2,...", help="Replace the plan's seeds."
+    ),
+    parallel: int | None = typer.Option(
+        None,
+        "--parallel",
+        "-p",
+        metavar="N",
+        help="Runs at a time (default 1; with --gpus, one per GPU).",
+    ),
+    gpus: str | None = typer.Option(
+        None,
+        "--gpus",
+        metavar="0,1,...",
+        help="GPUs to use, one run on each at a time (CUDA_VISIBLE_DEVICES).",
+    ),
+    storage: str | None = typer.Option(
+        None,
+        "--storage",
+        metavar="URL",
+        help="Search: Optuna storage URL or journal:PATH shared by workers "
+        "(default: SQLite in the sweep directory).",
+    ),
+    study: str | None = typer.Option(
+        None,
+        "--study",
+        metavar="NAME",
+        help="Search: study name (default: the sweep id); the same name and "
+        "storage on several machines share one study.",
+    ),
+    runs_dir: Path | None = typer.Option(
+        None, "--runs-dir", metavar="DIR", help="Run store (default: $VQATUNE_RUNS or ./runs)."
+    ),
+    detach: bool = typer.Option(
+        False,
+        "--detach",
+        "-d",
+        help="Run the sweep in the background (own session, output to "
+        "sweep.log in the sweep directory) and return.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the runs (or search space) and start nothing."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable result."),
 ) -> None:
     """Run a plan: every variant x seed as ordinary runs, or an Optuna study. Re-running the same
@@ -88,14 +114,22 @@ def sweep(
         if plan.kind == "variants" and sweep_mod.is_active(sweep_obj):
             fail(f"sweep {sweep_obj.id} is already running")
         args = [str(plan.path), "--runs-dir", str(sweep_obj.runs_dir)]
-        for flag, value in (("--base", base), ("--seeds", seeds), ("--parallel", parallel),
-                            ("--gpus", gpus), ("--storage", storage), ("--study", study)):
+        for flag, value in (
+            ("--base", base),
+            ("--seeds", seeds),
+            ("--parallel", parallel),
+            ("--gpus", gpus),
+            ("--storage", storage),
+            ("--study", study),
+        ):
             if value is not None:
                 args += [flag, str(value)]
         pid, log = sweep_mod.launch_detached(sweep_obj, args)
-        typer.echo(f"sweep {sweep_obj.id} running in the background (pid {pid})\n"
-                   f"  log: {log}\n  progress: vqatune sweeps; results: "
-                   f"vqatune compare --sweep {sweep_obj.id}")
+        typer.echo(
+            f"sweep {sweep_obj.id} running in the background (pid {pid})\n"
+            f"  log: {log}\n  progress: vqatune sweeps; results: "
+            f"vqatune compare --sweep {sweep_obj.id}"
+        )
         return
 
     def echo(line: str, err: bool = as_json) -> None:
@@ -110,15 +144,22 @@ def sweep(
                 sweep_mod.run_variants(sweep_obj, plan, slots=slots, echo=echo)
             else:
                 result = search_mod.run_search(
-                    sweep_obj, plan, spec, storage_url=storage or
-                    search_mod.default_storage(sweep_obj.path),
-                    study_name=study or sweep_obj.id, slots=slots, echo=echo)
+                    sweep_obj,
+                    plan,
+                    spec,
+                    storage_url=storage or search_mod.default_storage(sweep_obj.path),
+                    study_name=study or sweep_obj.id,
+                    slots=slots,
+                    echo=echo,
+                )
                 if result.best_number is not None:
-                    echo(f"best trial {result.best_number}: accuracy {result.best_value:.4f} "
-                         f"({search_mod.format_params(result.best_params)})")
+                    echo(
+                        f"best trial {result.best_number}: accuracy {result.best_value:.4f} "
+                        f"({search_mod.format_params(result.best_params)})"
+                    )
     except sweep_mod.SweepInterrupted as e:
         echo(str(e), err=True)
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     comparison = sweep_mod.compare(sweep_obj, curves=as_json)
     if as_json:
         print_json(comparison)
@@ -137,16 +178,25 @@ def _dry_run(plan, as_json: bool) -> None:
         if as_json:
             print_json({"sweep": sweep_id, "base": plan.base, "search": spec.to_dict()})
             return
-        typer.echo(f"sweep {sweep_id}: Optuna study on {plan.base}: {spec.sampler} sampler, "
-                   f"{spec.n_trials} trials, pruner {spec.pruner}")
+        typer.echo(
+            f"sweep {sweep_id}: Optuna study on {plan.base}: {spec.sampler} sampler, "
+            f"{spec.n_trials} trials, pruner {spec.pruner}"
+        )
         for d in spec.dims:
             typer.echo(f"  {d.name}: {d.describe()}")
         return
     planned = sweep_mod.expand(plan)
     if as_json:
-        print_json({"sweep": sweep_id, "base": plan.base,
-                    "runs": [{"key": p.key, "variant": p.variant, "seed": p.seed,
-                              "overrides": p.overrides} for p in planned]})
+        print_json(
+            {
+                "sweep": sweep_id,
+                "base": plan.base,
+                "runs": [
+                    {"key": p.key, "variant": p.variant, "seed": p.seed, "overrides": p.overrides}
+                    for p in planned
+                ],
+            }
+        )
         return
     typer.echo(f"sweep {sweep_id}: {len(planned)} runs on {plan.base}")
     from vqatune.engine.cmdline import format_value
@@ -170,12 +220,15 @@ def print_comparison(result: dict, plot: bool = False) -> None:
     """The sweep's table (one row per variant or trial), its winner, and optionally the
     overlaid validation-accuracy curves."""
     from rich.table import Table
-
     from vqatune.engine.cmdline import format_value
 
     trials = result["kind"] == "search"
-    table = Table(title=f"{result['title']} — sweep {result['sweep']} on {result['base']}",
-                  box=None, pad_edge=False, title_justify="left")
+    table = Table(
+        title=f"{result['title']} — sweep {result['sweep']} on {result['base']}",
+        box=None,
+        pad_edge=False,
+        title_justify="left",
+    )
     table.add_column("trial" if trials else "variant", style="bold")
     table.add_column("params" if trials else "overrides", overflow="fold")
     table.add_column("runs" if not trials else "state", justify="right")
@@ -189,15 +242,25 @@ def print_comparison(result: dict, plot: bool = False) -> None:
         if trials:
             run = row["runs"][0] if row["runs"] else {}
             state = "pruned" if run.get("pruned") else run.get("state", "-")
-            table.add_row(row["variant"] + mark, changes, state, _fmt(row["best"]),
-                          _fmt(run.get("final_accuracy")))
+            table.add_row(
+                row["variant"] + mark,
+                changes,
+                state,
+                _fmt(row["best"]),
+                _fmt(run.get("final_accuracy")),
+            )
         else:
             states = [r["state"] for r in row["runs"]]
             count = f"{states.count('done')}/{len(states)}" if states else "0"
             best = f"{_fmt(row['best'])} ({row['best_run']})" if row["best_run"] else "-"
-            table.add_row(row["variant"] + mark, changes, count,
-                          _mean_std(row["best_mean"], row["best_std"]),
-                          _mean_std(row["final_mean"], row["final_std"]), best)
+            table.add_row(
+                row["variant"] + mark,
+                changes,
+                count,
+                _mean_std(row["best_mean"], row["best_std"]),
+                _mean_std(row["final_mean"], row["final_std"]),
+                best,
+            )
     out = console()
     out.print(table)
     if result["winner"] is not None:
@@ -224,8 +287,9 @@ def plot_curves(result: dict) -> None:
     plt.show()
 
 
-def compare_sweep(query: str, runs_dir: Path | None = None, *, as_json: bool = False,
-                  plot: bool = False) -> None:
+def compare_sweep(
+    query: str, runs_dir: Path | None = None, *, as_json: bool = False, plot: bool = False
+) -> None:
     """`vqatune compare --sweep ID`: called by the compare command of runs_cmd."""
     from vqatune.engine import sweep as sweep_mod
 
@@ -239,8 +303,9 @@ def compare_sweep(query: str, runs_dir: Path | None = None, *, as_json: bool = F
 
 
 def sweeps(
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", metavar="DIR",
-                                            help="Run store (default: $VQATUNE_RUNS or ./runs)."),
+    runs_dir: Path | None = typer.Option(
+        None, "--runs-dir", metavar="DIR", help="Run store (default: $VQATUNE_RUNS or ./runs)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List the sweeps in the run store: progress and best run."""
@@ -248,10 +313,23 @@ def sweeps(
 
     rows = []
     for s, p in sweep_mod.overview(runs_dir):
-        rows.append({"id": s.id, "title": s.title, "kind": s.kind, "base": s.data.get("base"),
-                     "state": p.state, "total": p.total, "done": p.done, "running": p.running, "failed": p.failed,
-                     "best_accuracy": p.best_accuracy, "best_run": p.best_run,
-                     "best_label": p.best_label, "path": str(s.path)})
+        rows.append(
+            {
+                "id": s.id,
+                "title": s.title,
+                "kind": s.kind,
+                "base": s.data.get("base"),
+                "state": p.state,
+                "total": p.total,
+                "done": p.done,
+                "running": p.running,
+                "failed": p.failed,
+                "best_accuracy": p.best_accuracy,
+                "best_run": p.best_run,
+                "best_label": p.best_label,
+                "path": str(s.path),
+            }
+        )
     if as_json:
         print_json(rows)
         return
@@ -264,8 +342,15 @@ def sweeps(
     for col in ("sweep", "kind", "state", "progress", "live runs", "best acc", "best"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["id"], r["kind"], r["state"], f"{r['done']}/{r['total']}",
-                      str(r["running"]), _fmt(r["best_accuracy"]), r["best_label"] or "-")
+        table.add_row(
+            r["id"],
+            r["kind"],
+            r["state"],
+            f"{r['done']}/{r['total']}",
+            str(r["running"]),
+            _fmt(r["best_accuracy"]),
+            r["best_label"] or "-",
+        )
     console().print(table)
 
 
@@ -275,11 +360,20 @@ def plans(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
     found = list_plans()
     if as_json:
-        print_json([{"name": p.name, "title": p.title, "kind": p.kind,
-                     "description": p.description, "path": str(p.path)} for p in found])
+        print_json(
+            [
+                {
+                    "name": p.name,
+                    "title": p.title,
+                    "kind": p.kind,
+                    "description": p.description,
+                    "path": str(p.path),
+                }
+                for p in found
+            ]
+        )
         return
-    print_listing(("plan", "kind", "description"),
-                  ((p.name, p.kind, p.description) for p in found))
+    print_listing(("plan", "kind", "description"), ((p.name, p.kind, p.description) for p in found))
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,11 +16,14 @@ class StartScreen(str, Enum):
 
 
 def tui(
-    runs_dir: Optional[Path] = typer.Option(
-        None, "--runs-dir", help="Runs store (default: $VQATUNE_RUNS or ./runs)."),
+    runs_dir: Path | None = typer.Option(
+        None, "--runs-dir", help="Runs store (default: $VQATUNE_RUNS or ./runs)."
+    ),
     screen: StartScreen = typer.Option(
-        StartScreen.auto, "--screen",
-        help="Screen to open: auto opens Runs when a run is running, else Configure."),
+        StartScreen.auto,
+        "--screen",
+        help="Screen to open: auto opens Runs when a run is running, else Configure.",
+    ),
 ) -> None:
     """Configure, launch, monitor and compare runs in a terminal UI (quitting never stops a run)."""
     from vqatune.tui.app import VQATuneApp

@@ -12,7 +12,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-
 from vqatune.engine.schema import BY_NAME
 from vqatune.tui import compare as cmp
 from vqatune.tui.form import display
@@ -73,8 +72,10 @@ class CompareScreen(Screen):
         params.add_columns("parameter", *names)
         for name, values in c.differing:
             first = values[0]
-            cells = [Text(_value_text(name, v), style="bold reverse" if v != first else "")
-                     for v in values]
+            cells = [
+                Text(_value_text(name, v), style="bold reverse" if v != first else "")
+                for v in values
+            ]
             params.add_row(Text(name, style="bold"), *cells, key=name)
         if not c.differing:
             params.add_row("(all parameters equal)", *[""] * len(names))
@@ -86,12 +87,12 @@ class CompareScreen(Screen):
         metrics.add_row("source", *[r.source or "-" for r in c.runs])
         metrics.add_row("best val acc", *[_acc(r.best_accuracy) for r in c.runs])
         metrics.add_row("final val acc", *[_acc(r.final_accuracy) for r in c.runs])
-        metrics.add_row("final loss", *["-" if r.final_loss is None else f"{r.final_loss:.4f}"
-                                        for r in c.runs])
+        metrics.add_row(
+            "final loss", *["-" if r.final_loss is None else f"{r.final_loss:.4f}" for r in c.runs]
+        )
         for g in c.groups:
             label = f"seeds {', '.join(map(str, g.seeds))}"
-            cells = [f"best {cmp.format_mean_std(g.best)}" if r.id in g.ids else ""
-                     for r in c.runs]
+            cells = [f"best {cmp.format_mean_std(g.best)}" if r.id in g.ids else "" for r in c.runs]
             metrics.add_row(label, *cells)
 
         for chart_id, curve in (("#compare-accuracy", "val accuracy"), ("#compare-loss", "loss")):

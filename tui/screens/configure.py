@@ -11,7 +11,6 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, ContentSwitcher, Footer, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
-
 from vqatune.engine import schema
 from vqatune.engine.config import ConfigError
 from vqatune.tui import services
@@ -44,8 +43,13 @@ class ConfigureScreen(Screen):
     def compose(self) -> ComposeResult:
         with Horizontal(id="config-bar"):
             yield Label("Preset", classes="bar-label")
-            yield Select([("default", "default")], value="default", allow_blank=False,
-                         compact=True, id="preset")
+            yield Select(
+                [("default", "default")],
+                value="default",
+                allow_blank=False,
+                compact=True,
+                id="preset",
+            )
             yield Static("", id="effective-batch")
             yield Button("Launch", id="launch", variant="primary", compact=True)
         with Horizontal(id="config-body"):
@@ -65,16 +69,21 @@ class ConfigureScreen(Screen):
 
     def panel_widgets(self, group: str) -> list:
         self.built_panels.add(group)
-        return [Static(group, classes="panel-title"),
-                *[ParamField(p, self.form.raw[p.name], self.form.field(p.name),
-                             self.field_note(p.name)) for p in schema.params_in_group(group)]]
+        return [
+            Static(group, classes="panel-title"),
+            *[
+                ParamField(
+                    p, self.form.raw[p.name], self.form.field(p.name), self.field_note(p.name)
+                )
+                for p in schema.params_in_group(group)
+            ],
+        ]
 
     async def show_panel(self, group: str) -> None:
         """Switch to a panel, building it the first time (a fast first frame)."""
         switcher = self.query_one("#fields", ContentSwitcher)
         if group not in self.built_panels:
-            panel = VerticalScroll(*self.panel_widgets(group), id=_panel_id(group),
-                                   classes="panel")
+            panel = VerticalScroll(*self.panel_widgets(group), id=_panel_id(group), classes="panel")
             await switcher.mount(panel)
         switcher.current = _panel_id(group)
         panels = self.query_one("#panels", OptionList)
@@ -119,8 +128,9 @@ class ConfigureScreen(Screen):
         try:
             cfg = self.form.config()
             overrides = {name: value for name, _, value in self.form.changed()}
-            run_dir = services.launch(cfg, self.form.source, overrides,
-                                      getattr(self.app, "runs_dir", None))
+            run_dir = services.launch(
+                cfg, self.form.source, overrides, getattr(self.app, "runs_dir", None)
+            )
         except (ConfigError, OSError) as e:
             self.post_message(UserError(f"cannot launch: {e}"))
             return
@@ -224,9 +234,12 @@ class ConfigureScreen(Screen):
         changed = self.form.changed()
         ebs = self.form.effective_batch_size()
         f = self.form
-        batch = (f"effective batch {ebs} = {f.raw['batch_size']}×{f.raw['update_freq']}"
-                 f"×{f.raw['gradient_accumulation_steps']}" if ebs is not None
-                 else "effective batch ?")
+        batch = (
+            f"effective batch {ebs} = {f.raw['batch_size']}×{f.raw['update_freq']}"
+            f"×{f.raw['gradient_accumulation_steps']}"
+            if ebs is not None
+            else "effective batch ?"
+        )
         self.query_one("#effective-batch", Static).update(batch)
         status = f"{len(changed)} changed vs {f.source}"
         if errors:
@@ -287,4 +300,3 @@ class ConfigureScreen(Screen):
 
 def _panel_id(group: str) -> str:
     return "panel-" + "".join(c if c.isalnum() else "-" for c in group.lower())
-

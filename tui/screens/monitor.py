@@ -11,7 +11,6 @@ from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
-
 from vqatune.engine import config as config_mod
 from vqatune.engine import events as ev
 from vqatune.engine import runstore
@@ -166,8 +165,9 @@ class MonitorScreen(Screen):
         except ConfigError as e:  # not running (any more)
             self.post_message(UserError(str(e)))
             return
-        self.app.call_from_thread(self.notify,
-                                  f"{'killed' if kill else 'stopping'} {self.run_dir.name}")
+        self.app.call_from_thread(
+            self.notify, f"{'killed' if kill else 'stopping'} {self.run_dir.name}"
+        )
 
     def action_resume(self) -> None:
         self.resume_run()

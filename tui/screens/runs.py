@@ -11,7 +11,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
-
 from vqatune.engine import config as config_mod
 from vqatune.engine import events as ev
 from vqatune.engine import runstore
@@ -42,9 +41,17 @@ class RunRow:
     created: float
 
     def sort_key(self, column: str):
-        value = {"run": self.id, "state": self.state, "preset": self.source, "lr": self.lr,
-                 "batch": self.batch, "epochs": self.epochs, "seed": self.seed,
-                 "best acc": self.best_accuracy, "duration": self.duration_s}[column]
+        value = {
+            "run": self.id,
+            "state": self.state,
+            "preset": self.source,
+            "lr": self.lr,
+            "batch": self.batch,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "best acc": self.best_accuracy,
+            "duration": self.duration_s,
+        }[column]
         return (value is None, value if value is not None else 0)
 
     def matches(self, text: str) -> bool:
@@ -70,14 +77,32 @@ def load_rows(runs_dir: Path | None) -> list[RunRow]:
     rows = []
     for info in runstore.list_runs(runs_dir):
         params = _key_params(info.path) or (None, None, None, None)
-        rows.append(RunRow(info.id, info.path, info.state, info.source or "-", *params,
-                           info.best_accuracy, info.duration_s, info.created or 0.0))
+        rows.append(
+            RunRow(
+                info.id,
+                info.path,
+                info.state,
+                info.source or "-",
+                *params,
+                info.best_accuracy,
+                info.duration_s,
+                info.created or 0.0,
+            )
+        )
     return rows
 
 
 def state_text(state: str) -> Text:
-    styles = {"running": "bold green", "done": "green", "queued": "cyan", "stopped": "yellow",
-              "crashed": "bold red", "failed": "red", "diverged": "red", "oom": "red"}
+    styles = {
+        "running": "bold green",
+        "done": "green",
+        "queued": "cyan",
+        "stopped": "yellow",
+        "crashed": "bold red",
+        "failed": "red",
+        "diverged": "red",
+        "oom": "red",
+    }
     return Text(state, style=styles.get(state, ""))
 
 
@@ -144,13 +169,17 @@ class RunsScreen(Screen):
         for r in self.visible_rows():
             table.add_row(
                 SELECTED_MARK if r.id in self.selected else "",
-                r.id, state_text(r.state),
+                r.id,
+                state_text(r.state),
                 f"{r.best_accuracy:.4f}" if r.best_accuracy is not None else "-",
-                format_duration(r.duration_s), r.source,
+                format_duration(r.duration_s),
+                r.source,
                 format_float(r.lr) if r.lr is not None else "-",
                 str(r.batch) if r.batch is not None else "-",
                 str(r.epochs) if r.epochs is not None else "-",
-                str(r.seed) if r.seed is not None else "-", key=r.id)
+                str(r.seed) if r.seed is not None else "-",
+                key=r.id,
+            )
         if cursor_key is not None and cursor_key in table.rows:
             table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
         running = sum(r.state == "running" for r in self.rows)
@@ -159,7 +188,8 @@ class RunsScreen(Screen):
             f"{len(self.rows)} run{'' if len(self.rows) == 1 else 's'} · {running} running · "
             f"{len(self.selected)} selected · "
             f"sorted by {self.sort_column} {direction}"
-            + (f" · filter {self.filter_text!r}" if self.filter_text else ""))
+            + (f" · filter {self.filter_text!r}" if self.filter_text else "")
+        )
 
     def current_row(self) -> RunRow | None:
         table = self.query_one("#runs-table", DataTable)

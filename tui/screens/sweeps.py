@@ -11,7 +11,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-
 from vqatune.engine import sweep as sweep_mod
 from vqatune.tui.messages import SweepsListed
 
@@ -42,8 +41,20 @@ class SweepRow:
 
 def load_rows(runs_dir: Path | None) -> list[SweepRow]:
     """Newest sweep first; reads the run store once for all sweeps."""
-    rows = [SweepRow(s, p.state, p.total, p.done, p.running, p.failed, p.best_accuracy,
-                     p.best_run, p.best_label) for s, p in sweep_mod.overview(runs_dir)]
+    rows = [
+        SweepRow(
+            s,
+            p.state,
+            p.total,
+            p.done,
+            p.running,
+            p.failed,
+            p.best_accuracy,
+            p.best_run,
+            p.best_label,
+        )
+        for s, p in sweep_mod.overview(runs_dir)
+    ]
     return rows[::-1]
 
 
@@ -101,17 +112,22 @@ class SweepsScreen(Screen):
         table.clear()
         for r in self.rows:
             table.add_row(
-                r.id, Text(r.state, style=STATE_STYLES.get(r.state, "")),
-                progress_text(r), str(r.running),
+                r.id,
+                Text(r.state, style=STATE_STYLES.get(r.state, "")),
+                progress_text(r),
+                str(r.running),
                 Text(str(r.failed), style="red" if r.failed else ""),
                 f"{r.best_accuracy:.4f}" if r.best_accuracy is not None else "-",
-                r.best_label or "-", key=r.id)
+                r.best_label or "-",
+                key=r.id,
+            )
         if cursor_key is not None and cursor_key in table.rows:
             table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
         active = sum(r.state == "running" for r in self.rows)
         self.query_one("#sweeps-status", Static).update(
             f"{len(self.rows)} sweep{'' if len(self.rows) == 1 else 's'} · {active} running · "
-            "enter: compare its runs · b: best run's monitor")
+            "enter: compare its runs · b: best run's monitor"
+        )
 
     def current_row(self) -> SweepRow | None:
         table = self.query_one("#sweeps-table", DataTable)

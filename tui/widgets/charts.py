@@ -13,7 +13,6 @@ import numpy as np
 from textual_plotext import PlotextPlot
 
 
-
 def downsample(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """At most about n points: the min and max of n/2 equal buckets, in x order, so spikes
     survive. The same rule as engine.metrics.downsample, vectorised for redraws of long
@@ -60,8 +59,8 @@ class Series:
             size = max(need, 2 * len(self._x))
             self._x = np.concatenate([self._x[: self.n], np.empty(size - self.n)])
             self._y = np.concatenate([self._y[: self.n], np.empty(size - self.n)])
-        self._x[self.n: need] = xs
-        self._y[self.n: need] = ys
+        self._x[self.n : need] = xs
+        self._y[self.n : need] = ys
         self.n = need
 
     @property
@@ -76,8 +75,15 @@ class Series:
 class MetricChart(PlotextPlot):
     """A titled chart of named series; call `add` freely, it redraws on its own schedule."""
 
-    def __init__(self, title: str, *, xlabel: str = "step", max_fps: float = 1.0,
-                 id: str | None = None, classes: str | None = None):
+    def __init__(
+        self,
+        title: str,
+        *,
+        xlabel: str = "step",
+        max_fps: float = 1.0,
+        id: str | None = None,
+        classes: str | None = None,
+    ):
         super().__init__(id=id, classes=classes)
         self.title = title
         self.xlabel = xlabel

@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Static, Switch
-
 from vqatune.engine import schema
 from vqatune.tui.form import SWITCH_KINDS, FieldState, display
 
@@ -36,7 +35,7 @@ class ParamField(Vertical):
     class Edited(Message):
         """The user changed the value (raw: text, bool or choice)."""
 
-        def __init__(self, field: "ParamField", raw: Any):
+        def __init__(self, field: ParamField, raw: Any):
             super().__init__()
             self.field = field
             self.raw = raw
@@ -44,8 +43,9 @@ class ParamField(Vertical):
     def __init__(self, param: schema.Param, raw: Any, state: FieldState, note: str = ""):
         # The first state goes in as classes and texts: restyling after mount is what makes
         # building a panel slow.
-        super().__init__(id=f"field-{param.name}",
-                         classes=" ".join(["param-field", *_state_classes(state)]))
+        super().__init__(
+            id=f"field-{param.name}", classes=" ".join(["param-field", *_state_classes(state)])
+        )
         self.param = param
         self.raw = raw
         self.first_state = state
@@ -62,8 +62,13 @@ class ParamField(Vertical):
             if p.kind in SWITCH_KINDS:
                 yield Switch(value=bool(self.raw), id=self.control_id)
             elif p.choices:
-                yield Select([(c, c) for c in p.choices], value=self.raw, allow_blank=False,
-                             compact=True, id=self.control_id)
+                yield Select(
+                    [(c, c) for c in p.choices],
+                    value=self.raw,
+                    allow_blank=False,
+                    compact=True,
+                    id=self.control_id,
+                )
             else:
                 yield Input(value=str(self.raw), compact=True, id=self.control_id)
         yield Static(f"{hint_text(p)}\n{p.help}", classes="param-hint")
@@ -115,8 +120,15 @@ class ParamField(Vertical):
 
 
 def _state_classes(state: FieldState) -> list[str]:
-    return [name for name, on in (("-changed", state.changed), ("-invalid", state.error),
-                                  ("-warning", state.warning)) if on]
+    return [
+        name
+        for name, on in (
+            ("-changed", state.changed),
+            ("-invalid", state.error),
+            ("-warning", state.warning),
+        )
+        if on
+    ]
 
 
 def _name_text(param: schema.Param, state: FieldState) -> str:
