@@ -571,15 +571,9 @@ class Trainer:
         if self.world.main:
             folder = self.run_dir / events.CHECKPOINT_DIR
             path = folder / checkpoint.LAST
-            state = {
-                "config": self.cfg.to_dict(),
-                "model": self.model.state_dict(),
-                "optimisation": self.opt.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng_ranks": rngs,
-                "world_size": self.world.size,
-                **self.progress.to_state(),
-            }
+            state = checkpoint.state_of(
+                self.cfg, self.model, self.opt, self.scaler, self.progress, rngs
+            )
             checkpoint.save(state, path)
             if best:
                 checkpoint.link(path, folder / checkpoint.BEST)
