@@ -309,11 +309,7 @@ class Trainer:
 
     def after_step(self, epoch_ends: bool = False) -> None:
         cfg, step = self.cfg, self.progress.step
-        if step % cfg.log_every == 0:
-            self._log_step()
-        elapsed = time.time() - self.train_started
-        eta = elapsed / self.steps_this_process * (self.total_steps - step)
-        self.status.update(step=step, epoch=self.progress.epoch_label, eta_s=round(eta, 1))
+        self._report_step()
         if self.faults.stop_requested(step):
             self.stop_requested = True
         evaluated = bool(cfg.eval_every) and step % cfg.eval_every == 0
@@ -432,6 +428,15 @@ class Trainer:
             prefetch_factor=t.prefetch_factor if t.num_workers else None,
             **batching,
         )
+
+    def _report_step(self) -> None:
+        """A step event every log_every steps; the status's step, epoch and ETA every step."""
+        p = self.progress
+        if p.step % self.cfg.log_every == 0:
+            self._log_step()
+        elapsed = time.time() - self.train_started
+        eta = elapsed / self.steps_this_process * (self.total_steps - p.step)
+        self.status.update(step=p.step, epoch=p.epoch_label, eta_s=round(eta, 1))
 
     def _log_step(self) -> None:
         p = self.progress
