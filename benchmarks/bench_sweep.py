@@ -22,7 +22,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from vqatune.engine import config, runstore, sweep
+from vqatune.engine import config, plans, runstore, sweep, sweepstore
 
 INSTANT_TRAINER = textwrap.dedent("""
     import json, os, sys, time
@@ -44,7 +44,7 @@ def bench_overhead(tmp: Path, n: int) -> None:
     runstore.TRAINER = [sys.executable, "-S", str(script)]
     plan_path = tmp / "bench.toml"
     plan_path.write_text(f'base = "smoke"\nseeds = {list(range(n))}\n')
-    plan = sweep.load_plan(str(plan_path))
+    plan = plans.load_plan(str(plan_path))
 
     # By hand: create and launch each run, wait for it.
     cfg = config.load("smoke")
@@ -57,7 +57,7 @@ def bench_overhead(tmp: Path, n: int) -> None:
     by_hand = time.perf_counter() - t
 
     t = time.perf_counter()
-    sw = sweep.open_sweep(plan, tmp / "swept")
+    sw = sweepstore.open_sweep(plan, tmp / "swept")
     sweep.run_variants(sw, plan, slots=[None], echo=lambda _: None, poll_s=0.05)
     swept = time.perf_counter() - t
     extra_ms = (swept - by_hand) / n * 1000
@@ -74,9 +74,9 @@ def bench_list(tmp: Path, n: int, n_sweeps: int = 10) -> None:
     for k in range(n_sweeps):
         plan_path = tmp / f"plan{k}.toml"
         plan_path.write_text(f'base = "smoke"\nseeds = {list(range(n // n_sweeps))}\n')
-        plan = sweep.load_plan(str(plan_path))
-        sw = sweep.open_sweep(plan, runs_dir)
-        for p in sweep.expand(plan):
+        plan = plans.load_plan(str(plan_path))
+        sw = sweepstore.open_sweep(plan, runs_dir)
+        for p in plans.expand(plan):
             run_dir = runs_dir / f"20260101-000000-{sw.id}-{p.seed:04x}"
             shutil.copytree(template, run_dir)
             meta = json.loads((run_dir / "meta.json").read_text())

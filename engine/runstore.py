@@ -162,8 +162,11 @@ def train_command(run_dir: Path, resume: bool = False) -> list[str]:
     return [*TRAINER, str(run_dir), *(["--resume"] if resume else [])]
 
 
-def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.Popen:
-    """Start the training process for run_dir; its output goes to train.log.
+def launch(
+    run_dir: Path, *, detach: bool, resume: bool = False, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start the training process for run_dir; its output goes to train.log. `env` adds to
+    this process's environment for the child (a sweep slot's CUDA_VISIBLE_DEVICES).
 
     Detached: a new session (no controlling terminal, so SIGHUP and a closed SSH connection
     never reach it), stdin from /dev/null. Attached: same process group, so Ctrl-C reaches it
@@ -174,7 +177,7 @@ def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.P
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(run_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
             train_command(run_dir, resume),
@@ -183,7 +186,7 @@ def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.P
             stderr=subprocess.STDOUT,
             start_new_session=detach,
             close_fds=True,
-            env=env,
+            env=child_env,
             cwd=os.getcwd(),
         )
     try:
