@@ -103,6 +103,11 @@ def load_result(run_dir: Path, *, curve_points: int = 1000) -> RunResult:
         raise ConfigError(f"run {info.id}: {CONFIG_FILE} is missing")
     cfg = config.load(str(run_dir / CONFIG_FILE))
     scan = metrics.scan(run_dir / METRICS_FILE, curve_points=curve_points)
+    return RunResult(info, cfg, scan, run_metrics(info, scan))
+
+
+def run_metrics(info: runstore.RunInfo, scan: metrics.Scan) -> dict[str, float | None]:
+    """A run's METRICS: from its eval, last step and end events, else from its status."""
     best, final, last = scan.best_eval, scan.final_eval, scan.last_step or {}
     values = {
         "best_accuracy": best["accuracy"] if best else info.best_accuracy,
@@ -113,7 +118,7 @@ def load_result(run_dir: Path, *, curve_points: int = 1000) -> RunResult:
         "duration_s": info.duration_s,
         "samples_per_s": last.get("samples_per_s", info.status.get("samples_per_s")),
     }
-    return RunResult(info, cfg, scan, {k: _number(v) for k, v in values.items()})
+    return {k: _number(v) for k, v in values.items()}
 
 
 def _number(x: Any) -> float | None:
@@ -156,13 +161,11 @@ def _without_seed(cfg: Config) -> tuple:
     )
 
 
-def summarise(results: list[RunResult]) -> tuple[dict, dict]:
-    """(mean, std) of every metric over the results, by metric key."""
+def summarise(run_metrics: list[dict[str, float | None]]) -> tuple[dict, dict]:
+    """(mean, std) of every metric over the runs' metrics, by metric key."""
     mean, std = {}, {}
     for key, _ in METRICS:
-        mean[key], std[key] = mean_std(
-            [r.metrics[key] for r in results if r.metrics[key] is not None]
-        )
+        mean[key], std[key] = mean_std([m[key] for m in run_metrics if m[key] is not None])
     return mean, std
 
 
@@ -174,7 +177,7 @@ def seed_groups(results: list[RunResult]) -> list[Group]:
     for members in by_key.values():
         if len(members) < 2 or len({m.config.seed for m in members}) < 2:
             continue
-        mean, std = summarise(members)
+        mean, std = summarise([m.metrics for m in members])
         groups.append(Group(members, [m.config.seed for m in members], mean, std))
     return groups
 
@@ -189,7 +192,9 @@ def compare_sweep(sweep: sweepstore.Sweep, *, curves: bool = True) -> dict:
 
     For a search sweep every trial is a row (its searched values as overrides)."""
     infos = sweepstore.sweep_runs(sweep)
-    results = {info.id: load_result(info.path, curve_points=1) for info in infos}
+    # The table needs eval events alone: found by byte search, never a full parse.
+    scans = {r.id: metrics.scan(r.path / METRICS_FILE, evals_only=True) for r in infos}
+    numbers = {r.id: run_metrics(r, scans[r.id]) for r in infos}
     groups: dict[str, list[runstore.RunInfo]] = {}
     overrides: dict[str, dict] = {}
     if sweep.kind == "variants":
@@ -207,13 +212,10 @@ def compare_sweep(sweep: sweepstore.Sweep, *, curves: bool = True) -> dict:
             overrides[label] = dict(r.meta.get("params") or {})
     rows = []
     for name, members in groups.items():
-        finished = [results[r.id] for r in members if sweepstore.is_finished(r)]
+        finished = [numbers[r.id] for r in members if sweepstore.is_finished(r)]
         mean, std = summarise(finished)
-        top = max(
-            (results[r.id] for r in members if results[r.id].metrics["best_accuracy"] is not None),
-            key=lambda r: r.metrics["best_accuracy"],
-            default=None,
-        )
+        scored = [r for r in members if numbers[r.id]["best_accuracy"] is not None]
+        top = max(scored, key=lambda r: numbers[r.id]["best_accuracy"], default=None)
         rows.append(
             {
                 "variant": name,
@@ -225,22 +227,22 @@ def compare_sweep(sweep: sweepstore.Sweep, *, curves: bool = True) -> dict:
                         "trial": r.meta.get("trial"),
                         "state": r.state,
                         "pruned": bool(r.meta.get("pruned")),
-                        "best_accuracy": results[r.id].metrics["best_accuracy"],
-                        "final_accuracy": results[r.id].metrics["final_accuracy"],
+                        "best_accuracy": numbers[r.id]["best_accuracy"],
+                        "final_accuracy": numbers[r.id]["final_accuracy"],
                     }
                     for r in members
                 ],
-                "n": sum(r.metrics["best_accuracy"] is not None for r in finished),
+                "n": sum(m["best_accuracy"] is not None for m in finished),
                 "best_mean": mean["best_accuracy"],
                 "best_std": std["best_accuracy"],
                 "final_mean": mean["final_accuracy"],
                 "final_std": std["final_accuracy"],
-                "best": top.metrics["best_accuracy"] if top else None,
-                "best_run": top.info.id if top else None,
+                "best": numbers[top.id]["best_accuracy"] if top else None,
+                "best_run": top.id if top else None,
             }
         )
-    scored = [r for r in rows if r["best_mean"] is not None]
-    winner = max(scored, key=lambda r: r["best_mean"])["variant"] if scored else None
+    scored_rows = [r for r in rows if r["best_mean"] is not None]
+    winner = max(scored_rows, key=lambda r: r["best_mean"])["variant"] if scored_rows else None
     out = {
         "sweep": sweep.id,
         "title": sweep.title,
@@ -254,8 +256,8 @@ def compare_sweep(sweep: sweepstore.Sweep, *, curves: bool = True) -> dict:
             {
                 "run": r.id,
                 "label": sweepstore.run_label(r),
-                "steps": results[r.id].scan.accuracy_steps,
-                "accuracy": results[r.id].scan.accuracy,
+                "steps": scans[r.id].accuracy_steps,
+                "accuracy": scans[r.id].accuracy,
             }
             for r in infos
         ]

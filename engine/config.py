@@ -347,7 +347,9 @@ def _resolve_extends(extends: str, path: Path) -> Path:
     candidate = path.parent / Path(extends).expanduser()  # an absolute path stays absolute
     if extends.endswith(PRESET_SUFFIX) or "/" in extends:
         if not candidate.exists():
-            raise ConfigError(f"{file_line(path, None, 'extends')}extends: no such file {extends!r}")
+            raise ConfigError(
+                f"{file_line(path, None, 'extends')}extends: no such file {extends!r}"
+            )
         return candidate
     preset = find_preset(extends)
     if preset is not None and preset.resolve() == path.resolve():

@@ -369,14 +369,15 @@ def run_search(
     interrupted trials (their runs resumed), then ask for new ones, one per free slot."""
     study = load_study(spec, storage_url, study_name)
     update_sweep_search(sweep, spec, storage_url, study_name)
-    echo(
-        f"sweep {sweep.id}: {plan.title} on {plan.base}: study {study_name!r} in "
-        f"{safe_url(storage_url)}, {spec.n_trials} trials "
-        f"({describe_slots(slots)}; runs in {sweep.runs_dir})"
-    )
     # Shared with the other workers of this sweep here: tells `vqatune sweeps` it is running.
     with sweep_lock(sweep, shared=True):
         worker = SearchWorker(study, sweep, plan, spec, study_name, slots, echo)
+        # Announced once the worker is built: a signal after this line is run_in_slots' own.
+        echo(
+            f"sweep {sweep.id}: {plan.title} on {plan.base}: study {study_name!r} in "
+            f"{safe_url(storage_url)}, {spec.n_trials} trials "
+            f"({describe_slots(slots)}; runs in {sweep.runs_dir})"
+        )
         run_in_slots(
             slots,
             worker.next_job,

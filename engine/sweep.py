@@ -185,11 +185,12 @@ def run_variants(
     wait for ones still running from an earlier invocation. Ctrl-C stops the live runs."""
     planned = expand(plan)
     with sweep_lock(sweep):
+        runner = VariantsRunner(sweep, plan, match_runs(sweep, planned), slots, echo)
+        # Announced once the runner is built: a signal after this line is run_in_slots' own.
         echo(
             f"sweep {sweep.id}: {plan.title} on {plan.base} ({describe_slots(slots)}; "
             f"runs in {sweep.runs_dir})"
         )
-        runner = VariantsRunner(sweep, plan, match_runs(sweep, planned), slots, echo)
         if runner.kept:
             echo(f"sweep {sweep.id}: {runner.kept} of {runner.total} runs already finished, kept")
         run_in_slots(

@@ -223,6 +223,30 @@ def test_cli_and_sweep_engine_import_no_optuna_or_torch():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_sweep_modules_import_in_layers_without_a_cycle():
+    """plans < sweepstore < slots, compare < sweep, search: no module imports one above it,
+    not even inside a function (the old sweep.py imported search.py there to dodge a cycle)."""
+    import ast
+    from pathlib import Path
+
+    import vqatune.engine
+
+    layers = {
+        "plans": 0,
+        "sweepstore": 1,
+        "slots": 1,
+        "compare": 2,
+        "sweep": 3,
+        "search": 3,
+    }
+    engine_dir = Path(vqatune.engine.__file__).parent
+    for name, layer in layers.items():
+        tree = ast.parse((engine_dir / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in layers:
+                assert layers[node.module] < layer, f"{name}.py imports {node.module}"
+
+
 def test_package_build_ships_the_experiment_plans(tmp_path):
     """What a wheel would hold: setuptools' build_py of a copy of the source tree."""
     import shutil

@@ -17,7 +17,7 @@ import polling
 import psutil
 import pytest
 from vqatune.engine import compare as comparing
-from vqatune.engine import plans, runstore, search, slots, sweep, sweepstore
+from vqatune.engine import config, plans, runstore, search, slots, sweep, sweepstore
 
 FAKE = Path(__file__).with_name("sweep_fake_trainer.py")
 FAKE_TRAINER = [sys.executable, str(FAKE)]
@@ -172,6 +172,22 @@ def test_gpus_get_one_run_each_at_a_time(tmp_path, fake, monkeypatch):
         gpu_spans.sort()
         for (_, end), (start, _) in zip(gpu_spans, gpu_spans[1:]):
             assert start >= end  # never two runs on one GPU
+
+
+def test_a_slot_pins_the_child_and_leaves_this_process_alone(tmp_path, fake, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    seen: list[str | None] = []  # this process's CUDA_VISIBLE_DEVICES while it launches
+    real_launch = runstore.launch
+
+    def watched_launch(run_dir, **kwargs):
+        seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return real_launch(run_dir, **kwargs)
+
+    monkeypatch.setattr(runstore, "launch", watched_launch)
+    run_dir = runstore.create_run(config.load("smoke"), source="smoke", runs_dir=tmp_path / "runs")
+    assert slots.launch_in_slot(run_dir, "3", resume=False).wait(timeout=60) == 0
+    assert seen == ["7"]
+    assert "CUDA_VISIBLE_DEVICES=3" in (run_dir / "train.log").read_text()
 
 
 def test_a_run_left_going_on_a_gpu_keeps_that_gpu(tmp_path, fake, monkeypatch):
