@@ -177,10 +177,11 @@ def scan(
             return out
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             end = mm.rfind(b"\n") + 1  # complete lines only
-            if evals_only:
-                _scan_evals(mm, end, out)
-            elif size < exact_below or mm[: len(EVENT_PREFIX)] != EVENT_PREFIX:
+            searchable = mm[: len(EVENT_PREFIX)] == EVENT_PREFIX  # our writer's spacing
+            if not searchable or (size < exact_below and not evals_only):
                 _scan_all(mm, end, out)
+            elif evals_only:
+                _scan_evals(mm, end, out)
             else:
                 _scan_fast(mm, end, out, curve_points)
     return out

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_runs_cli import cli, finished_run
 from textual.widgets import DataTable
 from tui_fixtures import make_store
 from typer.testing import CliRunner
 from vqatune.engine import compare as comparing
-from vqatune.engine import plans, sweepstore
+from vqatune.engine import config, plans, sweepstore
 from vqatune.engine.events import MetricsWriter, write_json_atomic
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
@@ -121,6 +122,11 @@ def test_cli_screen_and_sweep_table_agree(swept):
     assert seed_rows[0][1:3] == [f"best 0.6200 ± {0.04 / 2**0.5:.4f}"] * 2
     assert seed_rows[1][3:5] == ["best 0.7000"] * 2
 
+    printed = CliRunner().invoke(cli_app, ["compare", *map(str, dirs)]).stdout
+    high = printed[printed.index("(seeds 1, 2; " + dirs[2].name) :]
+    best_line = next(line for line in high.splitlines() if "best val accuracy" in line)
+    assert best_line.split() == ["best", "val", "accuracy", "0.7000"]  # no "± 0.0000"
+
     # Every run's best and final accuracy are the same numbers everywhere.
     table_runs = {r["id"]: r for row in table["variants"] for r in row["runs"]}
     best_row = next(row for row in metrics if row[0] == "best val acc")
@@ -151,3 +157,65 @@ def test_compare_lists_differing_params_and_seed_groups(tmp_path):
     assert group.mean["best_accuracy"] == pytest.approx(sum(bests) / 2)
     assert group.std["best_accuracy"] == pytest.approx(abs(bests[0] - bests[1]) / 2**0.5)
     assert len(c.runs[0].curves(400)["val accuracy"][0]) == 4  # evals at 10, 20, 30, 40
+
+
+# ----------------------------------------------------------------------------------------------
+# `vqatune compare`
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    d = tmp_path / "runs"
+    monkeypatch.setenv("VQATUNE_RUNS", str(d))
+    return d
+
+
+def test_compare_presets_and_seeds(runs):
+    a1 = finished_run("smoke", seed=1, accuracy_shift=0.00)
+    a2 = finished_run("smoke", seed=2, accuracy_shift=0.02)
+    a3 = finished_run("smoke", seed=3, accuracy_shift=0.04)
+    b = finished_run("cpu-quick", seed=1, accuracy_shift=0.1, steps=20)
+    code, out, err = cli("compare", a1.name, a2.name, a3.name, b.name, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    differing = data["differing"]
+    assert differing["seed"] == [1, 2, 3, 1]
+    quick = config.load("cpu-quick").num_hid
+    assert quick != 32 and differing["num_hid"] == [32, 32, 32, quick]
+    assert "max_boxes" not in differing and "name" not in differing  # only what differs
+    assert [r["metrics"]["best_accuracy"] for r in data["runs"]] == pytest.approx(
+        [0.8, 0.82, 0.84, 20 / 30 + 0.1]
+    )
+    assert data["runs"][3]["metrics"]["steps"] == 20
+    assert data["runs"][0]["metrics"]["final_loss"] == pytest.approx(2.0 / 40)
+    (group,) = data["groups"]
+    assert group["runs"] == [a1.name, a2.name, a3.name] and group["seeds"] == [1, 2, 3]
+    assert group["mean"]["best_accuracy"] == pytest.approx(0.82)
+    assert group["std"]["best_accuracy"] == pytest.approx(0.02)
+
+    code, out, _ = cli("compare", a1.name, a2.name, a3.name, b.name)
+    assert code == 0
+    assert "parameters that differ" in out and "num_hid" in out and "batch_size" in out
+    assert "smoke × 3 seeds" in out and "0.8200 ± 0.0200" in out
+    assert "max_boxes" not in out
+
+
+def test_compare_plot(runs):
+    a = finished_run("smoke", seed=1)
+    b = finished_run("smoke", seed=2, accuracy_shift=0.05)
+    code, out, _ = cli("compare", a.name, b.name, "--plot")
+    assert code == 0
+    assert "validation accuracy" in out and "training loss" in out
+    assert out.count(a.name) >= 3 and "\x1b[" not in out  # legends; plain when piped
+    # A second, different comparison in the same process (plotext keeps global state).
+    c = finished_run("smoke", seed=3, steps=20, flat=0.25)
+    d = finished_run("smoke", seed=4, steps=20, flat=0.03)
+    code, out, _ = cli("compare", c.name, d.name, "--plot")
+    assert code == 0 and out.count(c.name) >= 3
+
+
+def test_compare_needs_two_distinct_runs(runs):
+    a = finished_run()
+    assert cli("compare", a.name)[0] == 2
+    code, _, err = cli("compare", a.name, a.name)
+    assert code == 2 and "twice" in err
