@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -151,6 +152,74 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, caps
     )
     assert again.kept == 4 and again.run_ids == result.run_ids
     assert lines[1:] == [f"sweep {sw.id}: 4 of 4 runs already finished, kept"]
+
+
+@dataclass
+class CountdownJob(slots.Job):
+    """A job that finishes at its `polls`-th look, and counts how often it was released."""
+
+    polls: int = 2
+    released: int = 0
+
+    def finished(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_run_in_slots_fills_free_slots_and_hands_back_each_finished_job(tmp_path):
+    made: list[CountdownJob] = []
+    live: set[int] = set()
+    most_live = 0
+    finished: list[str] = []
+
+    def next_job(free: list[int]) -> CountdownJob | None:
+        nonlocal most_live
+        if len(made) == 5:
+            return None
+        assert not live & set(free)  # a slot offered is never one in use
+        job = CountdownJob(
+            tmp_path / f"run{len(made)}", f"job {len(made)}", free[0], polls=len(made)
+        )
+        made.append(job)
+        live.add(job.slot_index)
+        most_live = max(most_live, len(live))
+        return job
+
+    def job_finished(job: slots.Job) -> None:
+        live.discard(job.slot_index)
+        finished.append(job.label)
+
+    slots.run_in_slots(
+        [None, None], next_job, job_finished, echo=print, interrupted="", poll_s=0.001
+    )
+    assert sorted(finished) == [f"job {i}" for i in range(5)] and most_live == 2
+    assert [job.released for job in made] == [1] * 5
+
+
+def test_run_in_slots_stops_the_live_jobs_on_ctrl_c(tmp_path):
+    made: list[CountdownJob] = []
+
+    def next_job(free: list[int]) -> CountdownJob | None:
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        made.append(CountdownJob(tmp_path / f"run{len(made)}", "job", free[0], polls=3))
+        return made[-1]
+
+    lines: list[str] = []
+    with pytest.raises(slots.SweepInterrupted, match="run it again"):
+        slots.run_in_slots(
+            [None, None, None],
+            next_job,
+            lambda job: None,
+            echo=lines.append,
+            interrupted="run it again",
+            poll_s=0.001,
+        )
+    assert lines[0] == "interrupted: stopping 2 live run(s)"
+    assert [job.released for job in made] == [1, 1] and all(job.polls < 0 for job in made)
 
 
 def test_gpus_get_one_run_each_at_a_time(tmp_path, fake, monkeypatch):
