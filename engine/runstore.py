@@ -162,19 +162,21 @@ def train_command(run_dir: Path, resume: bool = False) -> list[str]:
     return [*TRAINER, str(run_dir), *(["--resume"] if resume else [])]
 
 
-def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.Popen:
+def launch(
+    run_dir: Path, *, detach: bool, resume: bool = False, env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
     """Start the training process for run_dir; its output goes to train.log.
 
     Detached: a new session (no controlling terminal, so SIGHUP and a closed SSH connection
     never reach it), stdin from /dev/null. Attached: same process group, so Ctrl-C reaches it
-    and the trainer stops cleanly.
+    and the trainer stops cleanly. `env` adds variables to the child's environment (a GPU pin).
     """
     import psutil
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(run_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
             train_command(run_dir, resume),

@@ -31,6 +31,9 @@ RunsDirOption = typer.Option(
 DetachOption = typer.Option(
     False, "--detach", "-d", help="Start the run in the background, print its id and return."
 )
+QueueOption = typer.Option(
+    False, "--queue", "-q", help="Queue the run: it starts when a GPU is free (`vqatune queue`)."
+)
 NprocOption = typer.Option(
     None,
     "--nproc",
@@ -66,6 +69,7 @@ def run(
     name: str | None = typer.Option(None, "--name", "-n", help="Run name (part of the run id)."),
     runs_dir: Path | None = RunsDirOption,
     detach: bool = DetachOption,
+    queued: bool = QueueOption,
     nproc: int | None = NprocOption,
     nnodes: int | None = NnodesOption,
     node_rank: int | None = NodeRankOption,
@@ -92,7 +96,12 @@ def run(
         cfg, resolved.overrides, preset=source if config.find_preset(source) is not None else None
     )
     start(
-        cfg, source=resolved.source, overrides=resolved.overrides, runs_dir=runs_dir, detach=detach
+        cfg,
+        source=resolved.source,
+        overrides=resolved.overrides,
+        runs_dir=runs_dir,
+        detach=detach,
+        queued=queued,
     )
 
 
@@ -104,6 +113,7 @@ def train(
     ),
     runs_dir: Path | None = RunsDirOption,
     detach: bool = DetachOption,
+    queued: bool = QueueOption,
 ) -> None:
     """Train with the tuning guide's `python main.py` flags, verbatim (defaults: the `default`
     preset on easy-vqa). Also: --output DIR, --max_steps N, --name N, --dry-run, --set k=v."""
@@ -114,7 +124,14 @@ def train(
     if dry_run:
         show_dry_run(cfg)
         return
-    start(cfg, source="default", overrides=overrides, runs_dir=runs_dir, detach=detach)
+    start(
+        cfg,
+        source="default",
+        overrides=overrides,
+        runs_dir=runs_dir,
+        detach=detach,
+        queued=queued,
+    )
 
 
 def config_from_flags(words: list[str], sets=()) -> tuple:
@@ -195,8 +212,12 @@ def _echo_tree(data: dict, prefix: str) -> None:
             )
 
 
-def start(cfg, *, source: str, overrides: dict, runs_dir: Path | None, detach: bool) -> None:
+def start(
+    cfg, *, source: str, overrides: dict, runs_dir: Path | None, detach: bool, queued: bool = False
+) -> None:
     from vqatune.engine import distributed, runstore
+
+    from . import queue_cmd
 
     with user_errors():
         if distributed.world_size_of(cfg) > 1:  # a bad combination: nothing created
@@ -210,6 +231,9 @@ def start(cfg, *, source: str, overrides: dict, runs_dir: Path | None, detach: b
             argv=sys.argv,
             output=cfg.output or None,
         )
+        if queued:
+            queue_cmd.enqueue(run_dir, runs_dir)
+            return
         proc = runstore.launch(run_dir, detach=detach)
     if detach:
         typer.echo(run_dir.name)
