@@ -57,6 +57,8 @@ EVENT_TYPES = (
 # Run states. `running` and `crashed` are derived by the run store from the pid, its start time
 # and the heartbeat; the others are written by the training process when it ends.
 STATES = ("queued", "running", "done", "stopped", "diverged", "oom", "failed", "crashed")
+# What the run store reports for a Slurm run whose job ended without the trainer's end record.
+SLURM_STATES = ("cancelled", "timeout", "node_fail", "preempted")
 FINAL_STATES = ("done", "stopped", "diverged", "oom", "failed")
 
 

@@ -37,6 +37,7 @@ from .events import (
     FINAL_STATES,
     LOG_FILE,
     META_FILE,
+    SLURM_STATES,
     STATUS_FILE,
     SUMMARY_FILE,
     read_json,
@@ -484,15 +485,7 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
 # ----------------------------------------------------------------------------------------------
 # Resuming
 
-RESUMABLE_STATES = (
-    "stopped",
-    "crashed",
-    "queued",
-    "cancelled",
-    "timeout",
-    "node_fail",
-    "preempted",
-)
+RESUMABLE_STATES = ("stopped", "crashed", "queued", *SLURM_STATES)
 
 
 def resume(run_dir: Path) -> subprocess.Popen | str:

@@ -51,7 +51,6 @@ FINAL_JOB_STATES = {
     "COMPLETED": ("crashed", "the Slurm job ended without the trainer's end record"),
 }
 QUEUED_JOB_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING")
-SLURM_STATES = tuple(dict.fromkeys(s for s, _ in FINAL_JOB_STATES.values()))
 
 
 @dataclass

@@ -201,3 +201,26 @@ def test_bad_slurm_input_creates_nothing(cluster, tmp_path, monkeypatch):
     out = cli("run", "smoke", "--slurm")
     assert out.exit_code == 2 and "sbatch is not on PATH" in out.stderr
     assert not runs.exists() or not [p for p in runs.iterdir() if not p.name.startswith(".")]
+
+
+def test_multi_node_job_starts_torchrun_with_slurms_rendezvous(tmp_path, monkeypatch):
+    from vqatune.engine import config
+
+    cfg = config.load("smoke").replace(nproc_per_node=4, nnodes=2)
+    run_dir = runstore.create_run(cfg, source="smoke", runs_dir=tmp_path)
+    for key, value in {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "4321",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "0",
+        "SLURM_NTASKS": "2",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+    }.items():
+        monkeypatch.setenv(key, value)
+    cmd = slurm.TrainJob(str(run_dir)).command()
+    assert cmd[1:3] == ["-m", "torch.distributed.run"]
+    at = {flag: cmd[cmd.index(flag) + 1] for flag in ("--nnodes", "--node_rank", "--rdzv_endpoint")}
+    assert at == {"--nnodes": "2", "--node_rank": "1", "--rdzv_endpoint": "gpu07:29721"}
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "4" and cmd[-1] == str(run_dir)
