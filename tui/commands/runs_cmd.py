@@ -478,6 +478,10 @@ def resume(
         proc = runstore.resume(run_dir)
     if checkpoint is None and info.state != "queued":
         warn(f"run {info.id} had no checkpoint yet: it starts again from step 0")
+    if isinstance(proc, str):  # a Slurm run: resubmitted as a new job
+        typer.echo(f"{info.id}: resubmitted to Slurm as job {proc}", err=True)
+        typer.echo(f"follow it with: vqatune logs -f {info.id}", err=True)
+        return
     typer.echo(
         f"{info.id}: resumed{' from ' + checkpoint.name if checkpoint else ''} (pid {proc.pid})",
         err=True,
