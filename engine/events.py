@@ -61,6 +61,8 @@ EVENT_TYPES = (
 STATUS_EVERY_S = 2.0  # the heartbeat: status.json is rewritten this often while training
 
 STATES = ("queued", "running", "done", "stopped", "diverged", "oom", "failed", "crashed")
+# What the run store reports for a Slurm run whose job ended without the trainer's end record.
+SLURM_STATES = ("cancelled", "timeout", "node_fail", "preempted")
 FINAL_STATES = ("done", "stopped", "diverged", "oom", "failed")
 
 
