@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import checkpoint, distributed, events, optim, precision, seeding
+from . import checkpoint, distributed, events, exitcodes, optim, precision, seeding
 from .config import load as load_config
 
 log = logging.getLogger("vqatune.train")
@@ -49,7 +49,6 @@ log = logging.getLogger("vqatune.train")
 STATUS_EVERY_S = 2.0
 BRANCHES = ("fused", "ban", "graph", "xvlm")
 FAULTS_ENV = "VQATUNE_FAULTS"
-EXIT_CODES = {"done": 0, "stopped": 130}  # anything else: 1
 
 
 class RunEnd(Exception):
@@ -198,7 +197,7 @@ class Trainer:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         self.finish(state, message)
-        return EXIT_CODES.get(state, 1)
+        return exitcodes.for_state(state)
 
     def _root_cause(self, message: str) -> str:
         """Under torchrun, the first rank to fail names the cause: the others fail after it

@@ -17,7 +17,7 @@ from vqatune.tui.app import VQATuneApp
 from vqatune.tui.screens.compare import CompareScreen
 from vqatune.tui.screens.monitor import MonitorScreen
 from vqatune.tui.screens.runs import RunsScreen
-from vqatune.tui.workers import LogTail, RunWatcher
+from vqatune.tui.readers import LogTail, RunWatcher
 
 
 @pytest.fixture
@@ -294,7 +294,7 @@ def test_no_torch_or_transformers_in_the_tui():
 
     code = (
         "import sys, vqatune.tui.cli, vqatune.tui.app, vqatune.tui.screens.monitor, "
-        "vqatune.tui.screens.compare, vqatune.tui.screens.runs, vqatune.tui.workers; "
+        "vqatune.tui.screens.compare, vqatune.tui.screens.runs, vqatune.tui.readers; "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "assert not bad, bad"
     )

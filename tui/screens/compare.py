@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from vqatune.engine.schema import BY_NAME
 from vqatune.tui import compare as cmp
+from vqatune.tui.display import accuracy
 from vqatune.tui.form import display
 from vqatune.tui.messages import CompareLoaded
 from vqatune.tui.widgets.charts import MetricChart
@@ -29,10 +30,6 @@ def _value_text(name: str, value) -> str:
     if value is None:
         return "-"
     return str(display(BY_NAME[name], value)) if name in BY_NAME else str(value)
-
-
-def _acc(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
 
 
 class CompareScreen(Screen):
@@ -85,8 +82,8 @@ class CompareScreen(Screen):
         metrics.add_columns("", *names)
         metrics.add_row("state", *[r.state for r in c.runs])
         metrics.add_row("source", *[r.source or "-" for r in c.runs])
-        metrics.add_row("best val acc", *[_acc(r.best_accuracy) for r in c.runs])
-        metrics.add_row("final val acc", *[_acc(r.final_accuracy) for r in c.runs])
+        metrics.add_row("best val acc", *[accuracy(r.best_accuracy) for r in c.runs])
+        metrics.add_row("final val acc", *[accuracy(r.final_accuracy) for r in c.runs])
         metrics.add_row(
             "final loss", *["-" if r.final_loss is None else f"{r.final_loss:.4f}" for r in c.runs]
         )
