@@ -14,10 +14,10 @@ from vqatune.engine import runstore
 from vqatune.tui import compare as cmp
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
+from vqatune.tui.readers import LogTail, RunWatcher
 from vqatune.tui.screens.compare import CompareScreen
 from vqatune.tui.screens.monitor import MonitorScreen
 from vqatune.tui.screens.runs import RunsScreen
-from vqatune.tui.readers import LogTail, RunWatcher
 
 
 @pytest.fixture
@@ -371,10 +371,14 @@ def test_auto_start_opens_runs_when_a_run_is_training(tmp_path, monkeypatch, sto
 
         async def run():
             app = VQATuneApp(runs_dir=store, start="auto")
+            # Recorded as sent: on a loaded machine the 4 s toast may be gone before settle ends.
+            notes = []
+            notify = app.notify
+            app.notify = lambda message, **kw: (notes.append(message), notify(message, **kw))
             async with app.run_test(size=(120, 40)) as pilot:
                 await settle(pilot, app)
                 assert app.current_mode == "runs"
-                assert any("1 run running" in n.message for n in app._notifications)
+                assert any("1 run running" in m for m in notes), notes
 
         asyncio.run(run())
     finally:
@@ -401,11 +405,11 @@ def test_runs_table_is_rebuilt_only_when_runs_change(store):
             rebuilds = []
             original = screen.rebuild
             screen.rebuild = lambda: (rebuilds.append(1), original())
-            screen.refresh_runs()
+            screen.refresh_rows()
             await settle(pilot, app)
             assert rebuilds == []  # the same four finished runs
             make_run(store, "20260102-100000-new-ffff")
-            screen.refresh_runs()
+            screen.refresh_rows()
             await settle(pilot, app)
             assert rebuilds == [1]
             assert screen.query_one("#runs-table", DataTable).row_count == 5
@@ -415,7 +419,7 @@ def test_runs_table_is_rebuilt_only_when_runs_change(store):
 
 def test_runs_list_is_not_refreshed_under_a_monitor(store, monkeypatch):
     # no 2 s timer during the test: every listing counted below comes from the code under test
-    monkeypatch.setattr("vqatune.tui.screens.runs.REFRESH_S", 3600.0)
+    monkeypatch.setattr("vqatune.tui.screens.table.REFRESH_S", 3600.0)
 
     async def run():
         app = VQATuneApp(runs_dir=store, start="runs")
@@ -423,7 +427,7 @@ def test_runs_list_is_not_refreshed_under_a_monitor(store, monkeypatch):
             await settle(pilot, app)
             runs_screen = app.screen
             calls = []
-            runs_screen.refresh_runs = lambda: calls.append(1)
+            runs_screen.refresh_rows = lambda: calls.append(1)
             runs_screen.refresh_if_shown()
             assert calls  # shown: listed
             app.open_monitor(store / "20260101-100000-base-aaaa")
@@ -466,10 +470,13 @@ def test_chart_redraws_are_throttled():
         async with app.run_test(size=(80, 20)) as pilot:
             chart = app.query_one(MetricChart)
             first = chart.redraws
-            for i in range(150):  # 150 points over about 1.5 s
+            start = time.monotonic()
+            for i in range(150):  # 150 points over about 1.5 s (longer on a loaded machine)
                 chart.add("loss", i, 1.0 / (i + 1))
                 await pilot.pause(0.01)
-            assert 1 <= chart.redraws - first <= 5  # 2 a second, not one per point
+            elapsed = time.monotonic() - start
+            # 2 a second, not one per point: the bound follows the time the loop really took
+            assert 1 <= chart.redraws - first <= 2.0 * elapsed + 2
             assert chart.series["loss"].n == 150
 
     asyncio.run(run())

@@ -1,7 +1,6 @@
 """Incremental readers of a run directory (log tail, chart points, status), called from the
 screens' thread workers.
 
-
 A RunWatcher remembers byte offsets into metrics.jsonl and train.log, so each poll reads only
 what was appended since the last one (as toolong tails logs); the first poll reads the whole
 history, which is how a restarted TUI re-attaches to a run with its full curves.

@@ -17,8 +17,9 @@ from vqatune.engine import runstore
 from vqatune.engine.config import ConfigError
 from vqatune.tui import display
 from vqatune.tui.messages import RunUpdate, RunUpdated, UserError
-from vqatune.tui.widgets.charts import MetricChart
+from vqatune.tui.palette import PaletteBinding
 from vqatune.tui.readers import RunWatcher
+from vqatune.tui.widgets.charts import MetricChart
 
 POLL_S = 1.0  # how often a live run is read (the charts redraw at most once a second too)
 MIB = 1 << 20
@@ -64,9 +65,13 @@ class MonitorScreen(Screen):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("s", "stop", "Stop"),
-        Binding("k", "kill", "Kill"),
-        Binding("r", "resume", "Resume"),
+        PaletteBinding(
+            "s", "stop", "Stop", title="Stop run", help="Graceful: checkpoint, then stopped"
+        ),
+        PaletteBinding("k", "kill", "Kill", title="Kill run", help="SIGKILL the training process"),
+        PaletteBinding(
+            "r", "resume", "Resume", title="Resume run", help="Continue a stopped or crashed run"
+        ),
     ]
 
     def __init__(self, run_dir: Path):
