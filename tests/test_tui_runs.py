@@ -480,3 +480,33 @@ def test_chart_redraws_are_throttled():
             assert chart.series["loss"].n == 150
 
     asyncio.run(run())
+
+
+def _line(table: DataTable, y: int) -> str:
+    return "".join(segment.text for segment in table.render_line(y))
+
+
+def test_runs_table_at_80_columns_shows_whole_ids_and_states_in_any_frame(store):
+    """The first frame after a rebuild (drawn before the table is idle, as on a loaded machine)
+    already has the full run id and state; scrolled right, they stay in view."""
+
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            screen = app.screen
+            table = screen.query_one("#runs-table", DataTable)
+            make_run(store, "20260102-100000-longer-name-ffff", state="diverged")
+            screen.rows = screen.load_rows()
+            screen.rebuild()  # no idle in between: what the next frame draws
+            first = _line(table, 1)  # line 0 is the header
+            assert "20260102-100000-longer-name-ffff" in first and "diverged" in first, first
+            await settle(pilot, app)
+            assert table.max_scroll_x > 0  # the rest of the columns scroll
+            table.scroll_x = table.max_scroll_x
+            await pilot.pause()
+            scrolled = _line(table, 1)
+            assert "20260102-100000-longer-name-ffff" in scrolled and "diverged" in scrolled
+            assert "seed" in _line(table, 0)  # the last column came into view
+
+    asyncio.run(run())
