@@ -9,7 +9,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Footer, Static
-from vqatune.engine import sweep as sweep_mod
+from vqatune.engine import sweepstore as sweep_mod
 from vqatune.tui import display
 from vqatune.tui.palette import PaletteBinding
 from vqatune.tui.screens.table import PolledTableScreen
