@@ -64,7 +64,8 @@ class PolledTableScreen(Screen):
         )
 
     def on_mount(self) -> None:
-        self.rebuild()  # the header at once, before the first listing lands
+        for i, label in enumerate(self.COLUMNS):  # the header at once, before the first listing
+            self.table.add_column(label, key=self._column_key(i, label))
         self.table.focus()
         self.refresh_rows()
         self.set_interval(REFRESH_S, self.refresh_if_shown)
@@ -102,13 +103,17 @@ class PolledTableScreen(Screen):
         table.clear(columns=True)
         for i, label in enumerate(self.COLUMNS):
             width = max([cell_len(label), *(_width(cells[i]) for _, cells in rows)])
-            table.add_column(label, key=label or f"column-{i}", width=width)
+            table.add_column(label, key=self._column_key(i, label), width=width)
         for key, cells in rows:
             table.add_row(*cells, key=key)
         if cursor_key is not None and cursor_key in table.rows:
             table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
         table.scroll_x = scroll_x  # clear() scrolled back to the first column
         self.after_rebuild()
+
+    @staticmethod
+    def _column_key(index: int, label: str) -> str:
+        return label or f"column-{index}"
 
     def current_row(self):
         table = self.table
