@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from polling import wait_for
 from textual.widgets import DataTable, Log
 from tui_fixtures import FAKE_TRAINER, make_run, make_store
 from vqatune.engine import runstore
@@ -32,6 +33,16 @@ async def settle(pilot, app, seconds: float = 0.0):
     await pilot.pause(seconds)
     await app.workers.wait_for_complete()
     await pilot.pause()
+
+
+async def until(pilot, predicate, timeout: float = 120.0) -> bool:
+    """Let the app run until `predicate` holds (True) or `timeout` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await pilot.pause(0.1)
+    return False
 
 
 def table_rows(table: DataTable) -> list[list[str]]:
@@ -195,7 +206,8 @@ def test_monitor_says_crashed_plainly(store):
 
 
 def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
-    _fake_trainer(tmp_path, monkeypatch, steps=400, step_s=0.05)
+    # long enough to still be running when pressing `s` on a loaded machine (stopped by it)
+    _fake_trainer(tmp_path, monkeypatch, steps=4000, step_s=0.05)
     from vqatune.engine import config as config_mod
 
     run_dir = runstore.create_run(config_mod.load("smoke"), source="smoke", runs_dir=store)
@@ -206,29 +218,18 @@ def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, app)
             app.open_monitor(run_dir)
-            seen = []
-            for _ in range(40):
-                await pilot.pause(0.1)
-                seen.append(app.screen.steps_seen)
-                if seen[-1] > 5 and app.screen.info.state == "running":
-                    break
-            assert app.screen.info.state == "running"
-            assert "RUNNING" in str(app.screen.query_one("#run-header").render())
-            rising = app.screen.steps_seen
-            for _ in range(30):  # the monitor polls once a second
-                await pilot.pause(0.1)
-                if app.screen.steps_seen > rising:
-                    break
-            assert app.screen.steps_seen > rising  # the step count rises
+            screen = app.screen
+            assert await until(
+                pilot, lambda: screen.steps_seen > 5 and screen.info.state == "running"
+            )
+            assert "RUNNING" in str(screen.query_one("#run-header").render())
+            rising = screen.steps_seen
+            assert await until(pilot, lambda: screen.steps_seen > rising)  # the count rises
             await pilot.press("s")
-            for _ in range(50):
-                await pilot.pause(0.1)
-                if runstore.run_info(run_dir).state != "running":
-                    break
             # the fake trainer has no SIGTERM handler: it dies, the run store says crashed
-            assert runstore.run_info(run_dir).state in ("crashed", "stopped")
-            await pilot.pause(2.2)  # two polls
-            assert app.screen.info.state in ("crashed", "stopped")
+            ended = ("crashed", "stopped")
+            assert await until(pilot, lambda: runstore.run_info(run_dir).state in ended)
+            assert await until(pilot, lambda: screen.info.state in ended)  # the monitor's polls
 
     asyncio.run(run())
 
@@ -330,11 +331,9 @@ def test_resume_key_continues_a_stopped_run_in_place(tmp_path, monkeypatch, stor
             screen = app.screen
             assert screen.info.state == "stopped" and screen.steps_seen == 40
             await pilot.press("r")
-            for _ in range(100):
-                await pilot.pause(0.1)
-                if screen.info.state == "done" and screen.steps_seen == 45:
-                    break
-            assert screen.info.state == "done"
+            assert await until(
+                pilot, lambda: screen.info.state == "done" and screen.steps_seen == 45
+            )
             assert screen.query_one("#chart-loss").series["loss"].n == 45  # history kept once
             assert json.loads((run_dir / "launch.json").read_text())["resume"] is True
 
@@ -342,16 +341,14 @@ def test_resume_key_continues_a_stopped_run_in_place(tmp_path, monkeypatch, stor
 
 
 def test_auto_start_opens_runs_when_a_run_is_training(tmp_path, monkeypatch, store):
-    _fake_trainer(tmp_path, monkeypatch, steps=200, step_s=0.05)
+    # long enough to still be running when a loaded machine has started the app; killed below
+    _fake_trainer(tmp_path, monkeypatch, steps=3000, step_s=0.05)
     from vqatune.engine import config as config_mod
 
     run_dir = runstore.create_run(config_mod.load("smoke"), source="smoke", runs_dir=store)
     proc = runstore.launch(run_dir, detach=True)
     try:
-        for _ in range(100):
-            if runstore.run_info(run_dir).state == "running":
-                break
-            time.sleep(0.05)
+        assert wait_for(lambda: runstore.run_info(run_dir).state == "running", timeout=120)
 
         async def run():
             app = VQATuneApp(runs_dir=store, start="auto")
