@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 
-import click
 import pytest
 import typer
 from hypothesis import given
@@ -112,12 +111,12 @@ def test_display_imports_neither_textual_nor_rich():
 # --runs-dir and $VQATUNE_RUNS
 
 
-def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+def _commands(group, prefix: tuple[str, ...] = ()):
+    """Every command and group below `group` (a group's own options count: `vqatune queue`)."""
     for name, command in group.commands.items():
-        if isinstance(command, click.Group):
+        yield (*prefix, name), command
+        if getattr(command, "commands", None):  # typer's groups are not all click.Group
             yield from _commands(command, (*prefix, name))
-        else:
-            yield (*prefix, name), command
 
 
 def _runs_dir_commands():
@@ -131,7 +130,7 @@ def _runs_dir_commands():
 
 def test_commands_with_runs_dir_are_all_found():
     names = {" ".join(path) for path, _ in _runs_dir_commands()}
-    assert {"run", "train", "runs", "show", "sweep", "sweeps", "tui"} <= names, names
+    assert {"run", "train", "runs", "show", "sweep", "sweeps", "tui", "queue"} <= names, names
 
 
 @pytest.mark.parametrize(
