@@ -40,15 +40,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import checkpoint, distributed, events, logs, optim, precision, seeding
+from . import checkpoint, distributed, events, exitcodes, logs, optim, precision, seeding
 from .config import load as load_config
 from .faults import Faults
 from .model.vqa_model import OUTPUTS
 from .progress import Progress, Window
 
 log = logging.getLogger("vqatune.train")
-
-EXIT_CODES = {"done": 0, "stopped": 130}  # anything else: 1
 
 
 class RunEnd(Exception):
@@ -97,7 +95,7 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return EXIT_CODES.get(state, 1)
+        return exitcodes.for_state(state)
 
     def _train(self) -> tuple[str, str | None]:
         """Set up and train; the final state and its message."""

@@ -6,14 +6,14 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from vqatune.engine.exitcodes import BAD_INPUT
 
-EXIT_BAD_INPUT = 2
 
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -60,6 +60,17 @@ def print_listing(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None
         table.add_row(*row)
     console().print(table)
 
+
+RUNS_ENV = "VQATUNE_RUNS"
+
+RunsDirOption: Path | None = typer.Option(
+    None,
+    "--runs-dir",
+    metavar="DIR",
+    envvar=RUNS_ENV,
+    show_envvar=False,
+    help=f"The run store (default: ${RUNS_ENV} or ./runs).",
+)
 
 SetOption = typer.Option(
     None,

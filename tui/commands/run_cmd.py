@@ -14,20 +14,13 @@ import time
 from pathlib import Path
 
 import typer
+from vqatune.engine import exitcodes
+from vqatune.tui import display
 
-from .common import SetOption, user_errors, warn
+from .common import RunsDirOption, SetOption, user_errors, warn
 
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
-FINAL_EXIT_CODES = {"done": 0, "stopped": EXIT_INTERRUPTED}
 POLL_S = 0.25
 
-RunsDirOption = typer.Option(
-    None,
-    "--runs-dir",
-    metavar="DIR",
-    help="Where run directories go (default: $VQATUNE_RUNS or ./runs).",
-)
 DetachOption = typer.Option(
     False, "--detach", "-d", help="Start the run in the background, print its id and return."
 )
@@ -337,14 +330,14 @@ def follow(run_dir: Path, proc) -> int:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
             except KeyboardInterrupt:
-                return EXIT_INTERRUPTED
+                return exitcodes.INTERRUPTED
         view.take(tail.read(), events.read_json(run_dir / events.STATUS_FILE))
         progress.update(task, **view.fields())
     summary = events.read_json(run_dir / events.SUMMARY_FILE) or {}
     print_summary(run_dir, summary, proc.returncode)
     if interrupted:
-        return EXIT_INTERRUPTED
-    return FINAL_EXIT_CODES.get(summary.get("state"), EXIT_FAILED)
+        return exitcodes.INTERRUPTED
+    return exitcodes.for_state(summary.get("state"))
 
 
 class _View:
@@ -368,7 +361,7 @@ class _View:
         if self.step.get("loss") is not None:
             parts.append(f"loss {self.step['loss']:.4f}")
         if self.eval.get("accuracy") is not None:
-            parts.append(f"acc {self.eval['accuracy']:.4f}")
+            parts.append(f"acc {display.accuracy(self.eval['accuracy'])}")
         if s.get("samples_per_s"):
             parts.append(f"{s['samples_per_s']:.0f} samples/s")
         memory = self.step.get("memory") or {}
@@ -376,7 +369,7 @@ class _View:
         if mb is not None:
             parts.append(f"mem {mb:,.0f} MiB")
         if s.get("eta_s") and s.get("state") == "running":
-            parts.append(f"ETA {_duration(s['eta_s'])}")
+            parts.append(f"ETA {display.duration(s['eta_s'])}")
         epoch = f"epoch {s.get('epoch') or 1}/{s['epochs']}" if s.get("epochs") else "starting"
         return {"description": epoch, "total": total, "completed": step, "info": "  ".join(parts)}
 
@@ -398,19 +391,13 @@ def print_summary(run_dir: Path, summary: dict, returncode: int | None) -> None:
     parts = [f"steps {summary.get('step')}/{summary.get('total_steps')}"]
     if summary.get("best_accuracy") is not None:
         parts.append(
-            f"best accuracy {100 * summary['best_accuracy']:.2f}% (step {summary.get('best_step')})"
+            f"best accuracy {display.percent(summary['best_accuracy'])} "
+            f"(step {summary.get('best_step')})"
         )
-        parts.append(f"final accuracy {100 * summary['final_accuracy']:.2f}%")
-    parts.append(f"time {_duration(summary.get('duration_s') or 0)}")
+        parts.append(f"final accuracy {display.percent(summary['final_accuracy'])}")
+    parts.append(f"time {display.duration(summary.get('duration_s') or 0)}")
     typer.echo("  " + "  ".join(parts))
     typer.echo(f"  run directory: {run_dir}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def register(app: typer.Typer) -> None:

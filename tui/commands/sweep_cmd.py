@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import typer
+from vqatune.engine import exitcodes
+from vqatune.tui import display
 
-from .common import console, fail, print_json, print_listing, user_errors
-
-EXIT_INTERRUPTED = 130
+from .common import RunsDirOption, console, fail, print_json, print_listing, user_errors
 
 
 def _split_list(text: str | None, what: str) -> list[str] | None:
@@ -76,9 +76,7 @@ def sweep(
         help="Search: study name (default: the sweep id); the same name and "
         "storage on several machines share one study.",
     ),
-    runs_dir: Path | None = typer.Option(
-        None, "--runs-dir", metavar="DIR", help="Run store (default: $VQATUNE_RUNS or ./runs)."
-    ),
+    runs_dir: Path | None = RunsDirOption,
     detach: bool = typer.Option(
         False,
         "--detach",
@@ -154,12 +152,12 @@ def sweep(
                 )
                 if result.best_number is not None:
                     echo(
-                        f"best trial {result.best_number}: accuracy {result.best_value:.4f} "
+                        f"best trial {result.best_number}: accuracy {display.accuracy(result.best_value)} "
                         f"({search_mod.format_params(result.best_params)})"
                     )
     except sweep_mod.SweepInterrupted as e:
         echo(str(e), err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(exitcodes.INTERRUPTED) from None
     comparison = sweep_mod.compare(sweep_obj, curves=as_json)
     if as_json:
         print_json(comparison)
@@ -206,16 +204,6 @@ def _dry_run(plan, as_json: bool) -> None:
         typer.echo(f"  {p.key}: {changes}")
 
 
-def _fmt(x, digits: int = 4) -> str:
-    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "-"
-
-
-def _mean_std(mean, std) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
-
-
 def print_comparison(result: dict, plot: bool = False) -> None:
     """The sweep's table (one row per variant or trial), its winner, and optionally the
     overlaid validation-accuracy curves."""
@@ -246,19 +234,21 @@ def print_comparison(result: dict, plot: bool = False) -> None:
                 row["variant"] + mark,
                 changes,
                 state,
-                _fmt(row["best"]),
-                _fmt(run.get("final_accuracy")),
+                display.accuracy(row["best"]),
+                display.accuracy(run.get("final_accuracy")),
             )
         else:
             states = [r["state"] for r in row["runs"]]
             count = f"{states.count('done')}/{len(states)}" if states else "0"
-            best = f"{_fmt(row['best'])} ({row['best_run']})" if row["best_run"] else "-"
+            best = (
+                f"{display.accuracy(row['best'])} ({row['best_run']})" if row["best_run"] else "-"
+            )
             table.add_row(
                 row["variant"] + mark,
                 changes,
                 count,
-                _mean_std(row["best_mean"], row["best_std"]),
-                _mean_std(row["final_mean"], row["final_std"]),
+                display.mean_std(row["best_mean"], row["best_std"]),
+                display.mean_std(row["final_mean"], row["final_std"]),
                 best,
             )
     out = console()
@@ -303,9 +293,7 @@ def compare_sweep(
 
 
 def sweeps(
-    runs_dir: Path | None = typer.Option(
-        None, "--runs-dir", metavar="DIR", help="Run store (default: $VQATUNE_RUNS or ./runs)."
-    ),
+    runs_dir: Path | None = RunsDirOption,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List the sweeps in the run store: progress and best run."""
@@ -348,7 +336,7 @@ def sweeps(
             r["state"],
             f"{r['done']}/{r['total']}",
             str(r["running"]),
-            _fmt(r["best_accuracy"]),
+            display.accuracy(r["best_accuracy"]),
             r["best_label"] or "-",
         )
     console().print(table)

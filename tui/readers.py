@@ -1,4 +1,5 @@
-"""Incremental readers of a run directory, polled from thread workers.
+"""Incremental readers of a run directory (log tail, chart points, status), called from the
+screens' thread workers.
 
 A RunWatcher remembers byte offsets into metrics.jsonl and train.log, so each poll reads only
 what was appended since the last one (as toolong tails logs); the first poll reads the whole
