@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint, distributed, events, optim, precision, seeding
 from .config import load as load_config
+from .official import score_batches
 
 log = logging.getLogger("vqatune.train")
 
@@ -619,7 +620,9 @@ class Trainer:
         type_correct = torch.zeros(n_types, device=self.device, dtype=torch.float64)
         type_count = torch.zeros(n_types, device=self.device, dtype=torch.float64)
         loss_sum, n = torch.zeros((), device=self.device, dtype=torch.float64), 0
-        for batch in loader:
+        official = getattr(self.eval_set, "official", None)
+        predicted = []  # (question indices, fused answer ids) for the official evaluation
+        for indices, batch in zip(loader.sampler, loader):
             batch = _to_device(batch, self.device)
             with self.precision.autocast():
                 out = self.model(batch)
@@ -632,6 +635,7 @@ class Trainer:
                 if branch == "fused":
                     type_correct.index_add_(0, batch["answer_type"], score)
                     type_count.index_add_(0, batch["answer_type"], torch.ones_like(score))
+                    predicted.append((indices, pred.squeeze(1).cpu().numpy()))
             loss_sum += loss.detach().double() * size
             n += size
         self.model.train()
@@ -665,6 +669,9 @@ class Trainer:
                     self.meta.answer_types, type_correct.tolist(), type_count.tolist()
                 )
             }
+        if official is not None:  # per-type breakdowns, consistency, validity, plausibility
+            every_rank = [b for part in world.gather(predicted) for b in part]
+            result.update(score_batches(official, every_rank, self.meta.answers))
         result["duration_s"] = round(time.time() - started, 3)
         return result
 

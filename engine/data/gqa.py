@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..official import GQAEvaluator
 from . import graph as G
 from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
 from .sample import GraphFeatures, H5Features, QADataset, single_answers
@@ -36,6 +37,30 @@ def questions_file(root: Path, split: str) -> Path:
 
 def graphs_file(root: Path, split: str) -> Path:
     return root / f"{split}_sceneGraphs.json"
+
+
+def choices_file(root: Path, split: str) -> Path:
+    return root / f"{split}_choices.json"
+
+
+def all_questions_file(root: Path, split: str) -> Path:
+    return root / f"{split}_all_questions.json"
+
+
+def evaluator(root: Path, split: str, items: list[tuple[str, dict]]) -> GQAEvaluator:
+    """The official evaluation of these questions: validity and plausibility when
+    {split}_choices.json is there; consistency from the entailments of
+    {split}_all_questions.json, else from the questions' own "entailed" lists."""
+    choices = load_json(choices_file(root, split)) if choices_file(root, split).is_file() else None
+    source = dict(items)
+    if all_questions_file(root, split).is_file():
+        source = load_json(all_questions_file(root, split))
+    entailed = {
+        qid: [str(e) for e in q["entailed"]]
+        for qid, q in source.items()
+        if isinstance(q, dict) and isinstance(q.get("entailed"), list)
+    }
+    return GQAEvaluator(items, entailed or None, choices if isinstance(choices, dict) else None)
 
 
 def default_eval_split(root: Path) -> str:
@@ -271,6 +296,7 @@ def build(
 
     train, train_images = dataset(train_items, train_graphs)
     evaluation, eval_images = dataset(eval_items, eval_graphs)
+    evaluation.official = evaluator(root, eval_split, eval_items)
     word_init = None
     if cfg.tfidf:
         word_init = tfidf_init(

@@ -16,12 +16,12 @@ Light module: numpy and h5py only.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from ..official import VQAEvaluator, normalize_vqa_answer
 from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
 from .sample import Answers, H5Features, QADataset
 from .vocab import build_vocab, encode, tfidf_init
@@ -29,33 +29,6 @@ from .vocab import build_vocab, encode, tfidf_init
 ANSWER_TYPES = ["yes/no", "number", "other"]
 SPLITS = {"train": "train2014", "val": "val2014"}
 ANNOTATORS = 10
-
-_NUMBERS = {
-    "none": "0",
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-}
-_ARTICLES = {"a", "an", "the"}
-_PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$]")
-
-
-def normalize_answer(answer: str) -> str:
-    """The official VQA evaluation's answer processing (punctuation, digits, articles)."""
-    text = answer.replace("\n", " ").replace("\t", " ").strip().lower()
-    text = re.sub(r"(?<=\d),(?=\d)", "", text)  # 1,000 -> 1000
-    text = _PUNCT.sub(" ", text)
-    text = re.sub(r"(?<!\d)\.(?!\d)", "", text)  # a period not inside a number
-    words = [_NUMBERS.get(w, w) for w in text.split() if w not in _ARTICLES]
-    return " ".join(words)
 
 
 def soft_target(matches: np.ndarray) -> np.ndarray:
@@ -187,7 +160,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
     train_features, eval_features = FeatureFile(root, "train"), FeatureFile(root, eval_split)
 
     counts = Counter(
-        normalize_answer(str(a.get("multiple_choice_answer", ""))) for _, a in train_pairs
+        normalize_vqa_answer(str(a.get("multiple_choice_answer", ""))) for _, a in train_pairs
     )
     answers = sorted(
         (a for a, n in counts.items() if a and n >= cfg.min_answer_count),
@@ -216,7 +189,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         ids = np.full((len(kept), ANNOTATORS), -1, np.int64)
         matches = np.zeros((len(kept), ANNOTATORS), np.int64)
         for row, (_, a) in enumerate(kept):
-            given = Counter(normalize_answer(x.get("answer", "")) for x in a["answers"])
+            given = Counter(normalize_vqa_answer(x.get("answer", "")) for x in a["answers"])
             known = [(answer_id[x], n) for x, n in given.most_common() if x in answer_id]
             for k, (i, n) in enumerate(known[:ANNOTATORS]):
                 ids[row, k], matches[row, k] = i, n
@@ -243,6 +216,8 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
             image_ids=image_ids,
             texts=[q["question"] for q, _ in kept],
         )
+        if split != "train":
+            ds.official = VQAEvaluator([a for _, a in kept])
         return ds, {
             "split": SPLITS.get(split, split),
             "questions": len(kept),
