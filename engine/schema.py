@@ -280,7 +280,8 @@ PARAMS: tuple[Param, ...] = (
         30,
         DP,
         "Data processing",
-        "Statistics words per image (most frequent relation/attribute words of its scene graph).",
+        "Statistics words per image (MGHR's files, else from the scene graph or detector classes;"
+        " inactive when the data has none: see `data inspect`).",
         recommended=(20, 50),
         low=0,
     ),
@@ -495,7 +496,8 @@ PARAMS: tuple[Param, ...] = (
         0.01,
         FT,
         "Fine-tuning",
-        "Weight of the image-semantics (statistics words-visual) fusion.",
+        "Weight of the image-semantics (statistics words-visual) fusion (inactive when the data"
+        " has no statistics words).",
         recommended=(0.005, 0.05),
         low=0.0,
     ),
@@ -515,7 +517,8 @@ PARAMS: tuple[Param, ...] = (
         6,
         FT,
         "Fine-tuning",
-        "Top-K image predicates that feed the statistics words.",
+        "Top-K image predicates that feed the statistics words (GQA: also names the file"
+        " {split}_{topk}_stats_words.json; inactive without statistics words).",
         recommended=(3, 10),
         low=1,
     ),

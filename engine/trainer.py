@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint, distributed, events, optim, precision, seeding
 from .config import load as load_config
+from .data.statwords import inactive_params
 from .official import score_batches
 
 log = logging.getLogger("vqatune.train")
@@ -319,7 +320,14 @@ class Trainer:
             eval_size=len(self.eval_set),
             params=n_params,
             trainable_params=sum(p.numel() for p in self.params),
+            statistics_words=self.meta.counts.get("sources", {}).get("statistics_words", "none"),
+            inactive=inactive_params(self.meta),
         )
+        if common["inactive"] and world.main:
+            log.warning(
+                "no statistics words for this data: %s do nothing in this run",
+                ", ".join(common["inactive"]),
+            )
         if restored:
             self.metrics.write(
                 "resumed",

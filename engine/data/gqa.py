@@ -22,6 +22,7 @@ import numpy as np
 
 from ..official import GQAEvaluator
 from . import graph as G
+from . import statwords
 from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
 from .sample import GraphFeatures, H5Features, QADataset, single_answers
 from .vocab import build_vocab, encode, tfidf_init
@@ -236,6 +237,12 @@ def build(
     train_items, train_dropped = keep(train_items, train_graphs, "train")
     eval_items, eval_dropped = keep(eval_items, eval_graphs, eval_split)
 
+    stat_tables = {
+        "train": statwords.read_file(statwords.gqa_file(root, "train", cfg.topk)),
+        "eval": statwords.read_file(statwords.gqa_file(root, eval_split, cfg.topk)),
+    }
+    if None in stat_tables.values():  # MGHR's files for both splits, or derived for both
+        stat_tables = {"train": None, "eval": None}
     if use_graphs:
         node_vocab, attr_vocab, rel_vocab, max_attrs = G.graph_vocabs(train_graphs)
         extra_words = list(dict.fromkeys(G.graph_words(train_graphs)))  # each phrase once
@@ -247,6 +254,8 @@ def build(
             1,
         )
         extra_words = list(G.BOX_RELATIONS)
+    if stat_tables["train"] is not None:
+        extra_words += statwords.table_words(stat_tables["train"])
     train_texts = [q["question"] for _, q in train_items]
     vocab = build_vocab(train_texts + extra_words)
     word_id = {w: i for i, w in enumerate(vocab)}
@@ -261,7 +270,7 @@ def build(
         answer_types = ["all"]
     type_id = {t: i for i, t in enumerate(answer_types)}
 
-    def dataset(items, graphs):
+    def dataset(items, graphs, stat_table):
         image_ids = list(dict.fromkeys(q["imageId"] for _, q in items))
         row_of = {i: r for r, i in enumerate(image_ids)}
         tokens = encode([q["question"] for _, q in items], vocab, cfg.question_len)
@@ -279,6 +288,8 @@ def build(
                 stat = np.zeros((len(image_ids), cfg.num_stat_word), np.int64)
         else:
             visual = GraphFeatures(graph_arrays, len(node_vocab), len(attr_vocab))
+        if stat_table is not None:
+            stat = statwords.from_table(image_ids, stat_table, word_id, cfg.num_stat_word)
         ds = QADataset(
             tokens,
             np.array([row_of[q["imageId"]] for _, q in items], np.int64),
@@ -294,8 +305,8 @@ def build(
         )
         return ds, len(image_ids)
 
-    train, train_images = dataset(train_items, train_graphs)
-    evaluation, eval_images = dataset(eval_items, eval_graphs)
+    train, train_images = dataset(train_items, train_graphs, stat_tables["train"])
+    evaluation, eval_images = dataset(eval_items, eval_graphs, stat_tables["eval"])
     evaluation.official = evaluator(root, eval_split, eval_items)
     word_init = None
     if cfg.tfidf:
@@ -332,6 +343,13 @@ def build(
             "sources": {
                 "regions": "features" if features is not None else "scene graphs",
                 "graph": "scene graphs" if use_graphs else "boxes",
+                "statistics_words": (
+                    f"{statwords.FILE} {statwords.gqa_file(root, 'train', cfg.topk).name}"
+                    if stat_tables["train"] is not None
+                    else statwords.SCENE_GRAPHS
+                    if use_graphs
+                    else statwords.NONE
+                ),
             },
         },
     )

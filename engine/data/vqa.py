@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..official import VQAEvaluator, normalize_vqa_answer
+from . import statwords
 from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
 from .sample import Answers, H5Features, QADataset
 from .vocab import build_vocab, encode, tfidf_init
@@ -118,6 +119,9 @@ class FeatureFile:
             self.pos = f["pos_boxes"][:].astype(np.int64)
             self.dim, self.dtype = int(f["image_features"].shape[1]), f["image_features"].dtype
             ids = f["image_ids"][:] if "image_ids" in f else None
+            # detector class / attribute id of each box, when the extractor kept them
+            self.objects_id = f["objects_id"][:] if "objects_id" in f else None
+            self.attrs_id = f["attrs_id"][:] if "attrs_id" in f else None
         if ids is None:
             index_path = self.path.with_name(f"{split}36_imgid2idx.json")
             if not index_path.is_file():
@@ -128,6 +132,14 @@ class FeatureFile:
             self.index = {int(k): int(v) for k, v in load_json(index_path).items()}
         else:
             self.index = {int(i): k for k, i in enumerate(ids)}
+
+    def detections(self, image_ids: list[int], max_boxes: int):
+        """Per image, the class ids (and attribute ids) of its first max_boxes boxes."""
+        rows = [self.index[i] for i in image_ids]
+        spans = [(self.pos[r, 0], min(self.pos[r, 1], self.pos[r, 0] + max_boxes)) for r in rows]
+        objects = [self.objects_id[a:b].tolist() for a, b in spans]
+        attrs = None if self.attrs_id is None else [self.attrs_id[a:b].tolist() for a, b in spans]
+        return objects, attrs
 
     def reader(self, image_ids: list[int]) -> H5Features:
         rows = np.array([self.index[i] for i in image_ids], np.int64)
@@ -173,9 +185,36 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         )
     answer_id = {a: i for i, a in enumerate(answers)}
     train_texts = [q["question"] for q, _ in train_pairs]
-    vocab = build_vocab(train_texts)
+    stat_tables = {
+        "train": statwords.read_file(statwords.vqa_file(root, "train")),
+        "eval": statwords.read_file(statwords.vqa_file(root, eval_split)),
+    }
+    class_names = statwords.read_class_names(root)
+    if None not in stat_tables.values():
+        stat_source, extra_words = statwords.FILE, statwords.table_words(stat_tables["train"])
+        stat_source += f" {statwords.vqa_file(root, 'train').name}"
+    elif (
+        class_names
+        and train_features.objects_id is not None
+        and eval_features.objects_id is not None
+    ):
+        stat_source, extra_words = statwords.DETECTOR, class_names[0] + class_names[1]
+    else:
+        stat_source, extra_words = statwords.NONE, []
+    vocab = build_vocab(train_texts + extra_words)
+    word_id = {w: i for i, w in enumerate(vocab)}
 
-    def dataset(pairs, features, split):
+    def stat_words(image_ids, features, table):
+        if stat_source.startswith(statwords.FILE):
+            return statwords.from_table(image_ids, table, word_id, cfg.num_stat_word)
+        if stat_source == statwords.DETECTOR:
+            objects, attrs = features.detections(image_ids, cfg.max_boxes)
+            return statwords.from_detections(
+                objects, attrs, class_names, word_id, cfg.num_stat_word, cfg.topk
+            )
+        return np.zeros((len(image_ids), cfg.num_stat_word), np.int64)
+
+    def dataset(pairs, features, split, stat_table):
         dropped = Counter()
         kept = []
         for q, a in pairs:
@@ -211,7 +250,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
             len(answers),
             features.reader(image_ids),
             cfg.max_boxes,
-            np.zeros((len(image_ids), cfg.num_stat_word), np.int64),
+            stat_words(image_ids, features, stat_table),
             question_ids=[q["question_id"] for q, _ in kept],
             image_ids=image_ids,
             texts=[q["question"] for q, _ in kept],
@@ -225,8 +264,8 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
             "dropped": dict(dropped),
         }
 
-    train, train_counts = dataset(train_pairs, train_features, "train")
-    evaluation, eval_counts = dataset(eval_pairs, eval_features, eval_split)
+    train, train_counts = dataset(train_pairs, train_features, "train", stat_tables["train"])
+    evaluation, eval_counts = dataset(eval_pairs, eval_features, eval_split, stat_tables["eval"])
     word_init = (
         tfidf_init(encode(train_texts, vocab, 32), len(vocab), seed=cfg.seed) if cfg.tfidf else None
     )
@@ -243,7 +282,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         counts={
             "train": train_counts,
             "eval": eval_counts,
-            "sources": {"regions": "features", "graph": "none"},
+            "sources": {"regions": "features", "graph": "none", "statistics_words": stat_source},
         },
     )
     return DataBundle(train, evaluation, meta)
