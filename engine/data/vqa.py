@@ -28,7 +28,10 @@ from .sample import Answers, H5Features, QADataset
 from .vocab import build_vocab, encode, tfidf_init
 
 ANSWER_TYPES = ["yes/no", "number", "other"]
-SPLITS = {"train": "train2014", "val": "val2014"}
+SPLITS = {"train": "train2014", "val": "val2014", "testdev": "test-dev2015", "test": "test2015"}
+# the test splits come without annotations (predictions only); test-dev's images are test2015's
+TEST_SPLITS = ("testdev", "test")
+FEATURE_SPLITS = {"testdev": "test"}
 ANNOTATORS = 10
 
 
@@ -64,7 +67,10 @@ def read_split(root: Path, split: str, cap: int) -> list[tuple[dict, dict]]:
     sub = SPLITS.get(split, split)
     qpath, apath = questions_file(root, sub), annotations_file(root, sub)
     questions = load_json(require_file(qpath, qpath.name))
-    annotations = load_json(require_file(apath, apath.name))
+    if split in TEST_SPLITS and not apath.is_file():
+        annotations = {"annotations": []}
+    else:
+        annotations = load_json(require_file(apath, apath.name))
     if not isinstance(questions, dict) or not isinstance(questions.get("questions"), list):
         raise DataError(f'{qpath}: expected {{"questions": [...]}}')
     if not isinstance(annotations, dict) or not isinstance(annotations.get("annotations"), list):
@@ -86,6 +92,8 @@ def read_split(root: Path, split: str, cap: int) -> list[tuple[dict, dict]]:
                 f"question_id: int}}, got {str(q)[:60]}"
             )
         ann = by_id.get(q["question_id"])
+        if ann is None and not by_id and split in TEST_SPLITS:
+            ann = {"answers": [], "answer_type": None}
         if (
             ann is None
             or not isinstance(ann.get("answers"), list)
@@ -107,6 +115,7 @@ class FeatureFile:
     def __init__(self, root: Path, split: str):
         import h5py
 
+        split = FEATURE_SPLITS.get(split, split)
         self.path = features_file(root, split)
         require_file(self.path, self.path.name)
         with h5py.File(self.path, "r") as f:
@@ -167,6 +176,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         raise DataError(f"data_root: {root}: no such directory")
     eval_split = eval_split or "val"
     eval_split = {v: k for k, v in SPLITS.items()}.get(eval_split, eval_split)
+    eval_split = {"test-dev": "testdev", "test-std": "test"}.get(eval_split, eval_split)
     train_pairs = read_split(root, "train", cfg.train_limit)
     eval_pairs = read_split(root, eval_split, cfg.eval_limit)
     train_features, eval_features = FeatureFile(root, "train"), FeatureFile(root, eval_split)
@@ -255,7 +265,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
             image_ids=image_ids,
             texts=[q["question"] for q, _ in kept],
         )
-        if split != "train":
+        if split != "train" and all(a["answers"] for _, a in kept):
             ds.official = VQAEvaluator([a for _, a in kept])
         return ds, {
             "split": SPLITS.get(split, split),
