@@ -272,3 +272,19 @@ def score_batches(evaluator, batches, answers: Sequence[str]) -> dict:
         for i, p in zip(list(indices), list(predicted)):
             predictions[int(i)] = answers[int(p)]
     return evaluator.score(predictions)
+
+
+def breakdown(event: Mapping | None) -> list[tuple[str, str, float]]:
+    """The official figures of an eval event as (key, label, value) rows, in a fixed order, for
+    `show`, `compare` and the TUI's accuracy chart."""
+    if not event:
+        return []
+    rows = []
+    for field, suffix in (("accuracy_type", ""), ("accuracy_semantic", " (semantic)")):
+        for name, value in (event.get(field) or {}).items():
+            if isinstance(value, (int, float)):
+                rows.append((f"{field}.{name}", f"accuracy {name}{suffix}", float(value)))
+    for field in ("consistency", "validity", "plausibility"):
+        if isinstance(event.get(field), (int, float)):
+            rows.append((field, field, float(event[field])))
+    return rows

@@ -9,6 +9,7 @@ import pytest
 from vqatune.engine.official import (
     GQAEvaluator,
     VQAEvaluator,
+    breakdown,
     normalize_vqa_answer,
     score_batches,
     vqa_accuracy,
@@ -116,3 +117,18 @@ def test_score_batches_maps_indices_to_answers():
     ev = GQAEvaluator(items)
     result = score_batches(ev, [([4, 0], [1, 1]), ([1], [0])], ["a", "b"])
     assert result["accuracy_official"] == 1.0  # q4 -> b, q0 -> b, q1 -> a; q2, q3 left out
+
+
+def test_breakdown_rows_of_an_eval_event():
+    event = {
+        "accuracy": 0.5,
+        "accuracy_type": {"verify": 1.0, "query": None},
+        "accuracy_semantic": {"rel": 0.25},
+        "consistency": 0.75,
+    }
+    assert breakdown(event) == [
+        ("accuracy_type.verify", "accuracy verify", 1.0),
+        ("accuracy_semantic.rel", "accuracy rel (semantic)", 0.25),
+        ("consistency", "consistency", 0.75),
+    ]
+    assert breakdown(None) == [] and breakdown({"accuracy": 1.0}) == []

@@ -99,7 +99,9 @@ def test_predict_vqa_test_dev_round_trip(tmp_path):
     shutil.copy(root / "val36.hdf5", root / "test36.hdf5")
     if (root / "val36_imgid2idx.json").exists():
         shutil.copy(root / "val36_imgid2idx.json", root / "test36_imgid2idx.json")
-    run_dir = make_run(tmp_path, "vqa-run", ["dataset=vqa", f"data_root={root}", "min_answer_count=1"])
+    run_dir = make_run(
+        tmp_path, "vqa-run", ["dataset=vqa", f"data_root={root}", "min_answer_count=1"]
+    )
     assert Trainer(run_dir).run() == 0
     ev = evals(run_dir)[-1]
     assert set(ev["accuracy_type"]) <= {"yes/no", "number", "other"} and ev["accuracy_type"]
@@ -113,3 +115,15 @@ def test_predict_vqa_test_dev_round_trip(tmp_path):
     assert all(set(r) == {"question_id", "answer"} for r in rows)
     assert all(type(r["question_id"]) is int and isinstance(r["answer"], str) for r in rows)
     assert sorted(r["question_id"] for r in rows) == sorted(ids)
+
+
+def test_show_and_compare_list_the_official_figures(gqa_run, tmp_path):
+    run_dir, _ = gqa_run
+    result = runner.invoke(app, ["show", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "best eval: accuracy attr (semantic)" in result.output
+    assert "best eval: validity" in result.output
+    twin = shutil.copytree(run_dir, tmp_path / "twin")
+    result = runner.invoke(app, ["compare", str(run_dir), str(twin)])
+    assert result.exit_code == 0, result.output
+    assert "best eval: plausibility" in result.output

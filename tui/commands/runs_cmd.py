@@ -218,6 +218,7 @@ def show(
     values that differ from its preset highlighted)."""
     from vqatune.engine import config, metrics, runstore, schema
     from vqatune.engine.events import CONFIG_FILE, METRICS_FILE
+    from vqatune.engine.official import breakdown
 
     run_dir = _find(run, runs_dir)
     info = runstore.run_info(run_dir)
@@ -303,6 +304,8 @@ def show(
             "val accuracy",
             f"{sparkline(scan.accuracy)}  {scan.accuracy[-1]:.4f} (best {max(scan.accuracy):.4f})",
         )
+    for _, label, value in breakdown(scan.best_eval):  # official per-type figures
+        table.add_row(f"best eval: {label}", f"{value:.4f}")
     con.print(table)
     if cfg is None:
         warn(f"{CONFIG_FILE} is missing in {run_dir}")
@@ -531,7 +534,7 @@ def compare(
     if as_json:
         print_json(result.to_dict())
         return
-    _print_comparison(result, comparing.METRICS)
+    _print_comparison(result, comparing.METRICS + tuple(comparing.breakdown_metrics(result.runs)))
     if plot:
         _plot(result)
 
@@ -552,7 +555,7 @@ def _print_comparison(result, metric_names) -> None:
         table.add_row("[dim]identical parameters[/]")
     table.add_row("[bold]metrics[/]")
     for key, label in metric_names:
-        values = [r.metrics[key] for r in result.runs]
+        values = [r.metrics.get(key) for r in result.runs]
         best = _best_index(key, values)
         cells = [_metric(key, v) for v in values]
         if best is not None and len(result.runs) > 1:
