@@ -4,6 +4,7 @@ reach the model, official evaluators come with the evaluation splits, training s
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -130,3 +131,40 @@ def test_gqa_statistics_word_files_win_over_the_scene_graph(tmp_path):
     meta = bundle.meta
     assert meta.counts["sources"]["statistics_words"] == "file train_6_stats_words.json"
     assert [meta.vocab[i] for i in bundle.eval.stat_words[0] if i] == ["zebra", "giraffe"]
+
+
+def test_train_splits_join_splits_and_guard_the_evaluation_split(tmp_path):
+    from vqatune.engine.data import DataError
+
+    synth.write(tmp_path, "gqa", images=10, seed=7, feature_dim=8, questions_per_image=3)
+    for kind in ("balanced_questions", "sceneGraphs"):
+        shutil.copy(tmp_path / f"val_{kind}.json", tmp_path / f"testdev_{kind}.json")
+    one = build(tiny(tmp_path, train_limit=0, eval_limit=0))
+    both = build(tiny(tmp_path, train_splits="train,val", train_limit=0, eval_limit=0))
+    # train and val are trained on; the evaluation moves to the first split left, testdev
+    assert both.meta.counts["train"]["split"] == "train,val"
+    assert both.meta.counts["eval"]["split"] == "testdev"
+    assert len(both.train) == len(one.train) + len(one.eval)
+    with pytest.raises(DataError, match="train_splits: the evaluation split val is among"):
+        build(tiny(tmp_path, train_splits="train,val", eval_split="val"))
+
+
+def test_vqa_train_splits_read_both_feature_files(vqa_root):
+    shutil.copy(
+        vqa_root / "v2_OpenEnded_mscoco_val2014_questions.json",
+        vqa_root / "v2_OpenEnded_mscoco_test-dev2015_questions.json",
+    )
+    shutil.copy(vqa_root / "val36.hdf5", vqa_root / "test36.hdf5")
+    full = dict(min_answer_count=1, train_limit=0, eval_limit=0)
+    one = build(tiny(vqa_root, "vqa", **full))
+    cfg = tiny(vqa_root, "vqa", train_splits="train,val2014", eval_split="testdev", **full)
+    both = build(cfg)
+    assert both.meta.counts["train"]["split"] == "train2014,val2014"
+    assert len(both.train) == len(one.train) + len(one.eval)
+    batch = both.train.batch(np.arange(len(both.train)))  # rows of both files
+    assert batch["region_mask"].any(1).all()
+    last = both.train.batch(np.array([len(both.train) - 1]))["regions"]
+    first_val = one.eval.batch(np.array([len(one.eval) - 1]))["regions"]
+    assert np.array_equal(last, first_val)
+    with pytest.raises(Exception, match="train_splits"):
+        build(tiny(vqa_root, "vqa", min_answer_count=1, train_splits="train,val"))

@@ -23,7 +23,17 @@ import numpy as np
 from ..official import GQAEvaluator
 from . import graph as G
 from . import statwords
-from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
+from .common import (
+    DataBundle,
+    DataError,
+    DataMeta,
+    check_dropped,
+    limit,
+    load_json,
+    merged,
+    require_file,
+    training_splits,
+)
 from .sample import GraphFeatures, H5Features, QADataset, single_answers
 from .vocab import build_vocab, encode, tfidf_init
 
@@ -64,9 +74,11 @@ def evaluator(root: Path, split: str, items: list[tuple[str, dict]]) -> GQAEvalu
     return GQAEvaluator(items, entailed or None, choices if isinstance(choices, dict) else None)
 
 
-def default_eval_split(root: Path) -> str:
+def default_eval_split(root: Path, trained: str = "train") -> str:
+    """The first of val, testdev, test that is there and not among the training splits."""
+    trained_on = {s.strip() for s in trained.split(",")}
     for split in EVAL_SPLITS:
-        if questions_file(root, split).is_file():
+        if split not in trained_on and questions_file(root, split).is_file():
             return split
     return "val"  # missing: reported as such when read
 
@@ -207,14 +219,17 @@ def build(
         root = Path(cfg.data_root).expanduser()
     if not root.is_dir():
         raise DataError(f"data_root: {root}: no such directory")
-    eval_split = eval_split or default_eval_split(root)
-    train_items = read_questions(root, "train", cfg.train_limit)
+    eval_split = eval_split or cfg.eval_split or default_eval_split(root, cfg.train_splits)
+    splits = training_splits(cfg, eval_split)
+    train_items = [item for s in splits for item in read_questions(root, s, cfg.train_limit)]
+    train_items = train_items[: limit(len(train_items), cfg.train_limit)]
     eval_items = read_questions(root, eval_split, cfg.eval_limit)
-    train_graphs, eval_graphs = read_graphs(root, "train"), read_graphs(root, eval_split)
+    train_graphs = merged([read_graphs(root, s) for s in splits])
+    eval_graphs = read_graphs(root, eval_split)
     features = FeatureIndex(root) if (root / INFO_FILE).is_file() else None
     use_graphs = train_graphs is not None and eval_graphs is not None
     if features is None and not use_graphs:
-        missing = graphs_file(root, "train" if train_graphs is None else eval_split)
+        missing = graphs_file(root, splits[0] if train_graphs is None else eval_split)
         raise DataError(
             f"{missing}: no such file (expected the official scene graphs "
             f"{missing.name}, or the features {INFO_FILE} + gqa_objects_N.h5)"
@@ -238,7 +253,9 @@ def build(
     eval_items, eval_dropped = keep(eval_items, eval_graphs, eval_split)
 
     stat_tables = {
-        "train": statwords.read_file(statwords.gqa_file(root, "train", cfg.topk)),
+        "train": merged(
+            [statwords.read_file(statwords.gqa_file(root, s, cfg.topk)) for s in splits]
+        ),
         "eval": statwords.read_file(statwords.gqa_file(root, eval_split, cfg.topk)),
     }
     if None in stat_tables.values():  # MGHR's files for both splits, or derived for both
@@ -329,7 +346,7 @@ def build(
         max_attrs=max_attrs,
         counts={
             "train": {
-                "split": "train",
+                "split": ",".join(splits),
                 "questions": len(train),
                 "images": train_images,
                 "dropped": train_dropped,
@@ -344,7 +361,7 @@ def build(
                 "regions": "features" if features is not None else "scene graphs",
                 "graph": "scene graphs" if use_graphs else "boxes",
                 "statistics_words": (
-                    f"{statwords.FILE} {statwords.gqa_file(root, 'train', cfg.topk).name}"
+                    f"{statwords.FILE} {statwords.gqa_file(root, splits[0], cfg.topk).name}"
                     if stat_tables["train"] is not None
                     else statwords.SCENE_GRAPHS
                     if use_graphs

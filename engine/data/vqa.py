@@ -23,7 +23,17 @@ import numpy as np
 
 from ..official import VQAEvaluator, normalize_vqa_answer
 from . import statwords
-from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
+from .common import (
+    DataBundle,
+    DataError,
+    DataMeta,
+    check_dropped,
+    limit,
+    load_json,
+    merged,
+    require_file,
+    training_splits,
+)
 from .sample import Answers, H5Features, QADataset
 from .vocab import build_vocab, encode, tfidf_init
 
@@ -165,6 +175,45 @@ class FeatureFile:
         )
 
 
+class FeatureFiles:
+    """The feature files of several splits read as one (COCO image ids do not repeat)."""
+
+    def __init__(self, root: Path, splits: list[str]):
+        self.files = [FeatureFile(root, s) for s in splits]
+        self.index = {i: k for k, f in enumerate(self.files) for i in f.index}  # -> file
+        self.dim, self.dtype = self.files[0].dim, self.files[0].dtype
+        with_ids = all(f.objects_id is not None for f in self.files)
+        self.objects_id = self.files[0].objects_id if with_ids else None
+
+    def detections(self, image_ids: list[int], max_boxes: int):
+        objects, attrs = [], []
+        for i in image_ids:
+            o, a = self.files[self.index[i]].detections([i], max_boxes)
+            objects += o
+            attrs += a if a is not None else [[]]
+        return objects, attrs
+
+    def reader(self, image_ids: list[int]) -> H5Features:
+        file_no = np.array([self.index[i] for i in image_ids], np.int64)
+        first = np.zeros(len(image_ids), np.int64)
+        count = np.zeros(len(image_ids), np.int64)
+        for k, f in enumerate(self.files):
+            sel = np.nonzero(file_no == k)[0]
+            if len(sel):
+                part = f.reader([image_ids[j] for j in sel])
+                first[sel], count[sel] = part.first, part.count
+        return H5Features(
+            [f.path for f in self.files],
+            "vqa",
+            file_no,
+            first,
+            count,
+            np.ones((len(image_ids), 4), np.float32),
+            self.dim,
+            self.dtype,
+        )
+
+
 def build(cfg, eval_split: str | None = None) -> DataBundle:
     if not cfg.data_root:
         raise DataError(
@@ -174,12 +223,15 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
     root = Path(cfg.data_root).expanduser()
     if not root.is_dir():
         raise DataError(f"data_root: {root}: no such directory")
-    eval_split = eval_split or "val"
-    eval_split = {v: k for k, v in SPLITS.items()}.get(eval_split, eval_split)
-    eval_split = {"test-dev": "testdev", "test-std": "test"}.get(eval_split, eval_split)
-    train_pairs = read_split(root, "train", cfg.train_limit)
+    names = {v: k for k, v in SPLITS.items()} | {"test-dev": "testdev", "test-std": "test"}
+    eval_split = eval_split or cfg.eval_split or "val"
+    eval_split = names.get(eval_split, eval_split)
+    splits = training_splits(cfg, eval_split, names)
+    train_pairs = [p for s in splits for p in read_split(root, s, cfg.train_limit)]
+    train_pairs = train_pairs[: limit(len(train_pairs), cfg.train_limit)]
     eval_pairs = read_split(root, eval_split, cfg.eval_limit)
-    train_features, eval_features = FeatureFile(root, "train"), FeatureFile(root, eval_split)
+    train_features = FeatureFiles(root, splits)
+    eval_features = FeatureFiles(root, [eval_split])
 
     counts = Counter(
         normalize_vqa_answer(str(a.get("multiple_choice_answer", ""))) for _, a in train_pairs
@@ -191,18 +243,18 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
     if not answers:
         raise DataError(
             f"min_answer_count: no answer is given {cfg.min_answer_count} times in "
-            f"{annotations_file(root, SPLITS['train'])}"
+            f"{annotations_file(root, SPLITS.get(splits[0], splits[0]))}"
         )
     answer_id = {a: i for i, a in enumerate(answers)}
     train_texts = [q["question"] for q, _ in train_pairs]
     stat_tables = {
-        "train": statwords.read_file(statwords.vqa_file(root, "train")),
+        "train": merged([statwords.read_file(statwords.vqa_file(root, s)) for s in splits]),
         "eval": statwords.read_file(statwords.vqa_file(root, eval_split)),
     }
     class_names = statwords.read_class_names(root)
     if None not in stat_tables.values():
         stat_source, extra_words = statwords.FILE, statwords.table_words(stat_tables["train"])
-        stat_source += f" {statwords.vqa_file(root, 'train').name}"
+        stat_source += f" {statwords.vqa_file(root, splits[0]).name}"
     elif (
         class_names
         and train_features.objects_id is not None
@@ -268,7 +320,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         if split != "train" and all(a["answers"] for _, a in kept):
             ds.official = VQAEvaluator([a for _, a in kept])
         return ds, {
-            "split": SPLITS.get(split, split),
+            "split": ",".join(SPLITS.get(s, s) for s in (splits if split == "train" else [split])),
             "questions": len(kept),
             "images": len(image_ids),
             "dropped": dict(dropped),
