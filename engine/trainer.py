@@ -42,8 +42,10 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint, distributed, events, exitcodes, logs, optim, precision, seeding
 from .config import load as load_config
+from .data.statwords import inactive_params
 from .faults import Faults
 from .model.vqa_model import OUTPUTS
+from .official import score_batches
 from .progress import Progress, Window
 
 log = logging.getLogger("vqatune.train")
@@ -200,7 +202,14 @@ class Trainer:
             eval_size=len(self.eval_set),
             params=n_params,
             trainable_params=sum(x.numel() for x in self.params),
+            statistics_words=self.meta.counts.get("sources", {}).get("statistics_words", "none"),
+            inactive=inactive_params(self.meta),
         )
+        if common["inactive"] and world.main:
+            log.warning(
+                "no statistics words for this data: %s do nothing in this run",
+                ", ".join(common["inactive"]),
+            )
         if restored_from is not None:
             self.metrics.write(
                 "resumed",
@@ -495,7 +504,10 @@ class Trainer:
             questions=torch.zeros(()),
         )
         sums = {k: v.to(self.device, torch.float64) for k, v in sums.items()}
-        for batch in distributed.eval_share(loader, self.world):
+        official = getattr(self.eval_set, "official", None)
+        predicted = []  # (question indices, fused answer ids) for the official evaluation
+        mine = distributed.eval_share(loader, self.world)
+        for indices, batch in zip(mine.sampler, mine):
             batch = _to_device(batch, self.device)
             with self.precision.autocast():
                 out = self.model(batch)
@@ -507,6 +519,7 @@ class Trainer:
                 if name == "fused":
                     sums["type_correct"].index_add_(0, batch["answer_type"], score)
                     sums["type_count"].index_add_(0, batch["answer_type"], torch.ones_like(score))
+                    predicted.append((indices, pred.squeeze(1).cpu().numpy()))
             size = batch["q_tokens"].shape[0]
             sums["loss"] += loss.detach().double() * size
             sums["questions"] += size
@@ -529,6 +542,9 @@ class Trainer:
                     sums["type_count"].tolist(),
                 )
             }
+        if official is not None:  # per-type breakdowns, consistency, validity, plausibility
+            every_rank = [b for part in self.world.gather(predicted) for b in part]
+            result.update(score_batches(official, every_rank, self.meta.answers))
         result["duration_s"] = round(time.time() - started, 3)
         return result
 

@@ -176,6 +176,7 @@ def show(
     values that differ from its preset highlighted)."""
     from vqatune.engine import config, metrics, runstore, schema
     from vqatune.engine.events import CONFIG_FILE, METRICS_FILE
+    from vqatune.engine.official import breakdown
 
     run_dir = _find(run, runs_dir)
     info = runstore.run_info(run_dir)
@@ -261,6 +262,8 @@ def show(
             "val accuracy",
             f"{sparkline(scan.accuracy)}  {display.accuracy(scan.accuracy[-1])} (best {display.accuracy(max(scan.accuracy))})",
         )
+    for _, label, value in breakdown(scan.best_eval):  # official per-type figures
+        table.add_row(f"best eval: {label}", f"{value:.4f}")
     con.print(table)
     if cfg is None:
         warn(f"{CONFIG_FILE} is missing in {run_dir}")
@@ -493,7 +496,7 @@ def compare(
     if as_json:
         print_json(result.to_dict())
         return
-    _print_comparison(result, comparing.METRICS)
+    _print_comparison(result, comparing.METRICS + tuple(comparing.breakdown_metrics(result.runs)))
     if plot:
         _plot(result)
 
@@ -514,7 +517,7 @@ def _print_comparison(result, metric_names) -> None:
         table.add_row("[dim]identical parameters[/]")
     table.add_row("[bold]metrics[/]")
     for key, label in metric_names:
-        values = [r.metrics[key] for r in result.runs]
+        values = [r.metrics.get(key) for r in result.runs]
         best = _best_index(key, values)
         cells = [_metric(key, v) for v in values]
         if best is not None and len(result.runs) > 1:
@@ -531,7 +534,7 @@ def _print_comparison(result, metric_names) -> None:
         gt.add_column()
         gt.add_column(justify="right")
         for key, label in metric_names:
-            mean, std = g.mean[key], g.std[key]
+            mean, std = g.mean.get(key), g.std.get(key)
             cell = _metric(key, mean)
             if mean is not None and std is not None:
                 cell += f" ± {_metric(key, std)}"
