@@ -332,7 +332,14 @@ def run_info(run_dir: Path) -> RunInfo:
         status, launch_record, same_host=not host or host == socket.gethostname()
     )
     status = status or {}
-    summary = read_json(run_dir / SUMMARY_FILE) if state in FINAL_STATES else None
+    summary = read_json(run_dir / SUMMARY_FILE) if state in FINAL_STATES or pid is None else None
+    if state not in FINAL_STATES and summary and summary.get("state") in FINAL_STATES:
+        # Final records win: the trainer writes summary.json just before its last status, so a
+        # missing, unreadable or stale status.json (killed in between) must not read as crashed.
+        state, message = summary["state"], summary.get("message")
+        status = {**status, **_status_from_summary(summary), "state": state}
+    elif state not in FINAL_STATES:
+        summary = None
     best = status.get("best_accuracy")
     last = status.get("last_accuracy")
     if summary:
@@ -359,6 +366,15 @@ def run_info(run_dir: Path) -> RunInfo:
         meta=meta,
         summary=summary,
     )
+
+
+def _status_from_summary(summary: dict) -> dict:
+    """The status fields a summary.json also records (the run's final progress)."""
+    fields = ("step", "total_steps", "epoch", "epochs", "best_accuracy")
+    return {
+        **{k: summary[k] for k in fields if k in summary},
+        "last_accuracy": summary.get("final_accuracy"),
+    }
 
 
 def _run_dirs(runs_dir: Path) -> list[Path]:
