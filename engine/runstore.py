@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -47,8 +48,14 @@ LAUNCH_FILE = "launch.json"
 HEARTBEAT_TIMEOUT_S = 30.0
 # Recorded and measured process start times come from the same clock; allow float noise only.
 START_TIME_TOLERANCE_S = 1.0
-# The command that trains a run directory; tests swap in a fake trainer.
-TRAINER = [sys.executable, "-m", "vqatune.engine.train"]
+# The command that trains a run directory; tests swap in a fake trainer. A sweep's scheduler
+# (engine/sweeper.py) is its own process: it gets its launcher's command in TRAINER_ENV.
+TRAINER_ENV = "VQATUNE_TRAINER"
+TRAINER = (
+    shlex.split(os.environ[TRAINER_ENV])
+    if os.environ.get(TRAINER_ENV)
+    else [sys.executable, "-m", "vqatune.engine.train"]
+)
 
 _ID_RE = re.compile(r"^(\d{8}-\d{6})-(.+)-([0-9a-f]{4})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -165,9 +172,10 @@ def train_command(run_dir: Path, resume: bool = False) -> list[str]:
 def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.Popen:
     """Start the training process for run_dir; its output goes to train.log.
 
-    Detached: a new session (no controlling terminal, so SIGHUP and a closed SSH connection
-    never reach it), stdin from /dev/null. Attached: same process group, so Ctrl-C reaches it
-    and the trainer stops cleanly.
+    Always in a new session with stdin from /dev/null: no controlling terminal, so neither
+    Ctrl-C, SIGHUP nor a closed SSH connection reaches it; only signals sent to its pid do
+    (`vqatune stop`, a follower's Ctrl-C). `detach` only records whether the launcher follows
+    it (launch.json).
     """
     import psutil
 
@@ -181,7 +189,7 @@ def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.P
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=detach,
+            start_new_session=True,
             close_fds=True,
             env=env,
             cwd=os.getcwd(),
