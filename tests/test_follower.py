@@ -151,3 +151,39 @@ def test_foreground_sweep_survives_its_terminal_and_attach_follows_it(tmp_path):
     assert "winner:" in attached.stdout
     assert [r.state for r in runstore.list_runs(runs)] == ["done"] * 3
     assert json.loads((sw.path / sweeper.SCHEDULER_FILE).read_text())["exit_code"] == 0
+
+
+def test_a_second_ctrl_c_leaves_the_run_going(tmp_path):
+    from vqatune.engine import config
+
+    run_dir = runstore.create_run(config.load("smoke"), source="smoke", name="stubborn")
+    # A training process that is slow to stop: it ignores SIGTERM (the first Ctrl-C's request).
+    trainer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)",
+        ]
+    )
+    try:
+        start = psutil.Process(trainer.pid).create_time()
+        status = {"state": "running", "pid": trainer.pid, "pid_start_time": start}
+        events.write_json_atomic(run_dir / events.STATUS_FILE, {**status, "heartbeat": 2e9})
+        out, err = tmp_path / "out", tmp_path / "err"
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            follower = subprocess.Popen(
+                [*VQATUNE, "attach", "stubborn"],
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        assert wait_for(lambda: "Ctrl-C stops it" in _text(err), timeout=60)
+        follower.send_signal(signal.SIGINT)
+        assert wait_for(lambda: "stopping:" in _text(out), timeout=30)
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=30) == 130
+        assert f"left running: `vqatune attach {run_dir.name}`" in _text(out)
+        assert runstore.run_info(run_dir).live  # the second Ctrl-C did not end it
+    finally:
+        trainer.kill()
+        trainer.wait()

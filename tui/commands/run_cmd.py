@@ -223,11 +223,6 @@ def start(cfg, *, source: str, overrides: dict, runs_dir: Path | None, detach: b
             err=True,
         )
         return
-    typer.echo(
-        f"run {run_dir.name}: Ctrl-C stops it; closing the terminal leaves it running "
-        f"(`vqatune attach {run_dir.name}` to follow it again)",
-        err=True,
-    )
     raise typer.Exit(follow(run_dir, proc))
 
 
@@ -304,6 +299,12 @@ def follow(run_dir: Path, proc=None) -> int:
     with quiet_on_hangup(), progress:
         task = progress.add_task(f"{run_dir.name} starting", total=None, info="")
         try:
+            if running():
+                typer.echo(
+                    f"run {run_dir.name}: Ctrl-C stops it; closing the terminal leaves it "
+                    f"running (`vqatune attach {run_dir.name}` to follow it again)",
+                    err=True,
+                )
             while running():
                 refresh()
                 time.sleep(POLL_S)
