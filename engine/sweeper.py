@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import runstore
+from . import runstore, sweepstore
 from . import search as search_mod
 from . import sweep as sweep_mod
 from .config import ConfigError
@@ -38,7 +38,7 @@ EXIT_INTERRUPTED = 130
 def launch(sweep: sweep_mod.Sweep, args: list[str]) -> subprocess.Popen:
     """Start the scheduler for `args` (the plan and the sweep command's options) in its own
     session, stdin from /dev/null, output appended to the sweep's sweep.log."""
-    with open(sweep.path / sweep_mod.SWEEP_LOG, "ab") as log:
+    with open(sweep.path / sweepstore.SWEEP_LOG, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "vqatune.engine.sweeper", *args],
             stdin=subprocess.DEVNULL,
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     )
     slots = sweep_mod.make_slots(args.parallel, _split(args.gpus))
     sweep = sweep_mod.open_sweep(plan, args.runs_dir)
-    log = sweep.path / sweep_mod.SWEEP_LOG
+    log = sweep.path / sweepstore.SWEEP_LOG
     import psutil
 
     me = {

@@ -114,7 +114,7 @@ def sweep(
         sweep_obj = sweep_mod.open_sweep(plan, runs_dir)
     if plan.kind == "variants" and sweep_mod.is_active(sweep_obj):
         fail(f"sweep {sweep_obj.id} is already running (`vqatune attach --sweep {sweep_obj.id}`)")
-    from vqatune.engine import sweeper
+    from vqatune.engine import sweeper, sweepstore
 
     args = [str(plan.path), "--runs-dir", str(sweep_obj.runs_dir)]
     for flag, value in (
@@ -127,7 +127,7 @@ def sweep(
     ):
         if value is not None:
             args += [flag, str(value)]
-    log = sweep_obj.path / sweep_mod.SWEEP_LOG
+    log = sweep_obj.path / sweepstore.SWEEP_LOG
     offset = log.stat().st_size if log.exists() else 0
     proc = sweeper.launch(sweep_obj, args)
     if detach:
@@ -149,11 +149,11 @@ def attach_sweep(query: str, runs_dir: Path | None) -> None:
     """`vqatune attach --sweep ID`: where the sweep stands, then its scheduler's output since
     it started, followed to the end (as the foreground `vqatune sweep` shows it)."""
     from vqatune.engine import sweep as sweep_mod
-    from vqatune.engine import sweeper
+    from vqatune.engine import sweeper, sweepstore
 
     with user_errors():
         found = sweep_mod.find_sweep(query, runs_dir)
-    p = sweep_mod.progress(found)
+    p = sweepstore.progress(found)
     best = f", best {_fmt(p.best_accuracy)} ({p.best_label})" if p.best_label else ""
     running = sweeper.is_running(found)
     typer.echo(
@@ -174,9 +174,9 @@ def follow_sweep(sweep_obj, offset: int, proc=None, *, as_json: bool) -> int:
     import time
 
     from vqatune.engine import sweep as sweep_mod
-    from vqatune.engine import sweeper
+    from vqatune.engine import sweeper, sweepstore
 
-    lines = _LogLines(sweep_obj.path / sweep_mod.SWEEP_LOG, offset)
+    lines = _LogLines(sweep_obj.path / sweepstore.SWEEP_LOG, offset)
 
     def running() -> bool:
         return proc.poll() is None if proc is not None else sweeper.is_running(sweep_obj)
