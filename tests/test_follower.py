@@ -18,7 +18,7 @@ import psutil
 import pytest
 from polling import wait_for
 from typer.testing import CliRunner
-from vqatune.engine import events, runstore, sweep, sweeper
+from vqatune.engine import events, runstore, sweeper, sweepstore
 from vqatune.tui.cli import app
 
 VQATUNE = [sys.executable, "-m", "vqatune.tui.cli"]
@@ -139,7 +139,7 @@ def test_foreground_sweep_survives_its_terminal_and_attach_follows_it(tmp_path):
     assert wait_for(lambda: any(r.state == "running" for r in runstore.list_runs(runs)), 60)
     tmux("kill-session", "-t", "sweep")
     assert wait_for(lambda: gone(follower), timeout=30)
-    [sw] = sweep.list_sweeps(runs)
+    [sw] = sweepstore.list_sweeps(runs)
     assert sweeper.is_running(sw)  # the scheduler goes on without its terminal
 
     attached = subprocess.run(

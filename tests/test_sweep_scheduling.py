@@ -357,7 +357,7 @@ def test_sighup_ends_the_follower_and_the_sweep_goes_on(tmp_path):
     proc.stdout.close()  # the SSH connection is gone: writing the progress fails
     proc.send_signal(signal.SIGHUP)
     assert proc.wait(timeout=60) == 129
-    [sw] = sweep.list_sweeps(runs)
+    [sw] = sweepstore.list_sweeps(runs)
     assert sweeper.is_running(sw) and any(r.live for r in runstore.list_runs(runs))
     os.kill(sweeper.record(sw)["pid"], signal.SIGTERM)  # what a follower's Ctrl-C sends
     assert wait_for(lambda: not sweeper.is_running(sw), timeout=60)
