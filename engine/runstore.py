@@ -201,6 +201,9 @@ def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.P
             "host": socket.gethostname(),
         },
     )
+    from .alerts import start_watcher  # ends, thresholds, silence: see engine/alerts.py
+
+    start_watcher(run_dir)
     return proc
 
 
