@@ -144,3 +144,34 @@ def x_values(
     if kind == "samples":
         return [float(s) * (samples_per_step or 1.0) for s in steps]
     return [float(s) for s in steps]
+
+
+@dataclass
+class Curve:
+    """One run's curve ready to draw: x and smoothed y, and the stats of the raw points."""
+
+    label: str
+    xs: list[float]
+    ys: list[float]
+    stats: Stats | None
+
+
+def run_curves(
+    result, *, x: str = "step", method: str = "none", factor: float | None = None
+) -> dict[str, Curve]:
+    """ "validation accuracy" and "training loss" of an engine.compare.RunResult."""
+    scan, info = result.scan, result.info
+    world = info.status.get("world_size") or 1
+    per_step = result.config.effective_batch_size * world
+    out = {}
+    for chart, steps, times, ys in (
+        ("validation accuracy", scan.accuracy_steps, scan.accuracy_times, scan.accuracy),
+        ("training loss", scan.loss_steps, scan.loss_times, scan.loss),
+    ):
+        if not ys:
+            continue
+        xs = x_values(x, steps, times, started=info.started, samples_per_step=per_step)
+        out[chart] = Curve(
+            info.id, xs, smooth(ys, method, factor), stats(xs, ys, higher_is_better(chart))
+        )
+    return out

@@ -95,8 +95,6 @@ def test_analyze_few_runs_warns(store):
 # ----------------------------------------------------------------------------------------------
 # Parallel coordinates
 
-values = st.one_of(st.floats(1e-5, 1e-2), st.floats(-3, 3))
-
 
 @st.composite
 def run_sets(draw):
