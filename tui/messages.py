@@ -83,3 +83,26 @@ class SweepsListed(Message):
     def __init__(self, sweeps: list):
         super().__init__()
         self.sweeps = sweeps
+
+
+class AnalysisLoaded(Message):
+    """An engine.analysis.Importance for the Analysis screen (or the one-line error)."""
+
+    def __init__(self, result: Any, error: str | None = None):
+        super().__init__()
+        self.result = result
+        self.error = error
+
+
+class CurvesLoaded(Message):
+    """engine.compare.RunResult per compared run, for curves with any x axis."""
+
+    def __init__(self, results: list):
+        super().__init__()
+        self.results = results
+
+
+class AlertsArrived(Message):
+    def __init__(self, alerts: list[dict]):
+        super().__init__()
+        self.alerts = alerts

@@ -66,6 +66,7 @@ class SweepsScreen(Screen):
     BINDINGS = [
         Binding("enter", "open_runs", "Its runs", priority=True),
         Binding("b", "open_best", "Best run"),
+        Binding("a", "analyse", "Analysis"),
     ]
 
     def __init__(self):
@@ -153,6 +154,11 @@ class SweepsScreen(Screen):
             self.notify(f"sweep {sweep_id} has no runs yet", severity="warning")
             return
         self.app.open_compare(paths)
+
+    def action_analyse(self) -> None:
+        row = self.current_row()
+        if row is not None:
+            self.app.open_analysis(sweep=row.id)
 
     def action_open_best(self) -> None:
         row = self.current_row()
