@@ -12,12 +12,18 @@ Light module: no torch, no textual.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from . import config as config_mod
 from . import runstore
@@ -152,8 +158,9 @@ def select_runs(
     *,
     sweep: str | None = None,
     runs_dir: Path | None = None,
-) -> list[Path]:
-    """Run directories: the named runs, else the sweep's runs, else every run in the store."""
+) -> list[Path | runstore.RunInfo]:
+    """The named runs (directories), else the sweep's runs, else every run in the store (as
+    the RunInfo the listing already read, so that nothing is read twice)."""
     if runs:
         dirs = [runstore.find_run(q, runs_dir) for q in runs]
         return list(dict.fromkeys(d.resolve() for d in dirs))
@@ -161,21 +168,60 @@ def select_runs(
         from . import sweep as sweep_mod
 
         found = sweep_mod.find_sweep(sweep, runs_dir)
-        return [info.path for info in sweep_mod.sweep_runs(found)]
-    return [info.path for info in runstore.list_runs(runs_dir)]
+        return list(sweep_mod.sweep_runs(found))
+    return list(runstore.list_runs(runs_dir))
+
+
+def run_values(run_dir: Path) -> dict[str, Any]:
+    """The parameters of a run's config.toml.
+
+    The file is the resolved config the run store wrote (one `key = value` line per
+    parameter, in tables): config.load would parse it, look up presets and validate every
+    value again, which was most of the time of an analysis over 1,000 runs. So its lines are
+    split as text and each distinct value literal is parsed as TOML once (most values repeat
+    from run to run). A file of any other shape goes through config.load and its errors."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    pairs: dict[str, str] | None = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "[")):
+            continue
+        key, sep, literal = line.partition(" = ")
+        if not sep or not key.isidentifier():
+            pairs = None
+            break
+        pairs[key] = literal
+    if pairs is not None and all(p.name in pairs for p in PARAMS):
+        try:
+            return {p.name: _literal(pairs[p.name]) for p in PARAMS}
+        except ValueError:
+            pass
+    return config_mod.load(str(path)).to_dict()
+
+
+@functools.lru_cache(maxsize=65536)
+def _literal(text: str) -> Any:
+    return tomllib.loads(f"v = {text}")["v"]
 
 
 def load_points(
-    run_dirs: list[Path], metric: str = "best_accuracy", filters: list[Filter] = ()
+    runs: list[Path | runstore.RunInfo],
+    metric: str = "best_accuracy",
+    filters: list[Filter] = (),
 ) -> list[Point]:
     """Every run (finished or not) with its config values and metric, filtered."""
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric!r}: must be one of {', '.join(METRICS)}")
     out = []
-    for d in run_dirs:
-        info = runstore.run_info(d)
+    for run in runs:
+        info = run if isinstance(run, runstore.RunInfo) else runstore.run_info(run)
+        d = info.path
         try:
-            values = config_mod.load(str(Path(d) / CONFIG_FILE)).to_dict()
+            values = run_values(d)
         except ConfigError:
             continue  # not a readable run: nothing to analyse
         point = Point(info.id, Path(d), info.state, values, None)

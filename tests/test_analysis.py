@@ -137,3 +137,10 @@ def test_brushes_select_and_fade():
     assert (colours == 0).any() and (colours > 0).any()  # faded and coloured lines
     text = parcoords.render(points, axes, 40, 12, brushes=[parcoords.Brush(0, 0.5, 1.0)])
     assert text.plain.splitlines()[-2].rstrip().endswith("1")  # max of the metric axis
+
+
+def test_run_values_read_as_text_equal_the_validated_config(store):
+    from vqatune.engine import config
+
+    for d in sorted(store.iterdir())[:3]:
+        assert analysis.run_values(d) == config.load(str(d / "config.toml")).to_dict()

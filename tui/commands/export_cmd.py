@@ -34,7 +34,8 @@ def export(
     with user_errors():
         if fmt not in exporting.FORMATS:  # before reading any run
             fail(f"--format {fmt!r}: must be one of {', '.join(exporting.FORMATS)}")
-        dirs = analysis.select_runs(run_names, sweep=sweep, runs_dir=runs_dir)
+        selected = analysis.select_runs(run_names, sweep=sweep, runs_dir=runs_dir)
+        dirs = [getattr(run, "path", run) for run in selected]  # a RunInfo or a directory
         written = exporting.export(dirs, fmt, out)
     for path in written:
         typer.echo(str(path))
