@@ -183,3 +183,22 @@ def test_no_watcher_without_settings(tmp_path, config_home):
     run = make_run(tmp_path / "runs", "20260101-100000-a-aaaa")
     assert alerts.start_watcher(run) is None
     assert not (run / alerts.WATCH_FILE).exists()
+
+
+def test_alerts_cli_sets_a_run_and_tests_the_webhook(tmp_path, config_home, webhook):
+    from typer.testing import CliRunner
+    from vqatune.tui.cli import app
+
+    url, received = webhook
+    runs = tmp_path / "runs"
+    run = make_run(runs, "20260101-100000-a-aaaa")
+    args = ["alerts", run.name, "--runs-dir", str(runs)]
+    result = CliRunner().invoke(app, [*args, "--webhook", url, "--when", "accuracy >= 0.9"])
+    assert result.exit_code == 0, result.stderr
+    assert "when = ['accuracy >= 0.9']" in result.stdout
+    assert alerts.load_settings(run).webhook == url
+    result = CliRunner().invoke(app, [*args, "--test", "--no-desktop"])
+    assert result.exit_code == 0 and received[-1]["text"] == "vqatune: test alert"
+    bad = CliRunner().invoke(app, [*args, "--when", "acc > 1"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: alerts.when: 'acc > 1'")
+    assert "acc > 1" not in (run / alerts.ALERTS_FILE).read_text()  # nothing half-written
