@@ -117,7 +117,7 @@ def apply_table(settings: Settings, table: Any, path: Path | None) -> Settings:
     naming the file, line and key."""
 
     def where(key: str) -> str:
-        return config_mod._where(path, "alerts", key) if path else ""
+        return config_mod.file_line(path, "alerts", key)
 
     if not isinstance(table, dict):
         raise ConfigError(f"{where('alerts')}alerts: must be a table")
@@ -155,7 +155,7 @@ def apply_table(settings: Settings, table: Any, path: Path | None) -> Settings:
 def _read_table(path: Path) -> dict | None:
     if not path.is_file():
         return None
-    data = config_mod._parse_toml(path)
+    data = config_mod.parse_toml(path)
     if "alerts" not in data:
         return None
     return data["alerts"]
@@ -181,11 +181,12 @@ def load_settings(run_dir: Path | None = None, sweep_dir: Path | None = None) ->
 
 def sweep_dir_of(run_dir: Path) -> Path | None:
     from .events import META_FILE
+    from .sweepstore import SWEEPS_DIR
 
     sweep = (read_json(Path(run_dir) / META_FILE) or {}).get("sweep")
     if not sweep:
         return None
-    return Path(run_dir).parent / ".sweeps" / str(sweep)
+    return Path(run_dir).parent / SWEEPS_DIR / str(sweep)
 
 
 def write_settings(directory: Path, table: dict[str, Any]) -> Path:

@@ -165,10 +165,9 @@ def select_runs(
         dirs = [runstore.find_run(q, runs_dir) for q in runs]
         return list(dict.fromkeys(d.resolve() for d in dirs))
     if sweep:
-        from . import sweep as sweep_mod
+        from . import sweepstore
 
-        found = sweep_mod.find_sweep(sweep, runs_dir)
-        return list(sweep_mod.sweep_runs(found))
+        return list(sweepstore.sweep_runs(sweepstore.find_sweep(sweep, runs_dir)))
     return list(runstore.list_runs(runs_dir))
 
 

@@ -61,8 +61,13 @@ class VQATuneApp(App):
         if running:
             self.call_from_thread(self._show_running, len(running))
 
-    @work(thread=True, exclusive=True, group="alerts")
     def poll_alerts(self) -> None:
+        # One read at a time, never cancelled: a slow disk skips a beat instead.
+        if not any(w.group == "alerts" and not w.is_finished for w in self.workers):
+            self.read_alerts()
+
+    @work(thread=True, group="alerts")
+    def read_alerts(self) -> None:
         """Alerts the run watchers wrote since the last look (engine/alerts.py): ring the bell."""
         from vqatune.engine import alerts, runstore
         from vqatune.engine.metrics import MetricsTail

@@ -94,14 +94,6 @@ class AnalysisLoaded(Message):
         self.error = error
 
 
-class CurvesLoaded(Message):
-    """engine.compare.RunResult per compared run, for curves with any x axis."""
-
-    def __init__(self, results: list):
-        super().__init__()
-        self.results = results
-
-
 class AlertsArrived(Message):
     def __init__(self, alerts: list[dict]):
         super().__init__()

@@ -23,7 +23,8 @@ from .graph import GraphBranch
 from .layers import Classifier
 
 WORD_DIM = 300  # word embedding size (GloVe-sized, as ban-vqa; TF-IDF initialised when given)
-BRANCHES = ("xvlm", "ban", "graph")
+BRANCHES = ("xvlm", "ban", "graph")  # the order of the fusion weights
+OUTPUTS = ("fused", *BRANCHES)  # every prediction, each with its loss and accuracy
 
 
 class VQAModel(nn.Module):
@@ -109,10 +110,7 @@ class VQAModel(nn.Module):
         return (losses * valid).sum() / valid.sum().clamp_min(1)
 
     def loss(self, out: dict, batch: dict):
-        parts = {
-            name: self.branch_loss(out["logits"][name], batch)
-            for name in ("fused", "ban", "graph", "xvlm")
-        }
+        parts = {name: self.branch_loss(out["logits"][name], batch) for name in OUTPUTS}
         total = (
             self.cfg.fusion_ratio * parts["fused"] + parts["ban"] + parts["graph"] + parts["xvlm"]
         )

@@ -95,10 +95,9 @@ def alerts(
 def _targets(run_names, sweep, runs_dir) -> list[tuple[Path, Path | None]]:
     """(directory whose alerts.toml to use, run directory or None for a sweep)."""
     if sweep:
-        from vqatune.engine import sweep as sweep_mod
+        from vqatune.engine import sweepstore
 
-        found = sweep_mod.find_sweep(sweep, runs_dir)
-        return [(found.path, None)]
+        return [(sweepstore.find_sweep(sweep, runs_dir).path, None)]
     return [(d, d) for d in (_find(q, runs_dir) for q in run_names or [])]
 
 

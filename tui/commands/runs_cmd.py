@@ -478,6 +478,10 @@ def resume(
         proc = runstore.resume(run_dir)
     if checkpoint is None and info.state != "queued":
         warn(f"run {info.id} had no checkpoint yet: it starts again from step 0")
+    if isinstance(proc, str):  # a Slurm run: resubmitted as a new job
+        typer.echo(f"{info.id}: resubmitted to Slurm as job {proc}", err=True)
+        typer.echo(f"follow it with: vqatune logs -f {info.id}", err=True)
+        return
     typer.echo(
         f"{info.id}: resumed{' from ' + checkpoint.name if checkpoint else ''} (pid {proc.pid})",
         err=True,
@@ -584,9 +588,10 @@ def _print_comparison(result, metric_names) -> None:
         gt.add_column(justify="right")
         for key, label in metric_names:
             mean, std = g.mean[key], g.std[key]
-            gt.add_row(
-                f"  {label}", "-" if mean is None else f"{_metric(key, mean)} ± {_metric(key, std)}"
-            )
+            cell = _metric(key, mean)
+            if mean is not None and std is not None:
+                cell += f" ± {_metric(key, std)}"
+            gt.add_row(f"  {label}", cell)
         con.print(gt)
 
 

@@ -161,9 +161,10 @@ def sweep(
         echo(str(e), err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     comparison = sweep_mod.compare(sweep_obj, curves=as_json)
+    from vqatune.engine import sweepstore
     from vqatune.engine.alerts import sweep_ended
 
-    sweep_ended(sweep_obj.id, sweep_obj.path, sweep_mod.progress(sweep_obj))
+    sweep_ended(sweep_obj.id, sweep_obj.path, sweepstore.progress(sweep_obj))
     if as_json:
         print_json(comparison)
     else:

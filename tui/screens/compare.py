@@ -12,12 +12,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from vqatune.engine import compare as comparing
 from vqatune.engine import curves
+from vqatune.engine.config import ConfigError
 from vqatune.engine.schema import BY_NAME
-from vqatune.tui import compare as cmp
 from vqatune.tui.form import display
-from vqatune.tui.messages import CompareLoaded, CurvesLoaded
+from vqatune.tui.messages import CompareLoaded
 from vqatune.tui.widgets.charts import MetricChart
+
+CURVE_POINTS = 400
 
 
 def short_id(run_id: str) -> str:
@@ -36,6 +39,12 @@ def _acc(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def _mean_std(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
 CHARTS = (("#compare-accuracy", "validation accuracy"), ("#compare-loss", "training loss"))
 
 
@@ -52,8 +61,8 @@ class CompareScreen(Screen):
     def __init__(self, run_dirs: list[Path]):
         super().__init__(id="compare")
         self.run_dirs = [Path(d) for d in run_dirs]
-        self.comparison: cmp.Comparison | None = None
-        self.results: list = []  # engine.compare.RunResult, for curves on any x axis
+        self.comparison: comparing.Comparison | None = None
+        self.results: list = []  # engine.compare.RunResult: curves on any x axis
         self.smoothing, self.factor, self.x_axis = "none", 0.0, "step"
 
     def compose(self) -> ComposeResult:
@@ -71,28 +80,15 @@ class CompareScreen(Screen):
 
     def on_mount(self) -> None:
         self.load()
-        self.load_curves()
 
     @work(thread=True, exclusive=True)
     def load(self) -> None:
-        self.post_message(CompareLoaded(cmp.compare(self.run_dirs)))
-
-    @work(thread=True, exclusive=True, group="curves")
-    def load_curves(self) -> None:
-        from vqatune.engine.compare import load_result
-        from vqatune.engine.config import ConfigError
-
-        results = []
-        for d in self.run_dirs:
-            try:
-                results.append(load_result(d, curve_points=400))
-            except ConfigError:
-                continue  # a run without a readable config has no curves to show
-        self.post_message(CurvesLoaded(results))
-
-    def on_curves_loaded(self, message: CurvesLoaded) -> None:
-        self.results = message.results
-        self.draw_curves()
+        try:
+            comparison = comparing.compare(self.run_dirs, curve_points=CURVE_POINTS)
+        except ConfigError as e:
+            self.app.call_from_thread(self.notify, str(e), severity="error")
+            return
+        self.post_message(CompareLoaded(comparison))
 
     def draw_curves(self) -> None:
         """Raw points on the chosen x axis; the charts smooth, the stats are of raw points."""
@@ -132,9 +128,9 @@ class CompareScreen(Screen):
         self.app.open_analysis(self.run_dirs)
 
     def on_compare_loaded(self, message: CompareLoaded) -> None:
-        c: cmp.Comparison = message.comparison
+        c: comparing.Comparison = message.comparison
         self.comparison = c
-        names = [short_id(r.id) for r in c.runs]
+        names = [short_id(r.info.id) for r in c.runs]
 
         params = self.query_one("#compare-params", DataTable)
         params.clear(columns=True)
@@ -152,14 +148,20 @@ class CompareScreen(Screen):
         metrics = self.query_one("#compare-metrics", DataTable)
         metrics.clear(columns=True)
         metrics.add_columns("", *names)
-        metrics.add_row("state", *[r.state for r in c.runs])
-        metrics.add_row("source", *[r.source or "-" for r in c.runs])
-        metrics.add_row("best val acc", *[_acc(r.best_accuracy) for r in c.runs])
-        metrics.add_row("final val acc", *[_acc(r.final_accuracy) for r in c.runs])
-        metrics.add_row(
-            "final loss", *["-" if r.final_loss is None else f"{r.final_loss:.4f}" for r in c.runs]
-        )
+        metrics.add_row("state", *[r.info.state for r in c.runs])
+        metrics.add_row("source", *[r.info.source or "-" for r in c.runs])
+        for key, label in (
+            ("best_accuracy", "best val acc"),
+            ("final_accuracy", "final val acc"),
+            ("final_loss", "final loss"),
+        ):
+            metrics.add_row(label, *[_acc(r.metrics[key]) for r in c.runs])
         for g in c.groups:
             label = f"seeds {', '.join(map(str, g.seeds))}"
-            cells = [f"best {cmp.format_mean_std(g.best)}" if r.id in g.ids else "" for r in c.runs]
+            best = _mean_std(g.mean["best_accuracy"], g.std["best_accuracy"])
+            members = {m.info.id for m in g.runs}
+            cells = [f"best {best}" if r.info.id in members else "" for r in c.runs]
             metrics.add_row(label, *cells)
+
+        self.results = c.runs
+        self.draw_curves()
