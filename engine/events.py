@@ -55,6 +55,26 @@ EVENT_TYPES = (
     "resumed",
     "end",
 )
+# The fields each event carries, in the order exports show them (nested dicts such as
+# `losses` become `losses.fused`, ...; fields not listed here follow, sorted).
+EVENT_FIELDS = {
+    "start": (
+        "total_steps", "steps_per_epoch", "epochs", "device", "precision", "batch_size",
+        "accumulation", "effective_batch_size", "world_size", "dataset", "train_size",
+        "eval_size", "params", "trainable_params",
+    ),
+    "step": (
+        "step", "epoch", "loss", "losses", "lr", "xvlm_lr", "grad_norm", "batch_size",
+        "accumulation", "samples_per_s", "memory",
+    ),
+    "eval": ("step", "epoch", "accuracy", "accuracy_branch", "accuracy_type", "loss"),
+    "oom": ("step", "batch_size", "message", "advice"),
+    "batch_resized": ("step", "old_batch_size", "new_batch_size", "accumulation"),
+    "checkpoint": ("step", "epoch", "path", "best"),
+    "early_stop": ("step", "epoch", "best_accuracy", "best_step", "patience"),
+    "resumed": ("step", "epoch", "from_checkpoint"),
+    "end": ("state", "step", "epoch", "best_accuracy", "final_accuracy", "duration_s", "message"),
+}  # fmt: skip
 
 # Run states. `running` and `crashed` are derived by the run store from the pid, its start time
 # and the heartbeat; the others are written by the training process when it ends.

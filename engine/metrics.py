@@ -25,7 +25,7 @@ from pathlib import Path
 # MetricsWriter writes `{"event": "<kind>", ...}` with json.dumps' default separators.
 EVENT_PREFIX = b'{"event": "'
 _STEP_LOSS_RE = re.compile(
-    rb'"event": "step",[^\n]*?"step": (\d+)[^\n]*?"loss": (-?[0-9][0-9.eE+-]*)'
+    rb'"event": "step", "time": ([0-9][0-9.eE+-]*),[^\n]*?"step": (\d+)[^\n]*?"loss": (-?[0-9][0-9.eE+-]*)'
 )
 READ_CHUNK = 8 << 20
 
@@ -131,11 +131,16 @@ class Scan:
     end: dict | None = None  # the last end event
     loss_steps: list[int] = field(default_factory=list)  # training loss curve (x: step)
     loss: list[float] = field(default_factory=list)
+    loss_times: list[float] = field(default_factory=list)  # unix time of each loss point
     loss_sampled: bool = False  # True: read from windows spread over a long file
 
     @property
     def accuracy_steps(self) -> list[int]:
         return [e.get("step", i) for i, e in enumerate(self.evals) if _num(e.get("accuracy"))]
+
+    @property
+    def accuracy_times(self) -> list[float]:
+        return [float(e.get("time", 0.0)) for e in self.evals if _num(e.get("accuracy"))]
 
     @property
     def accuracy(self) -> list[float]:
@@ -196,6 +201,7 @@ def _scan_all(mm: mmap.mmap, end: int, out: Scan) -> None:
         if event["event"] == "step" and _num(event.get("loss")):
             out.loss_steps.append(int(event.get("step", len(out.loss_steps))))
             out.loss.append(float(event["loss"]))
+            out.loss_times.append(float(event.get("time", 0.0)))
 
 
 def _take(event: dict, out: Scan) -> None:
@@ -233,11 +239,12 @@ def _scan_fast(mm: mmap.mmap, end: int, out: Scan, curve_points: int) -> None:
         stop = mm.rfind(b"\n", start, min(end, start + window))
         if stop <= start:
             continue
-        pairs = _STEP_LOSS_RE.findall(mm[start:stop])
-        steps = [int(s) for s, _ in pairs]
-        losses = [float(v) for _, v in pairs]
+        found = _STEP_LOSS_RE.findall(mm[start:stop])
+        losses = [float(v) for _, _, v in found]
         if losses:
-            out.loss_steps.append(steps[len(steps) // 2])
+            middle = found[len(found) // 2]
+            out.loss_steps.append(int(middle[1]))
+            out.loss_times.append(float(middle[0]))
             out.loss.append(sum(losses) / len(losses))
     out.loss_sampled = True
 

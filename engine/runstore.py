@@ -212,6 +212,9 @@ def launch(
             "host": socket.gethostname(),
         },
     )
+    from .alerts import start_watcher  # ends, thresholds, silence: see engine/alerts.py
+
+    start_watcher(run_dir)
     return proc
 
 

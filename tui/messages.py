@@ -79,3 +79,18 @@ class CompareLoaded(Message):
     def __init__(self, comparison: Any):
         super().__init__()
         self.comparison = comparison
+
+
+class AnalysisLoaded(Message):
+    """An engine.analysis.Importance for the Analysis screen (or the one-line error)."""
+
+    def __init__(self, result: Any, error: str | None = None):
+        super().__init__()
+        self.result = result
+        self.error = error
+
+
+class AlertsArrived(Message):
+    def __init__(self, alerts: list[dict]):
+        super().__init__()
+        self.alerts = alerts

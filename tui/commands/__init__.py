@@ -5,8 +5,11 @@ from __future__ import annotations
 import typer
 
 from . import (
+    alerts_cmd,
+    analyze_cmd,
     config_cmd,
     data_cmd,
+    export_cmd,
     model_cmd,
     predict_cmd,
     presets_cmd,
@@ -26,6 +29,9 @@ MODULES = (
     runs_cmd,
     queue_cmd,
     sweep_cmd,
+    analyze_cmd,
+    export_cmd,
+    alerts_cmd,
     data_cmd,
     model_cmd,
     predict_cmd,

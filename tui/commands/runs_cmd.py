@@ -465,6 +465,13 @@ def compare(
     plot: bool = typer.Option(
         False, "--plot", help="Overlay validation accuracy and training loss curves."
     ),
+    smoothing: str = typer.Option(
+        "none", "--smooth", metavar="none|ema|window", help="Curve smoothing (with --plot)."
+    ),
+    factor: float | None = typer.Option(
+        None, "--factor", help="EMA weight in [0, 1) (0.6) or window points (5)."
+    ),
+    x_axis: str = typer.Option("step", "--x", metavar="step|time|samples", help="The x axis."),
     sweep: str | None = typer.Option(
         None,
         "--sweep",
@@ -485,6 +492,13 @@ def compare(
 
         compare_sweep(sweep, runs_dir, as_json=as_json, plot=plot)
         return
+    from vqatune.engine import curves
+
+    try:
+        factor = curves.check_smoothing(smoothing, factor)
+        curves.x_values(x_axis, [], [])  # checks the axis name
+    except ValueError as e:
+        fail(str(e))
     run_names = run_names or []
     if len(run_names) < 2:
         fail("compare needs at least two runs")
@@ -498,7 +512,7 @@ def compare(
         return
     _print_comparison(result, comparing.METRICS + tuple(comparing.breakdown_metrics(result.runs)))
     if plot:
-        _plot(result)
+        _plot(result, x_axis, smoothing, factor)
 
 
 def _print_comparison(result, metric_names) -> None:
@@ -561,33 +575,41 @@ def _best_index(key: str, values) -> int | None:
     return (min(scored) if key == "final_loss" else max(scored))[1]
 
 
-def _plot(result) -> None:
+def _plot(result, x_axis: str = "step", smoothing: str = "none", factor: float = 0.0) -> None:
     import shutil
 
     import plotext as plt
+    from vqatune.engine import curves
+    from vqatune.engine.metrics import downsample
 
     width, height = shutil.get_terminal_size((100, 40))
     plain = not sys.stdout.isatty() or bool(os.environ.get("NO_COLOR"))
     sampled = any(r.scan.loss_sampled for r in result.runs)
-    charts = []
+    per_run = [curves.run_curves(r, x=x_axis, method=smoothing, factor=factor) for r in result.runs]
+    charts, stats_lines = [], []
     # One figure per chart: plotext's subplots keep legend state between figures and fail
     # when a second comparison is drawn in the same process.
-    curves = [r.curves(400) for r in result.runs]
-    for title, curve in (
-        ("validation accuracy", "val accuracy"),
-        ("training loss" + (" (window means)" if sampled else ""), "loss"),
-    ):
+    for chart_name in ("validation accuracy", "training loss"):
+        title = chart_name + (" (window means)" if sampled and "loss" in chart_name else "")
+        if smoothing != "none":
+            title += f" · {curves.describe(smoothing, factor)}"
         plt.clear_figure()
         plt.plotsize(min(width, 160), max(10, min(height // 2 - 1, 25)))
         plt.title(title)
-        plt.xlabel("step")
-        for r, run_curves in zip(result.runs, curves):
-            if curve in run_curves:
-                plt.plot(*run_curves[curve], label=r.info.id, marker="braille")
+        plt.xlabel(curves.X_LABELS[x_axis])
+        stats_lines.append(f"{chart_name} (raw points):")
+        for run_curves in per_run:
+            c = run_curves.get(chart_name)
+            if c is None:
+                continue
+            xs, ys = downsample(c.xs, c.ys, 400)
+            plt.plot(xs, ys, label=c.label, marker="braille")
+            if c.stats:
+                stats_lines.append(f"  {c.label}  {c.stats.text()}")
         chart = plt.build()
         charts.append(plt.uncolorize(chart) if plain else chart)
     plt.clear_figure()
-    sys.stdout.write("\n".join(charts) + "\n")
+    sys.stdout.write("\n".join(charts) + "\n" + "\n".join(stats_lines) + "\n")
 
 
 def register(app: typer.Typer) -> None:

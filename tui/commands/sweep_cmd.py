@@ -225,6 +225,10 @@ def follow_sweep(sweep_obj, offset: int, proc=None, *, as_json: bool) -> int:
     if interrupted or code != 0:
         return exitcodes.INTERRUPTED if interrupted else code
     comparison = sweep_mod.compare(sweep_obj, curves=as_json)
+    from vqatune.engine import sweepstore
+    from vqatune.engine.alerts import sweep_ended
+
+    sweep_ended(sweep_obj.id, sweep_obj.path, sweepstore.progress(sweep_obj))
     if as_json:
         print_json(comparison)
     else:

@@ -76,6 +76,13 @@ class SweepsScreen(PolledTableScreen):
         PaletteBinding(
             "b", "open_best", "Best run", title="Open the sweep's best run", help="Its monitor"
         ),
+        PaletteBinding(
+            "a",
+            "analyse",
+            "Analysis",
+            title="Analyse the sweep",
+            help="Importance, parallel coordinates",
+        ),
     ]
 
     def __init__(self):
@@ -125,6 +132,11 @@ class SweepsScreen(PolledTableScreen):
             self.notify(f"sweep {sweep_id} has no runs yet", severity="warning")
             return
         self.app.open_compare(paths)
+
+    def action_analyse(self) -> None:
+        row = self.current_row()
+        if row is not None:
+            self.app.open_analysis(sweep=row.id)
 
     def action_open_best(self) -> None:
         row = self.current_row()
