@@ -521,6 +521,17 @@ PARAMS: tuple[Param, ...] = (
     ),
     # X-VLM backbone sizes (overridden by the X-VLM YAML given as `config`)
     _p(
+        "vision_encoder",
+        "choice",
+        "vit",
+        BB,
+        "X-VLM backbone",
+        "X-VLM's vision encoder: swin (Swin-B at image_res, X-VLM's published encoder; sizes "
+        "from the YAML's vision_config) or vit (a small ViT sized by the knobs below).",
+        guide=False,
+        choices=("swin", "vit"),
+    ),
+    _p(
         "image_res",
         "int",
         384,
@@ -629,6 +640,16 @@ PARAMS: tuple[Param, ...] = (
         RUN,
         "Run",
         "Folder with the data set's official files.",
+        guide=False,
+    ),
+    _p(
+        "image_dir",
+        "path",
+        "",
+        RUN,
+        "Run",
+        "Folder of the official images for the X-VLM branch (GQA images/, COCO train2014/ "
+        "val2014/ test2015/); default: images/ or the COCO folders under data_root.",
         guide=False,
     ),
     _p(

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import graph as G
+from . import images
 from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
 from .sample import GraphFeatures, H5Features, QADataset, single_answers
 from .vocab import build_vocab, encode, tfidf_init
@@ -309,4 +310,10 @@ def build(
             },
         },
     )
-    return DataBundle(train, evaluation, meta)
+    folder = images.gqa_folder(cfg, root)  # the X-VLM branch reads images when they are there
+    return images.attach(
+        DataBundle(train, evaluation, meta),
+        cfg,
+        lambda split, ds: None if folder is None else images.gqa_paths(folder, ds.image_ids),
+        name,
+    )

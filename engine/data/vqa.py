@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import images
 from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
 from .sample import Answers, H5Features, QADataset
 from .vocab import build_vocab, encode, tfidf_init
@@ -271,4 +272,12 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
             "sources": {"regions": "features", "graph": "none"},
         },
     )
-    return DataBundle(train, evaluation, meta)
+    folder = images.coco_folder(cfg, root)  # the X-VLM branch reads images when they are there
+    return images.attach(
+        DataBundle(train, evaluation, meta),
+        cfg,
+        lambda split, ds: (
+            None if folder is None else images.coco_paths(folder, split, ds.image_ids)
+        ),
+        "vqa",
+    )
