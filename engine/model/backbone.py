@@ -306,7 +306,8 @@ class XVLMBackbone(nn.Module):
                 BertConfig(
                     vocab_size=1,
                     hidden_size=sizes.vision_width,
-                    num_hidden_layers=sizes.vision_layers,
+                    # Swin's depth (24 for Swin-B) is no region encoder's: the knob's
+                    num_hidden_layers=cfg.vision_layers if self.swin else sizes.vision_layers,
                     num_attention_heads=heads,
                     intermediate_size=4 * sizes.vision_width,
                     max_position_embeddings=cfg.max_boxes + 1,

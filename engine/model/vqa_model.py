@@ -130,6 +130,8 @@ def build_model(cfg, meta, *, load_weights: bool = True) -> VQAModel:
     else only matched (model summary on the meta device). model.checkpoint_report says what."""
     model = VQAModel(cfg, meta, load_weights=load_weights)
     model.checkpoint_report = None
+    if cfg.checkpoint and not Path(cfg.checkpoint).exists():
+        raise ConfigError(f"checkpoint: {cfg.checkpoint}: no such file or folder")
     if cfg.checkpoint and Path(cfg.checkpoint).is_file():
         path = Path(cfg.checkpoint)
         if not load_weights:

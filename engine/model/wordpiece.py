@@ -63,7 +63,7 @@ class WordPieces(nn.Module):
         n = valid.sum(1).clamp_max(room)  # [B]
         Lt = pieces.shape[1] + 2
         pos = torch.arange(Lt, device=q_tokens.device)
-        body = torch.where(pos[1:-1] < n[:, None], pieces, self.pad_id)
+        body = torch.where(pos[: Lt - 2] < n[:, None], pieces, self.pad_id)
         ids = torch.cat([torch.full_like(body[:, :1], self.cls_id), body, body[:, :1]], 1)
         ids[torch.arange(B, device=ids.device), n + 1] = self.sep_id
         ids[:, -1] = torch.where(n + 1 == Lt - 1, self.sep_id, self.pad_id)
