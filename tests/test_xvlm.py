@@ -128,7 +128,7 @@ def xvlm_state(swin=SWIN, bert=BERT, style="vqa", table_window=None) -> dict:
     put(v + "norm.weight", C * 2 ** (stages - 1))
     put(v + "norm.bias", C * 2 ** (stages - 1))
 
-    H, I, V = bert["hidden_size"], bert["intermediate_size"], bert["vocab_size"]
+    H, F, V = bert["hidden_size"], bert["intermediate_size"], bert["vocab_size"]
     t = "text_encoder.bert." if style == "pretrain" else "text_encoder."
     put(t + "embeddings.word_embeddings.weight", V, H)
     put(t + "embeddings.position_embeddings.weight", bert["max_position_embeddings"], H)
@@ -150,9 +150,9 @@ def xvlm_state(swin=SWIN, bert=BERT, style="vqa", table_window=None) -> dict:
             put(layer + f"{kind}.output.dense.bias", H)
             put(layer + f"{kind}.output.LayerNorm.weight", H)
             put(layer + f"{kind}.output.LayerNorm.bias", H)
-        put(layer + "intermediate.dense.weight", I, H)
-        put(layer + "intermediate.dense.bias", I)
-        put(layer + "output.dense.weight", H, I)
+        put(layer + "intermediate.dense.weight", F, H)
+        put(layer + "intermediate.dense.bias", F)
+        put(layer + "output.dense.weight", H, F)
         put(layer + "output.dense.bias", H)
         put(layer + "output.LayerNorm.weight", H)
         put(layer + "output.LayerNorm.bias", H)
@@ -383,12 +383,12 @@ def derived_xvlm_count(swin: dict, bert: dict) -> int:
         if i < len(swin["depths"]) - 1:
             total += 4 * dim * 2 * dim + 2 * 4 * dim  # downsample: reduction (no bias), norm
     total += 2 * C * 2 ** (len(swin["depths"]) - 1)  # final norm
-    H, I, E = bert["hidden_size"], bert["intermediate_size"], bert["encoder_width"]
+    H, F, E = bert["hidden_size"], bert["intermediate_size"], bert["encoder_width"]
     total += (bert["vocab_size"] + bert["max_position_embeddings"] + bert["type_vocab_size"]) * H
     total += 2 * H  # embeddings.LayerNorm
     attention = 4 * (H * H + H) + 2 * H  # query, key, value, output.dense, output.LayerNorm
     cross = (H * H + H) + 2 * (E * H + H) + (H * H + H) + 2 * H
-    ffn = (H * I + I) + (I * H + H) + 2 * H
+    ffn = (H * F + F) + (F * H + H) + 2 * H
     layers = bert["num_hidden_layers"]
     total += layers * (attention + ffn) + (layers - bert["fusion_layer"]) * cross
     return total
@@ -452,8 +452,7 @@ def test_the_guides_lines_dry_run_at_published_size(tmp_path, isolated, preset):
 
 
 def test_trains_on_synthetic_gqa_with_images(tmp_path):
-    from vqatune.engine.data import build
-    from vqatune.engine.data import synth
+    from vqatune.engine.data import build, synth
     from vqatune.engine.trainer import Trainer
 
     data = tmp_path / "gqa"
@@ -485,8 +484,7 @@ def test_trains_on_synthetic_gqa_with_images(tmp_path):
 
 
 def test_a_missing_image_is_a_one_line_error_or_skipped(tmp_path):
-    from vqatune.engine.data import DataError, build
-    from vqatune.engine.data import synth
+    from vqatune.engine.data import DataError, build, synth
 
     data = tmp_path / "gqa"
     synth.write(data, "gqa", images=10, feature_dim=8, questions_per_image=3)

@@ -477,7 +477,12 @@ class XVLMBackbone(nn.Module):
         cross_mask = self.key_mask(image_mask, text.dtype)
         fused = text
         for layer in self.fusion:
-            fused = layer(fused, self_mask, ctx, encoder_attention_mask=cross_mask)
+            fused = layer(
+                fused,
+                attention_mask=self_mask,
+                encoder_hidden_states=ctx,
+                encoder_attention_mask=cross_mask,
+            )
         return {
             "vision": vision,
             "vision_mask": v_mask,

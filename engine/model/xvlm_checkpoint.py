@@ -217,8 +217,11 @@ def match(state: dict, own: dict, fusion_layer: int, path) -> tuple[dict, dict]:
                     f"the model's {target.removeprefix(PREFIX)} has {want}" + word_hint(target)
                 )
             loaded[target] = tensor
-    encoder = [
-        k for k in own if k.startswith(tuple(PREFIX + p for p in ("vision.", "text.", "fusion.")))
+    encoder = [  # the model's own index buffers are built, not loaded
+        k
+        for k in own
+        if k.startswith(tuple(PREFIX + p for p in ("vision.", "text.", "fusion.")))
+        and not k.endswith(REBUILT)
     ]
     missing = sorted(k.removeprefix(PREFIX) for k in encoder if k not in loaded)
     report = {
