@@ -516,3 +516,41 @@ def test_unsupported_xvlm_options_are_named(tmp_path):
     yaml_path.write_text(yaml_path.read_text().replace("use_clip_vit: False", "use_clip_vit: True"))
     with pytest.raises(ConfigError, match="use_clip_vit: True is not supported"):
         summary(xvlm_cfg(yaml_path), make_meta("pixels"))
+
+
+def test_config_show_names_what_the_yaml_sets(tmp_path, isolated):
+    from typer.testing import CliRunner
+    from vqatune.tui.cli import app
+
+    yaml_path = write_xvlm(tmp_path)
+    result = CliRunner().invoke(app, ["config", "show", "smoke", "--set", f"config={yaml_path}"])
+    assert result.exit_code == 0, result.output
+    assert f"# from the X-VLM YAML {yaml_path}" in result.output
+    assert "vision_encoder = swin" in result.output and "image_res = 128" in result.output
+    shown = CliRunner().invoke(
+        app, ["config", "show", "smoke", "--set", f"config={yaml_path}", "--format", "json"]
+    )
+    assert json.loads(shown.stdout)["from_xvlm_yaml"]["text_width"] == BERT["hidden_size"]
+
+
+def test_monitor_header_and_data_inspect_say_what_was_loaded(tmp_path, isolated):
+    from typer.testing import CliRunner
+    from vqatune.tui.cli import app
+    from vqatune.tui.screens.monitor import pretrained_text
+
+    report = {"path": "/ckpt/model_state_epoch_9.th", "loaded": 1234, "missing": 0}
+    assert pretrained_text({"checkpoint": report}) == (
+        "pretrained: 1,234 tensors from model_state_epoch_9.th"
+    )
+    assert pretrained_text({"checkpoint": None}) == "from scratch"
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            app, ["data", "synth", "-o", "gqa", "-n", "6", "--feature-dim", "8"]
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(app, ["data", "inspect", "-d", "gqa", "--set", "data_root=gqa"])
+    assert result.exit_code == 0, result.output
+    assert "image files: 5 found, 0 missing" in result.output.replace("\n", " ")
+    assert "X-VLM branch: images at 384px" in result.output.replace("\n", " ")
