@@ -543,6 +543,7 @@ def test_monitor_header_and_data_inspect_say_what_was_loaded(tmp_path, isolated)
         "pretrained: 1,234 tensors from model_state_epoch_9.th"
     )
     assert pretrained_text({"checkpoint": None}) == "from scratch"
+    assert pretrained_text({"params": 10}) is None  # a run from before the start event said
     runner = CliRunner()
     assert (
         runner.invoke(

@@ -43,9 +43,12 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def pretrained_text(start: dict) -> str:
-    """What initialised the run's model, from its `start` event."""
-    report = start.get("checkpoint")
+def pretrained_text(start: dict) -> str | None:
+    """What initialised the run's model, from its `start` event (None: a run from before the
+    event said so)."""
+    if "checkpoint" not in start:
+        return None
+    report = start["checkpoint"]
     if not report:
         return "from scratch"
     return f"pretrained: {report.get('loaded', 0):,} tensors from {Path(report['path']).name}"
