@@ -156,9 +156,16 @@ def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def scan(path: str | Path, *, curve_points: int = 1000, exact_below: int = 16 << 20) -> Scan:
+def scan(
+    path: str | Path,
+    *,
+    curve_points: int = 1000,
+    exact_below: int = 16 << 20,
+    evals_only: bool = False,
+) -> Scan:
     """Read what a comparison needs from metrics.jsonl; files under `exact_below` bytes are
-    read whole, longer ones by byte search (evals), tail (last events) and windows (loss)."""
+    read whole, longer ones by byte search (evals), tail (last events) and windows (loss).
+    `evals_only`: the eval events alone, by byte search whatever the size (a sweep's table)."""
     out = Scan()
     try:
         f = open(path, "rb")
@@ -170,8 +177,11 @@ def scan(path: str | Path, *, curve_points: int = 1000, exact_below: int = 16 <<
             return out
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             end = mm.rfind(b"\n") + 1  # complete lines only
-            if size < exact_below or mm[: len(EVENT_PREFIX)] != EVENT_PREFIX:
+            searchable = mm[: len(EVENT_PREFIX)] == EVENT_PREFIX  # our writer's spacing
+            if not searchable or (size < exact_below and not evals_only):
                 _scan_all(mm, end, out)
+            elif evals_only:
+                _scan_evals(mm, end, out)
             else:
                 _scan_fast(mm, end, out, curve_points)
     return out
@@ -198,11 +208,15 @@ def _take(event: dict, out: Scan) -> None:
         out.end = event
 
 
-def _scan_fast(mm: mmap.mmap, end: int, out: Scan, curve_points: int) -> None:
+def _scan_evals(mm: mmap.mmap, end: int, out: Scan) -> None:
     for line in _lines_with(mm, end, (b'"event": "eval"',)):
         event = parse_line(line)
         if event is not None and event["event"] == "eval":
             out.evals.append(event)
+
+
+def _scan_fast(mm: mmap.mmap, end: int, out: Scan, curve_points: int) -> None:
+    _scan_evals(mm, end, out)
     # The last step and end events sit at the end of the file.
     tail_start = max(0, end - (256 << 10))
     for line in mm[tail_start:end].split(b"\n")[1 if tail_start else 0 :]:

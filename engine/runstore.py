@@ -37,6 +37,7 @@ from .events import (
     FINAL_STATES,
     LOG_FILE,
     META_FILE,
+    SLURM_STATES,
     STATUS_FILE,
     SUMMARY_FILE,
     read_json,
@@ -162,19 +163,21 @@ def train_command(run_dir: Path, resume: bool = False) -> list[str]:
     return [*TRAINER, str(run_dir), *(["--resume"] if resume else [])]
 
 
-def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.Popen:
+def launch(
+    run_dir: Path, *, detach: bool, resume: bool = False, env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
     """Start the training process for run_dir; its output goes to train.log.
 
     Detached: a new session (no controlling terminal, so SIGHUP and a closed SSH connection
     never reach it), stdin from /dev/null. Attached: same process group, so Ctrl-C reaches it
-    and the trainer stops cleanly.
+    and the trainer stops cleanly. `env` adds variables to the child's environment (a GPU pin).
     """
     import psutil
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(run_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
             train_command(run_dir, resume),
@@ -328,9 +331,16 @@ def run_info(run_dir: Path) -> RunInfo:
     meta = read_json(run_dir / META_FILE) or {}
     launch_record = read_json(run_dir / LAUNCH_FILE)
     host = meta.get("host")
-    state, message, pid = derive_state(
-        status, launch_record, same_host=not host or host == socket.gethostname()
-    )
+    if meta.get("slurm") and (status or {}).get("state") not in FINAL_STATES:
+        # A Slurm run is judged by its job and heartbeat, never by a pid of this host.
+        from . import slurm
+
+        state, message = slurm.derive_state(status or {}, meta["slurm"], HEARTBEAT_TIMEOUT_S)
+        pid = None
+    else:
+        state, message, pid = derive_state(
+            status, launch_record, same_host=not host or host == socket.gethostname()
+        )
     status = status or {}
     summary = read_json(run_dir / SUMMARY_FILE) if state in FINAL_STATES else None
     best = status.get("best_accuracy")
@@ -424,6 +434,11 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     record is recorded as `stopped`."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
+    if info.meta.get("slurm") and info.state in ("queued", "running", "crashed"):
+        from . import slurm
+
+        slurm.cancel(info.meta["slurm"], kill=kill)
+        return run_info(run_dir)
     if info.pid is None:
         raise ConfigError(f"run {info.id} is not running (state: {info.state})")
     pid = info.pid
@@ -470,13 +485,14 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
 # ----------------------------------------------------------------------------------------------
 # Resuming
 
-RESUMABLE_STATES = ("stopped", "crashed", "queued")
+RESUMABLE_STATES = ("stopped", "crashed", "queued", *SLURM_STATES)
 
 
-def resume(run_dir: Path) -> subprocess.Popen:
+def resume(run_dir: Path) -> subprocess.Popen | str:
     """Start the training process again on a stopped or crashed run (detached; the trainer
     continues from checkpoints/last.pt, or from step 0 when there is none yet). A queued run
-    that never started is simply started. Raises ConfigError when the run is live or ended
+    that never started is simply started. A Slurm run is submitted again: the new job id is
+    returned instead of a process. Raises ConfigError when the run is live or ended
     for good."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
@@ -500,4 +516,8 @@ def resume(run_dir: Path) -> subprocess.Popen:
         {**status, "state": "queued", "ended": None, "message": f"resuming ({info.state})"},
     )
     (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    if info.meta.get("slurm"):  # a new job on the cluster, with the same options
+        from . import slurm
+
+        return slurm.resubmit(run_dir)
     return launch(run_dir, detach=True, resume=True)

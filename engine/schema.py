@@ -702,6 +702,17 @@ PARAMS: tuple[Param, ...] = (
         low=0,
     ),
     _p(
+        "checkpoint_every_min",
+        "float",
+        15.0,
+        RUN,
+        "Run",
+        "Also write checkpoints/last.pt every N minutes between evaluations (0: only at "
+        "evaluations); a crash loses at most that much training.",
+        guide=False,
+        low=0,
+    ),
+    _p(
         "patience",
         "int",
         0,

@@ -11,7 +11,6 @@ import pytest
 from textual.widgets import DataTable, Log
 from tui_fixtures import FAKE_TRAINER, make_run, make_store
 from vqatune.engine import runstore
-from vqatune.tui import compare as cmp
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
 from vqatune.tui.screens.compare import CompareScreen
@@ -81,21 +80,6 @@ def test_run_watcher_reads_history_then_only_what_was_appended(store):
     smoothed = 0.9 * first.points[("loss", "smoothed")][1][-1] + 0.1 * 0.1
     assert second.points[("loss", "smoothed")][1].tolist() == [pytest.approx(smoothed)]
     assert second.log_lines == []
-
-
-def test_compare_lists_differing_params_and_seed_groups(store):
-    dirs = sorted(store.iterdir())[:3]
-    c = cmp.compare(dirs)
-    assert [name for name, _ in c.differing] == ["lr", "seed"]
-    lr = dict(c.differing)["lr"]
-    assert lr == [2.8e-4, 2.8e-4, 5e-4]
-    assert len(c.groups) == 1
-    group = c.groups[0]
-    assert group.ids == [d.name for d in dirs[:2]] and group.seeds == [1, 2]
-    bests = [c.runs[0].best_accuracy, c.runs[1].best_accuracy]
-    assert group.best[0] == pytest.approx(sum(bests) / 2)
-    assert group.best[1] == pytest.approx(abs(bests[0] - bests[1]) / 2**0.5)
-    assert len(c.runs[0].curves["val accuracy"][0]) == 4  # evals at 10, 20, 30, 40
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from .layers import Classifier
 from .xvlm_checkpoint import checkpoint_report, is_xvlm_state, load_xvlm_checkpoint, read_state
 
 WORD_DIM = 300  # word embedding size (GloVe-sized, as ban-vqa; TF-IDF initialised when given)
-BRANCHES = ("xvlm", "ban", "graph")
+BRANCHES = ("xvlm", "ban", "graph")  # the order of the fusion weights
+OUTPUTS = ("fused", *BRANCHES)  # every prediction, each with its loss and accuracy
 
 
 class VQAModel(nn.Module):
@@ -110,10 +111,7 @@ class VQAModel(nn.Module):
         return (losses * valid).sum() / valid.sum().clamp_min(1)
 
     def loss(self, out: dict, batch: dict):
-        parts = {
-            name: self.branch_loss(out["logits"][name], batch)
-            for name in ("fused", "ban", "graph", "xvlm")
-        }
+        parts = {name: self.branch_loss(out["logits"][name], batch) for name in OUTPUTS}
         total = (
             self.cfg.fusion_ratio * parts["fused"] + parts["ban"] + parts["graph"] + parts["xvlm"]
         )

@@ -31,6 +31,36 @@ RunsDirOption = typer.Option(
 DetachOption = typer.Option(
     False, "--detach", "-d", help="Start the run in the background, print its id and return."
 )
+QueueOption = typer.Option(
+    False, "--queue", "-q", help="Queue the run: it starts when a GPU is free (`vqatune queue`)."
+)
+SlurmOption = typer.Option(
+    False,
+    "--slurm",
+    help="Submit the run to Slurm (submitit); watch it from here.",
+    rich_help_panel="Slurm",
+)
+PartitionOption = typer.Option(None, "--partition", metavar="P", rich_help_panel="Slurm")
+GpusPerNodeOption = typer.Option(
+    None,
+    "--gpus-per-node",
+    min=1,
+    metavar="N",
+    help="Sets nproc_per_node.",
+    rich_help_panel="Slurm",
+)
+NodesOption = typer.Option(
+    None, "--nodes", min=1, metavar="M", help="Sets nnodes.", rich_help_panel="Slurm"
+)
+TimeOption = typer.Option(None, "--time", metavar="HH:MM:SS", rich_help_panel="Slurm")
+AccountOption = typer.Option(None, "--account", metavar="A", rich_help_panel="Slurm")
+SlurmArgOption = typer.Option(
+    None,
+    "--slurm-arg",
+    metavar="KEY=VALUE",
+    help="Any other sbatch option (qos=high).",
+    rich_help_panel="Slurm",
+)
 NprocOption = typer.Option(
     None,
     "--nproc",
@@ -66,13 +96,29 @@ def run(
     name: str | None = typer.Option(None, "--name", "-n", help="Run name (part of the run id)."),
     runs_dir: Path | None = RunsDirOption,
     detach: bool = DetachOption,
+    queued: bool = QueueOption,
     nproc: int | None = NprocOption,
     nnodes: int | None = NnodesOption,
     node_rank: int | None = NodeRankOption,
     rdzv_endpoint: str | None = RdzvOption,
+    slurm: bool = SlurmOption,
+    partition: str | None = PartitionOption,
+    gpus_per_node: int | None = GpusPerNodeOption,
+    nodes: int | None = NodesOption,
+    time_limit: str | None = TimeOption,
+    account: str | None = AccountOption,
+    slurm_args: list[str] | None = SlurmArgOption,
 ) -> None:
     """Train a preset or config file: create a run, start it, follow it to the end."""
     from vqatune.engine import config
+
+    from . import slurm_cmd
+
+    slurm_options = slurm_cmd.options(
+        slurm, partition, gpus_per_node, nodes, time_limit, account, slurm_args
+    )
+    if slurm_options:
+        nproc, nnodes = slurm_options.gpus_per_node, slurm_options.nodes
 
     given = {
         k: v
@@ -92,7 +138,13 @@ def run(
         cfg, resolved.overrides, preset=source if config.find_preset(source) is not None else None
     )
     start(
-        cfg, source=resolved.source, overrides=resolved.overrides, runs_dir=runs_dir, detach=detach
+        cfg,
+        source=resolved.source,
+        overrides=resolved.overrides,
+        runs_dir=runs_dir,
+        detach=detach,
+        queued=queued,
+        slurm=slurm_options,
     )
 
 
@@ -104,6 +156,7 @@ def train(
     ),
     runs_dir: Path | None = RunsDirOption,
     detach: bool = DetachOption,
+    queued: bool = QueueOption,
 ) -> None:
     """Train with the tuning guide's `python main.py` flags, verbatim (defaults: the `default`
     preset on easy-vqa). Also: --output DIR, --max_steps N, --name N, --dry-run, --set k=v."""
@@ -114,7 +167,14 @@ def train(
     if dry_run:
         show_dry_run(cfg)
         return
-    start(cfg, source="default", overrides=overrides, runs_dir=runs_dir, detach=detach)
+    start(
+        cfg,
+        source="default",
+        overrides=overrides,
+        runs_dir=runs_dir,
+        detach=detach,
+        queued=queued,
+    )
 
 
 def config_from_flags(words: list[str], sets=()) -> tuple:
@@ -195,11 +255,23 @@ def _echo_tree(data: dict, prefix: str) -> None:
             )
 
 
-def start(cfg, *, source: str, overrides: dict, runs_dir: Path | None, detach: bool) -> None:
+def start(
+    cfg,
+    *,
+    source: str,
+    overrides: dict,
+    runs_dir: Path | None,
+    detach: bool,
+    queued: bool = False,
+    slurm=None,
+) -> None:
     from vqatune.engine import distributed, runstore
 
+    from . import queue_cmd, slurm_cmd
+
     with user_errors():
-        if distributed.world_size_of(cfg) > 1:  # a bad combination: nothing created
+        # A bad combination stops here, nothing created (Slurm gives the rendezvous itself).
+        if distributed.world_size_of(cfg) > 1 and not slurm:
             distributed.torchrun_command(Path("RUN_DIR"), cfg)
         run_dir = runstore.create_run(
             cfg,
@@ -210,6 +282,12 @@ def start(cfg, *, source: str, overrides: dict, runs_dir: Path | None, detach: b
             argv=sys.argv,
             output=cfg.output or None,
         )
+        if queued:
+            queue_cmd.enqueue(run_dir, runs_dir)
+            return
+        if slurm:
+            slurm_cmd.submit(run_dir, slurm)
+            return
         proc = runstore.launch(run_dir, detach=detach)
     if detach:
         typer.echo(run_dir.name)

@@ -478,6 +478,10 @@ def resume(
         proc = runstore.resume(run_dir)
     if checkpoint is None and info.state != "queued":
         warn(f"run {info.id} had no checkpoint yet: it starts again from step 0")
+    if isinstance(proc, str):  # a Slurm run: resubmitted as a new job
+        typer.echo(f"{info.id}: resubmitted to Slurm as job {proc}", err=True)
+        typer.echo(f"follow it with: vqatune logs -f {info.id}", err=True)
+        return
     typer.echo(
         f"{info.id}: resumed{' from ' + checkpoint.name if checkpoint else ''} (pid {proc.pid})",
         err=True,
@@ -570,9 +574,10 @@ def _print_comparison(result, metric_names) -> None:
         gt.add_column(justify="right")
         for key, label in metric_names:
             mean, std = g.mean[key], g.std[key]
-            gt.add_row(
-                f"  {label}", "-" if mean is None else f"{_metric(key, mean)} ± {_metric(key, std)}"
-            )
+            cell = _metric(key, mean)
+            if mean is not None and std is not None:
+                cell += f" ± {_metric(key, std)}"
+            gt.add_row(f"  {label}", cell)
         con.print(gt)
 
 
@@ -599,7 +604,6 @@ def _plot(result) -> None:
     import shutil
 
     import plotext as plt
-    from vqatune.engine.metrics import downsample
 
     width, height = shutil.get_terminal_size((100, 40))
     plain = not sys.stdout.isatty() or bool(os.environ.get("NO_COLOR"))
@@ -607,19 +611,18 @@ def _plot(result) -> None:
     charts = []
     # One figure per chart: plotext's subplots keep legend state between figures and fail
     # when a second comparison is drawn in the same process.
-    for title, attr_x, attr_y in (
-        ("validation accuracy", "accuracy_steps", "accuracy"),
-        ("training loss" + (" (window means)" if sampled else ""), "loss_steps", "loss"),
+    curves = [r.curves(400) for r in result.runs]
+    for title, curve in (
+        ("validation accuracy", "val accuracy"),
+        ("training loss" + (" (window means)" if sampled else ""), "loss"),
     ):
         plt.clear_figure()
         plt.plotsize(min(width, 160), max(10, min(height // 2 - 1, 25)))
         plt.title(title)
         plt.xlabel("step")
-        for r in result.runs:
-            xs, ys = getattr(r.scan, attr_x), getattr(r.scan, attr_y)
-            if ys:
-                xs, ys = downsample(xs, ys, 400)
-                plt.plot(xs, ys, label=r.info.id, marker="braille")
+        for r, run_curves in zip(result.runs, curves):
+            if curve in run_curves:
+                plt.plot(*run_curves[curve], label=r.info.id, marker="braille")
         chart = plt.build()
         charts.append(plt.uncolorize(chart) if plain else chart)
     plt.clear_figure()

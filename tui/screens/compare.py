@@ -12,11 +12,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from vqatune.engine import compare as comparing
+from vqatune.engine.config import ConfigError
 from vqatune.engine.schema import BY_NAME
-from vqatune.tui import compare as cmp
 from vqatune.tui.form import display
 from vqatune.tui.messages import CompareLoaded
 from vqatune.tui.widgets.charts import MetricChart
+
+CURVE_POINTS = 400
 
 
 def short_id(run_id: str) -> str:
@@ -35,13 +38,19 @@ def _acc(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def _mean_std(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
 class CompareScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
 
     def __init__(self, run_dirs: list[Path]):
         super().__init__(id="compare")
         self.run_dirs = [Path(d) for d in run_dirs]
-        self.comparison: cmp.Comparison | None = None
+        self.comparison: comparing.Comparison | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(f"Comparing {len(self.run_dirs)} runs", id="compare-title")
@@ -60,12 +69,17 @@ class CompareScreen(Screen):
 
     @work(thread=True, exclusive=True)
     def load(self) -> None:
-        self.post_message(CompareLoaded(cmp.compare(self.run_dirs)))
+        try:
+            comparison = comparing.compare(self.run_dirs, curve_points=CURVE_POINTS)
+        except ConfigError as e:
+            self.app.call_from_thread(self.notify, str(e), severity="error")
+            return
+        self.post_message(CompareLoaded(comparison))
 
     def on_compare_loaded(self, message: CompareLoaded) -> None:
-        c: cmp.Comparison = message.comparison
+        c: comparing.Comparison = message.comparison
         self.comparison = c
-        names = [short_id(r.id) for r in c.runs]
+        names = [short_id(r.info.id) for r in c.runs]
 
         params = self.query_one("#compare-params", DataTable)
         params.clear(columns=True)
@@ -83,21 +97,25 @@ class CompareScreen(Screen):
         metrics = self.query_one("#compare-metrics", DataTable)
         metrics.clear(columns=True)
         metrics.add_columns("", *names)
-        metrics.add_row("state", *[r.state for r in c.runs])
-        metrics.add_row("source", *[r.source or "-" for r in c.runs])
-        metrics.add_row("best val acc", *[_acc(r.best_accuracy) for r in c.runs])
-        metrics.add_row("final val acc", *[_acc(r.final_accuracy) for r in c.runs])
-        metrics.add_row(
-            "final loss", *["-" if r.final_loss is None else f"{r.final_loss:.4f}" for r in c.runs]
-        )
+        metrics.add_row("state", *[r.info.state for r in c.runs])
+        metrics.add_row("source", *[r.info.source or "-" for r in c.runs])
+        for key, label in (
+            ("best_accuracy", "best val acc"),
+            ("final_accuracy", "final val acc"),
+            ("final_loss", "final loss"),
+        ):
+            metrics.add_row(label, *[_acc(r.metrics[key]) for r in c.runs])
         for g in c.groups:
             label = f"seeds {', '.join(map(str, g.seeds))}"
-            cells = [f"best {cmp.format_mean_std(g.best)}" if r.id in g.ids else "" for r in c.runs]
+            best = _mean_std(g.mean["best_accuracy"], g.std["best_accuracy"])
+            members = {m.info.id for m in g.runs}
+            cells = [f"best {best}" if r.info.id in members else "" for r in c.runs]
             metrics.add_row(label, *cells)
 
+        curves = [r.curves(CURVE_POINTS) for r in c.runs]
         for chart_id, curve in (("#compare-accuracy", "val accuracy"), ("#compare-loss", "loss")):
             chart = self.query_one(chart_id, MetricChart)
             chart.clear()
-            for name, r in zip(names, c.runs):
-                if curve in r.curves:
-                    chart.extend(name, *r.curves[curve])
+            for name, run_curves in zip(names, curves):
+                if curve in run_curves:
+                    chart.extend(name, *run_curves[curve])

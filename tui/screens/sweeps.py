@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-from vqatune.engine import sweep as sweep_mod
+from vqatune.engine import sweepstore as sweep_mod
 from vqatune.tui.messages import SweepsListed
 
 REFRESH_S = 2.0
