@@ -103,16 +103,14 @@ class ImageDataset(BatchedDataset):
 
 def attach(bundle: DataBundle, cfg, paths_of, what: str) -> DataBundle:
     """Wrap the train and eval sets with their images; paths_of(split, dataset) -> [Path] per
-    image row (None: no image folder, the bundle comes back unchanged, and says so)."""
+    image row (None: no image folder, the bundle comes back unchanged)."""
     res = image_res(cfg)
-    sources = bundle.meta.counts.setdefault("sources", {})
     wrapped = {}
     for part in ("train", "eval"):
         ds = getattr(bundle, part)
         split = bundle.meta.counts.get(part, {}).get("split", part)
         paths = paths_of(split, ds)
-        if paths is None:
-            sources["xvlm"] = "region features (no image folder)"
+        if paths is None:  # the X-VLM branch reads the regions (the start event says so)
             return bundle
         found = np.array([p.is_file() for p in paths], bool)
         present = found[ds.image_row]
@@ -130,7 +128,7 @@ def attach(bundle: DataBundle, cfg, paths_of, what: str) -> DataBundle:
         counts["images_missing"] = int((~found).sum())
         counts["dropped"] = {**counts.get("dropped", {}), **{k: v for k, v in dropped.items() if v}}
     bundle.meta.images = True
-    sources["xvlm"] = f"images at {res}px"
+    bundle.meta.counts.setdefault("sources", {})["xvlm"] = f"images at {res}px"
     return DataBundle(wrapped["train"], wrapped["eval"], bundle.meta)
 
 

@@ -198,7 +198,7 @@ def write(
     features: bool = True,
     graphs: bool = True,
     images_per_file: int = 10000,
-    jpegs: bool = True,
+    jpegs: bool = False,
 ) -> dict:
     """Write a synthetic data set into `out` (must be empty or absent); the last fifth of the
     images form the validation split. Written in a temporary folder renamed into place, so a
@@ -402,9 +402,7 @@ def builtin_root(seed: int, images: int = BUILTIN_IMAGES) -> Path:
     root = cache_dir() / f"synthetic-gqa-s{seed}-n{images}"
     if not root.is_dir():
         try:
-            write(  # without JPEGs: the built-in set stays a region-feature set
-                root, "gqa", images=images, seed=seed, feature_dim=BUILTIN_FEATURE_DIM, jpegs=False
-            )
+            write(root, "gqa", images=images, seed=seed, feature_dim=BUILTIN_FEATURE_DIM)
         except DataError:
             if not root.is_dir():  # not merely another process finishing first
                 raise

@@ -72,14 +72,14 @@ def show(
 
 
 def xvlm_values(cfg) -> dict:
-    """The backbone parameters cfg.config (an X-VLM YAML) sets, read without torch."""
-    if not cfg.config:
-        return {}
+    """The backbone parameters cfg.config (an X-VLM YAML) sets, read without torch (none while
+    the file is not on this machine: a config is shown wherever it is)."""
     from pathlib import Path
 
     from vqatune.engine.xvlm_files import read
 
-    return read(Path(cfg.config).expanduser()).from_yaml
+    path = Path(cfg.config).expanduser()
+    return read(path).from_yaml if cfg.config and path.is_file() else {}
 
 
 @config_app.command("validate")

@@ -99,8 +99,8 @@ def _print_info(info: dict) -> None:
     )
     if "sources" in info:
         visual += f" (from {info['sources']['regions']}; graph from {info['sources']['graph']})"
-        if "xvlm" in info["sources"]:
-            visual += f"; X-VLM branch: {info['sources']['xvlm']}"
+        xvlm = info["sources"].get("xvlm", "region features (no image folder)")
+        visual += f"; X-VLM branch: {xvlm}"
     rows.append(("visual", visual))
     if "graph" in info:
         g = info["graph"]
