@@ -658,7 +658,8 @@ PARAMS: tuple[Param, ...] = (
         "",
         RUN,
         "Run",
-        "Pretrained backbone (a local transformers folder) or a vqatune checkpoint.",
+        "X-VLM checkpoint file (pre-training or VQA fine-tuned), vqatune checkpoint, or local "
+        "transformers folder (text/, vision/).",
         guide=False,
     ),
     _p(
@@ -667,7 +668,8 @@ PARAMS: tuple[Param, ...] = (
         "",
         RUN,
         "Run",
-        "X-VLM style YAML giving the backbone sizes (e.g. xvlm/configs/VQA_480.yaml).",
+        "X-VLM's own YAML (e.g. xvlm/configs/VQA_480.yaml): Swin and BERT JSONs, text_encoder "
+        "folder, image_res, max_tokens.",
         guide=False,
     ),
     _p(
