@@ -29,6 +29,20 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from; the message is one line naming the file."""
 
 
+def state_of(cfg, model, opt, scaler, progress, rng_ranks: list[dict]) -> dict:
+    """The checkpoint of a run (the layout above): opt an optim.Optimisation, progress a
+    progress.Progress, rng_ranks every rank's seeding.rng_state()."""
+    return {
+        "config": cfg.to_dict(),
+        "model": model.state_dict(),
+        "optimisation": opt.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng_ranks": rng_ranks,
+        "world_size": len(rng_ranks),
+        **progress.to_state(),
+    }
+
+
 def save(state: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -21,6 +21,7 @@ from typing import Any
 from . import config, metrics, runstore, sweepstore
 from .config import Config, ConfigError
 from .events import CONFIG_FILE, METRICS_FILE
+from .official import breakdown
 from .schema import PARAMS
 
 # Parameters that name or place a run rather than change what it learns.
@@ -118,7 +119,17 @@ def run_metrics(info: runstore.RunInfo, scan: metrics.Scan) -> dict[str, float |
         "duration_s": info.duration_s,
         "samples_per_s": last.get("samples_per_s", info.status.get("samples_per_s")),
     }
+    values.update({key: v for key, _, v in breakdown(best)})  # the best eval's official figures
     return {k: _number(v) for k, v in values.items()}
+
+
+def breakdown_metrics(results: list[RunResult]) -> list[tuple[str, str]]:
+    """(key, label) of the official figures any of the runs has (per type, consistency, ...)."""
+    seen: dict[str, str] = {}
+    for r in results:
+        for key, label, _ in breakdown(r.scan.best_eval):
+            seen.setdefault(key, f"best eval: {label}")
+    return list(seen.items())
 
 
 def _number(x: Any) -> float | None:

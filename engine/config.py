@@ -258,8 +258,9 @@ def file_line(path: Path | None, table: str | None, key: str) -> str:
     return f"{path}:{line}: " if line else f"{path}: "
 
 
-def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
-    """Table-or-flat TOML -> {param: (value, table)}; unknown keys and tables are errors."""
+def _flatten(path: Path, data: dict, errors: list[str]) -> dict[str, tuple[Any, str | None]]:
+    """Table-or-flat TOML -> {param: (value, table)}; unknown keys and tables are appended to
+    errors (every one of the file, not only the first)."""
     flat: dict[str, tuple[Any, str | None]] = {}
     for key, value in data.items():
         if key in META_KEYS:
@@ -267,29 +268,32 @@ def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
         if isinstance(value, dict):
             if key not in schema.TABLE_CATEGORIES:
                 if key in BY_NAME:
-                    raise ConfigError(
+                    errors.append(
                         f"{file_line(path, None, key)}{key}: expected a value, got a table"
                     )
+                    continue
                 tables = ", ".join(schema.TABLE_CATEGORIES)
                 near = difflib.get_close_matches(key, list(schema.TABLE_CATEGORIES), n=1)
                 hint = f"; did you mean [{near[0]}]?" if near else f" (tables: {tables})"
-                raise ConfigError(f"{file_line(path, None, key)}unknown table [{key}]{hint}")
+                errors.append(f"{file_line(path, None, key)}unknown table [{key}]{hint}")
+                continue
             for name, v in value.items():
                 if name not in BY_NAME:
-                    raise ConfigError(unknown_message(name, file_line(path, key, name)))
-                p = BY_NAME[name]
-                if p.table != key:
-                    raise ConfigError(
-                        f"{file_line(path, key, name)}{name} belongs in [{p.table}], not [{key}]"
+                    errors.append(unknown_message(name, file_line(path, key, name)))
+                elif BY_NAME[name].table != key:
+                    errors.append(
+                        f"{file_line(path, key, name)}{name} belongs in "
+                        f"[{BY_NAME[name].table}], not [{key}]"
                     )
-                if name in flat:
-                    raise ConfigError(f"{file_line(path, key, name)}{name} is given twice")
-                flat[name] = (v, key)
+                elif name in flat:
+                    errors.append(f"{file_line(path, key, name)}{name} is given twice")
+                else:
+                    flat[name] = (v, key)
+        elif key not in BY_NAME:
+            errors.append(unknown_message(key, file_line(path, None, key)))
+        elif key in flat:
+            errors.append(f"{file_line(path, None, key)}{key} is given twice")
         else:
-            if key not in BY_NAME:
-                raise ConfigError(unknown_message(key, file_line(path, None, key)))
-            if key in flat:
-                raise ConfigError(f"{file_line(path, None, key)}{key} is given twice")
             flat[key] = (value, None)
     return flat
 
@@ -331,16 +335,25 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Config, Config
             )
         base_path = _resolve_extends(extends, path)
         base, _, _ = _load_file(base_path, chain)
-    for meta in ("title", "description"):
-        if meta in data and not isinstance(data[meta], str):
-            raise ConfigError(f"{file_line(path, None, meta)}{meta}: expected a string")
+    errors = [
+        f"{file_line(path, None, meta)}{meta}: expected a string"
+        for meta in ("title", "description")
+        if meta in data and not isinstance(data[meta], str)
+    ]
     values = base.to_dict()
-    for name, (raw, table) in _flatten(path, data).items():
+    for name, (raw, table) in _flatten(path, data, errors).items():
         try:
             values[name] = coerce(BY_NAME[name], _toml_value(BY_NAME[name], raw))
         except ParamError as e:
-            raise ConfigError(f"{file_line(path, table, name)}{e}") from None
+            errors.append(f"{file_line(path, table, name)}{e}")
+    if errors:  # every mistake of the file at once, one line each, in file order
+        raise ConfigError("\n".join(sorted(errors, key=_line_of)))
     return Config(values), base, data
+
+
+def _line_of(message: str) -> int:
+    m = re.match(r"[^\n]*?:(\d+): ", message)
+    return int(m.group(1)) if m else 0
 
 
 def _resolve_extends(extends: str, path: Path) -> Path:

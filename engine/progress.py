@@ -78,6 +78,6 @@ class Progress:
     def from_state(cls, state: dict) -> Progress:
         values = {f.name: state[f.name] for f in fields(cls)}
         if values["order"] is not None:
-            values["order"] = values["order"].numpy()
+            values["order"] = values["order"].cpu().numpy()  # loaded onto the training device
         values["window"] = Window.from_state(values["window"])
         return cls(**values)

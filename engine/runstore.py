@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -48,8 +49,14 @@ LAUNCH_FILE = "launch.json"
 HEARTBEAT_TIMEOUT_S = 30.0
 # Recorded and measured process start times come from the same clock; allow float noise only.
 START_TIME_TOLERANCE_S = 1.0
-# The command that trains a run directory; tests swap in a fake trainer.
-TRAINER = [sys.executable, "-m", "vqatune.engine.train"]
+# The command that trains a run directory; tests swap in a fake trainer. A sweep's scheduler
+# (engine/sweeper.py) is its own process: it gets its launcher's command in TRAINER_ENV.
+TRAINER_ENV = "VQATUNE_TRAINER"
+TRAINER = (
+    shlex.split(os.environ[TRAINER_ENV])
+    if os.environ.get(TRAINER_ENV)
+    else [sys.executable, "-m", "vqatune.engine.train"]
+)
 
 _ID_RE = re.compile(r"^(\d{8}-\d{6})-(.+)-([0-9a-f]{4})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -168,9 +175,10 @@ def launch(
 ) -> subprocess.Popen:
     """Start the training process for run_dir; its output goes to train.log.
 
-    Detached: a new session (no controlling terminal, so SIGHUP and a closed SSH connection
-    never reach it), stdin from /dev/null. Attached: same process group, so Ctrl-C reaches it
-    and the trainer stops cleanly. `env` adds variables to the child's environment (a GPU pin).
+    Always in a new session with stdin from /dev/null: no controlling terminal, so neither
+    Ctrl-C, SIGHUP nor a closed SSH connection reaches it; only signals sent to its pid do
+    (`vqatune stop`, a follower's Ctrl-C). `detach` only records whether the launcher follows
+    it (launch.json). `env` adds variables to the child's environment (a GPU pin).
     """
     import psutil
 
@@ -184,7 +192,7 @@ def launch(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=detach,
+            start_new_session=True,
             close_fds=True,
             env=env,
             cwd=os.getcwd(),
@@ -342,7 +350,14 @@ def run_info(run_dir: Path) -> RunInfo:
             status, launch_record, same_host=not host or host == socket.gethostname()
         )
     status = status or {}
-    summary = read_json(run_dir / SUMMARY_FILE) if state in FINAL_STATES else None
+    summary = read_json(run_dir / SUMMARY_FILE) if state in FINAL_STATES or pid is None else None
+    if state not in FINAL_STATES and summary and summary.get("state") in FINAL_STATES:
+        # Final records win: the trainer writes summary.json just before its last status, so a
+        # missing, unreadable or stale status.json (killed in between) must not read as crashed.
+        state, message = summary["state"], summary.get("message")
+        status = {**status, **_status_from_summary(summary), "state": state}
+    elif state not in FINAL_STATES:
+        summary = None
     best = status.get("best_accuracy")
     last = status.get("last_accuracy")
     if summary:
@@ -369,6 +384,15 @@ def run_info(run_dir: Path) -> RunInfo:
         meta=meta,
         summary=summary,
     )
+
+
+def _status_from_summary(summary: dict) -> dict:
+    """The status fields a summary.json also records (the run's final progress)."""
+    fields = ("step", "total_steps", "epoch", "epochs", "best_accuracy")
+    return {
+        **{k: summary[k] for k in fields if k in summary},
+        "last_accuracy": summary.get("final_accuracy"),
+    }
 
 
 def _run_dirs(runs_dir: Path) -> list[Path]:

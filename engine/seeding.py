@@ -36,7 +36,9 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached_gaussian = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
-    torch.set_rng_state(state["torch"])
+    # .cpu(): a checkpoint may be loaded onto the GPU; generator states are CPU byte tensors.
+    keys = keys.cpu().numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, cached_gaussian))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import exitcodes
 from .config import ConfigError
 from .events import CONFIG_FILE, LOG_FILE, META_FILE, STATUS_FILE, read_json, write_json_atomic
 
@@ -210,7 +211,7 @@ class TrainJob:
         # for the trainer itself (a wait() in progress here would hold Popen's waitpid lock).
         while (code := self.proc.poll()) is None:
             time.sleep(0.5)
-        if code not in (0, 130):
+        if code not in (exitcodes.DONE, exitcodes.INTERRUPTED):
             raise RuntimeError(f"the trainer exited with code {code}; see {run_dir / LOG_FILE}")
         return code
 

@@ -199,26 +199,6 @@ def is_active(sweep: Sweep) -> bool:
         return False
 
 
-def launch_detached(sweep: Sweep, args: list[str]) -> tuple[int, Path]:
-    """`vqatune sweep ARGS` as a background process in its own session (a closed SSH
-    connection does not reach it), output appended to sweep.log. -> (pid, log path)"""
-    import subprocess
-    import sys
-
-    log_path = sweep.path / SWEEP_LOG
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vqatune.tui.cli", "sweep", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-    return proc.pid, log_path
-
-
 # ----------------------------------------------------------------------------------------------
 # Progress (for `vqatune sweeps` and the TUI)
 

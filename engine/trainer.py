@@ -40,15 +40,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import checkpoint, distributed, events, logs, optim, precision, seeding
+from . import checkpoint, distributed, events, exitcodes, logs, optim, precision, seeding
 from .config import load as load_config
+from .data.statwords import inactive_params
 from .faults import Faults
 from .model.vqa_model import OUTPUTS
+from .official import score_batches
 from .progress import Progress, Window
 
 log = logging.getLogger("vqatune.train")
-
-EXIT_CODES = {"done": 0, "stopped": 130}  # anything else: 1
 
 
 class RunEnd(Exception):
@@ -97,7 +97,7 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return EXIT_CODES.get(state, 1)
+        return exitcodes.for_state(state)
 
     def _train(self) -> tuple[str, str | None]:
         """Set up and train; the final state and its message."""
@@ -202,7 +202,14 @@ class Trainer:
             eval_size=len(self.eval_set),
             params=n_params,
             trainable_params=sum(x.numel() for x in self.params),
+            statistics_words=self.meta.counts.get("sources", {}).get("statistics_words", "none"),
+            inactive=inactive_params(self.meta),
         )
+        if common["inactive"] and world.main:
+            log.warning(
+                "no statistics words for this data: %s do nothing in this run",
+                ", ".join(common["inactive"]),
+            )
         if restored_from is not None:
             self.metrics.write(
                 "resumed",
@@ -315,11 +322,7 @@ class Trainer:
 
     def after_step(self, epoch_ends: bool = False) -> None:
         cfg, step = self.cfg, self.progress.step
-        if step % cfg.log_every == 0:
-            self._log_step()
-        elapsed = time.time() - self.train_started
-        eta = elapsed / self.steps_this_process * (self.total_steps - step)
-        self.status.update(step=step, epoch=self.progress.epoch_label, eta_s=round(eta, 1))
+        self._report_step()
         if self.faults.stop_requested(step):
             self.stop_requested = True
         evaluated = bool(cfg.eval_every) and step % cfg.eval_every == 0
@@ -439,6 +442,15 @@ class Trainer:
             **batching,
         )
 
+    def _report_step(self) -> None:
+        """A step event every log_every steps; the status's step, epoch and ETA every step."""
+        p = self.progress
+        if p.step % self.cfg.log_every == 0:
+            self._log_step()
+        elapsed = time.time() - self.train_started
+        eta = elapsed / self.steps_this_process * (self.total_steps - p.step)
+        self.status.update(step=p.step, epoch=p.epoch_label, eta_s=round(eta, 1))
+
     def _log_step(self) -> None:
         p = self.progress
         w = p.window
@@ -498,7 +510,10 @@ class Trainer:
             questions=torch.zeros(()),
         )
         sums = {k: v.to(self.device, torch.float64) for k, v in sums.items()}
-        for batch in distributed.eval_share(loader, self.world):
+        official = getattr(self.eval_set, "official", None)
+        predicted = []  # (question indices, fused answer ids) for the official evaluation
+        mine = distributed.eval_share(loader, self.world)
+        for indices, batch in zip(mine.sampler, mine):
             batch = _to_device(batch, self.device)
             with self.precision.autocast():
                 out = self.model(batch)
@@ -510,6 +525,7 @@ class Trainer:
                 if name == "fused":
                     sums["type_correct"].index_add_(0, batch["answer_type"], score)
                     sums["type_count"].index_add_(0, batch["answer_type"], torch.ones_like(score))
+                    predicted.append((indices, pred.squeeze(1).cpu().numpy()))
             size = batch["q_tokens"].shape[0]
             sums["loss"] += loss.detach().double() * size
             sums["questions"] += size
@@ -532,6 +548,9 @@ class Trainer:
                     sums["type_count"].tolist(),
                 )
             }
+        if official is not None:  # per-type breakdowns, consistency, validity, plausibility
+            every_rank = [b for part in self.world.gather(predicted) for b in part]
+            result.update(score_batches(official, every_rank, self.meta.answers))
         result["duration_s"] = round(time.time() - started, 3)
         return result
 
@@ -577,15 +596,9 @@ class Trainer:
         if self.world.main:
             folder = self.run_dir / events.CHECKPOINT_DIR
             path = folder / checkpoint.LAST
-            state = {
-                "config": self.cfg.to_dict(),
-                "model": self.model.state_dict(),
-                "optimisation": self.opt.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng_ranks": rngs,
-                "world_size": self.world.size,
-                **self.progress.to_state(),
-            }
+            state = checkpoint.state_of(
+                self.cfg, self.model, self.opt, self.scaler, self.progress, rngs
+            )
             checkpoint.save(state, path)
             if best:
                 checkpoint.link(path, folder / checkpoint.BEST)

@@ -277,6 +277,36 @@ class _RunsCode:
         return (os.mkdir, (self.path,))
 
 
+# A SIGTERM while the final records are written (torchrun sends one to every rank when a peer
+# exits first) must not cut them short: the run's state stays the final one, not "running".
+SIGTERM_DURING_FINISH = """
+import os, signal, sys
+from vqatune.engine import events
+from vqatune.engine.trainer import Trainer
+
+write = events.write_json_atomic
+
+
+def write_then_terminate(path, data):
+    if path.name == events.SUMMARY_FILE:
+        os.kill(os.getpid(), signal.SIGTERM)
+    write(path, data)
+
+
+events.write_json_atomic = write_then_terminate
+sys.exit(Trainer(sys.argv[1]).run())
+"""
+
+
+def test_sigterm_while_the_run_ends_keeps_the_final_status(tmp_path):
+    run_dir = make_run(tmp_path, "ending", QUICK + ["max_steps=1"])
+    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
+    cmd = [sys.executable, "-c", SIGTERM_DURING_FINISH, str(run_dir)]
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert status(run_dir)["state"] == "done" and status(run_dir)["ended"]
+    assert events.read_json(run_dir / events.SUMMARY_FILE)["state"] == "done"
+
+
 def test_resume_without_checkpoint_starts_over(tmp_path, monkeypatch):
     run_dir = make_run(tmp_path, "fresh", QUICK + ["max_steps=1"])
     assert train(run_dir, resume=True, monkeypatch=monkeypatch) == 0

@@ -182,11 +182,12 @@ def test_empty_sweep_warns_instead_of_opening(tmp_path, monkeypatch):
 
 def test_refreshes_while_shown_and_not_when_hidden(store, monkeypatch):
     from vqatune.tui.screens import sweeps as sweeps_screen
+    from vqatune.tui.screens import table as polled_table
 
     calls = []
     real = sweeps_screen.load_rows
     monkeypatch.setattr(sweeps_screen, "load_rows", lambda d: calls.append(1) or real(d))
-    monkeypatch.setattr(sweeps_screen, "REFRESH_S", 0.1)
+    monkeypatch.setattr(polled_table, "REFRESH_S", 0.1)
 
     async def run():
         app = VQATuneApp(runs_dir=store, start="sweeps")
@@ -254,7 +255,7 @@ def test_a_sweep_run_by_the_engine_and_its_lock(tmp_path, monkeypatch):
                 [sw.id, "finished", "2/2", "0", "0", "0.5000", "fast/seed1"]
             ]
             with sweepstore.sweep_lock(sw):
-                app.screen.refresh_sweeps()
+                app.screen.refresh_rows()
                 await settle(pilot)
                 assert table_rows(table)[0][1] == "running"
                 assert str(app.screen.query_one("#sweeps-status").render()).startswith(

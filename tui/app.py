@@ -9,6 +9,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from vqatune.tui.palette import PaletteBinding, binding_commands
 from vqatune.tui.screens.configure import ConfigureScreen
 
 
@@ -28,9 +29,27 @@ class VQATuneApp(App):
     }
     DEFAULT_MODE = "configure"  # built directly, without an empty default screen first
     BINDINGS = [
-        Binding("f2", "switch_mode('configure')", "Config"),
-        Binding("f3", "switch_mode('runs')", "Runs"),
-        Binding("f4", "switch_mode('sweeps')", "Sweeps"),
+        PaletteBinding(
+            "f2",
+            "switch_mode('configure')",
+            "Config",
+            title="Configure",
+            help="Edit parameters, presets, launch",
+        ),
+        PaletteBinding(
+            "f3",
+            "switch_mode('runs')",
+            "Runs",
+            title="Runs",
+            help="All runs: monitor, filter, sort, compare",
+        ),
+        PaletteBinding(
+            "f4",
+            "switch_mode('sweeps')",
+            "Sweeps",
+            title="Sweeps",
+            help="Sweeps: progress, best run, compare their runs",
+        ),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -74,77 +93,9 @@ class VQATuneApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand(
-            "Configure",
-            "Edit parameters, presets, launch (F2)",
-            lambda: self.switch_mode("configure"),
-        )
-        yield SystemCommand(
-            "Runs",
-            "All runs: monitor, filter, sort, compare (F3)",
-            lambda: self.switch_mode("runs"),
-        )
-        yield SystemCommand(
-            "Sweeps",
-            "Sweeps: progress, best run, compare their runs (F4)",
-            lambda: self.switch_mode("sweeps"),
-        )
-        if screen.id == "runs":
-            yield SystemCommand(
-                "Compare selected runs", "Parameters, metrics and curves (c)", screen.action_compare
-            )
-            yield SystemCommand(
-                "Sort runs by the next column",
-                "Or click a column header (o)",
-                screen.action_cycle_sort,
-            )
-            yield SystemCommand(
-                "Filter runs", "By id, state or preset (/)", screen.action_focus_filter
-            )
-        if screen.id == "sweeps":
-            yield SystemCommand(
-                "Compare the sweep's runs", "Its runs side by side (enter)", screen.action_open_runs
-            )
-            yield SystemCommand(
-                "Open the sweep's best run", "Its monitor (b)", screen.action_open_best
-            )
-        if screen.id == "monitor":
-            yield SystemCommand(
-                "Stop run", "Graceful: checkpoint, then stopped (s)", screen.action_stop
-            )
-            yield SystemCommand("Kill run", "SIGKILL the training process (k)", screen.action_kill)
-            yield SystemCommand(
-                "Resume run", "Continue a stopped or crashed run (r)", screen.action_resume
-            )
-        configure = self._configure_screen()
-        if configure is not None and screen is configure:
-            yield SystemCommand(
-                "Launch", "Create the run and start it detached", configure.action_launch
-            )
-            yield SystemCommand(
-                "Diff against preset", "Show the changed parameters", configure.action_diff
-            )
-            yield SystemCommand(
-                "Save as preset",
-                "Write the current values as a preset TOML",
-                configure.action_save_preset,
-            )
-            yield SystemCommand(
-                "Load config file", "Read a TOML config into the form", configure.action_load_file
-            )
-            yield SystemCommand(
-                "Choose preset", "Focus the preset picker (ctrl+g)", configure.action_focus_preset
-            )
-            for name, title in configure.presets:  # as last listed by its worker: no I/O here
-                yield SystemCommand(
-                    f"Apply preset {name}", title, lambda name=name: configure.apply_preset(name)
-                )
-
-    def _configure_screen(self) -> ConfigureScreen | None:
-        for screen in self.screen_stack:
-            if isinstance(screen, ConfigureScreen):
-                return screen
-        return None
+        yield from binding_commands(self, self)
+        yield from binding_commands(self, screen)
+        yield from getattr(screen, "palette_commands", tuple)()
 
 
 def _runs_screen() -> Screen:

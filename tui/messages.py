@@ -49,10 +49,12 @@ class RunLaunched(Message):
         self.run_dir = run_dir
 
 
-class RunsListed(Message):
-    def __init__(self, runs: list):
+class RowsListed(Message):
+    """A polled table's rows, as its screen's load_rows read them."""
+
+    def __init__(self, rows: list):
         super().__init__()
-        self.runs = runs
+        self.rows = rows
 
 
 @dataclass
@@ -78,9 +80,3 @@ class CompareLoaded(Message):
     def __init__(self, comparison: Any):
         super().__init__()
         self.comparison = comparison
-
-
-class SweepsListed(Message):
-    def __init__(self, sweeps: list):
-        super().__init__()
-        self.sweeps = sweeps

@@ -19,7 +19,7 @@ from vqatune.engine.config import ConfigError
 
 from .backbone import XVLMBackbone
 from .ban import BANBranch
-from .graph import GraphBranch
+from .graph import GraphBranch, match_regions
 from .layers import Classifier
 from .xvlm_checkpoint import checkpoint_report, is_xvlm_state, load_xvlm_checkpoint, read_state
 
@@ -80,15 +80,20 @@ class VQAModel(nn.Module):
             q, batch_first=True, total_length=words.shape[1]
         )  # [B,L,H]
         v = self.vision_proj(vision)  # [B,Nv,H]
-        if self.has_graph:
-            entities, entity_mask = self.entity_emb(batch["node_names"]), batch["node_mask"]
+        node_region = None
+        if self.has_graph:  # entities: object names, and the appearance of their regions
+            node_region = match_regions(batch["node_boxes"], batch["node_mask"], v_boxes, v_mask)
+            region, matched = node_region
+            seen = v.gather(1, region[..., None].expand(-1, -1, v.shape[-1]))
+            entities = self.entity_emb(batch["node_names"]) + seen * matched[..., None].to(v.dtype)
+            entity_mask = batch["node_mask"]
         else:
             entities, entity_mask = v, v_mask
         stat = self.embed_words(batch["stat_words"])  # [B,S,word_dim]
         ban = self.ban(
             q, q_mask, v, v_mask, v_boxes, entities, entity_mask, stat, batch["stat_mask"]
         )
-        graph, node_weights = self.graph(batch, q, q_mask, vision, v_boxes, v_mask)
+        graph, node_weights = self.graph(batch, q, q_mask, vision, v_boxes, v_mask, node_region)
 
         logits = {"xvlm": xvlm, "ban": ban, "graph": graph}
         weights = torch.softmax(self.fusion_logits, 0)

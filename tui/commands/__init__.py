@@ -8,6 +8,7 @@ from . import (
     config_cmd,
     data_cmd,
     model_cmd,
+    predict_cmd,
     presets_cmd,
     queue_cmd,
     run_cmd,
@@ -27,6 +28,7 @@ MODULES = (
     sweep_cmd,
     data_cmd,
     model_cmd,
+    predict_cmd,
 )
 
 

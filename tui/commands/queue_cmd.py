@@ -13,11 +13,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail, print_json, user_errors
-
-RunsDirOption = typer.Option(
-    None, "--runs-dir", metavar="DIR", help="The run store (default: $VQATUNE_RUNS or ./runs)."
-)
+from .common import RunsDirOption, fail, print_json, user_errors
 
 app = typer.Typer(
     help="Runs waiting for a free GPU: list, reorder, cancel, pause, resume.",

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Static
 from vqatune.engine import compare as comparing
 from vqatune.engine.config import ConfigError
 from vqatune.engine.schema import BY_NAME
+from vqatune.tui.display import accuracy, mean_std
 from vqatune.tui.form import display
 from vqatune.tui.messages import CompareLoaded
 from vqatune.tui.widgets.charts import MetricChart
@@ -32,16 +33,6 @@ def _value_text(name: str, value) -> str:
     if value is None:
         return "-"
     return str(display(BY_NAME[name], value)) if name in BY_NAME else str(value)
-
-
-def _acc(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
-def _mean_std(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
 class CompareScreen(Screen):
@@ -99,15 +90,13 @@ class CompareScreen(Screen):
         metrics.add_columns("", *names)
         metrics.add_row("state", *[r.info.state for r in c.runs])
         metrics.add_row("source", *[r.info.source or "-" for r in c.runs])
-        for key, label in (
-            ("best_accuracy", "best val acc"),
-            ("final_accuracy", "final val acc"),
-            ("final_loss", "final loss"),
-        ):
-            metrics.add_row(label, *[_acc(r.metrics[key]) for r in c.runs])
+        for key, label in (("best_accuracy", "best val acc"), ("final_accuracy", "final val acc")):
+            metrics.add_row(label, *[accuracy(r.metrics[key]) for r in c.runs])
+        losses = [r.metrics["final_loss"] for r in c.runs]
+        metrics.add_row("final loss", *["-" if x is None else f"{x:.4f}" for x in losses])
         for g in c.groups:
             label = f"seeds {', '.join(map(str, g.seeds))}"
-            best = _mean_std(g.mean["best_accuracy"], g.std["best_accuracy"])
+            best = mean_std(g.mean["best_accuracy"], g.std["best_accuracy"])
             members = {m.info.id for m in g.runs}
             cells = [f"best {best}" if r.info.id in members else "" for r in c.runs]
             metrics.add_row(label, *cells)
