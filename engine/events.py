@@ -34,7 +34,9 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 
 # Events (the `event` field of a metrics line):
-#   start          config summary: params, effective_batch_size, device, dataset sizes
+#   start          config summary: params, effective_batch_size, device, dataset sizes,
+#                  checkpoint{path, loaded, missing, unexpected, interpolated, names} or null,
+#                  xvlm_input (images or region features)
 #   step           step, epoch, loss, losses{fused,ban,graph,xvlm}, lr, xvlm_lr, grad_norm,
 #                  samples_per_s, memory{...}
 #   eval           step, epoch, accuracy, accuracy_branch{...}, accuracy_type{...}, loss

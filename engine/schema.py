@@ -525,6 +525,17 @@ PARAMS: tuple[Param, ...] = (
     ),
     # X-VLM backbone sizes (overridden by the X-VLM YAML given as `config`)
     _p(
+        "vision_encoder",
+        "choice",
+        "vit",
+        BB,
+        "X-VLM backbone",
+        "X-VLM's vision encoder: swin (Swin-B at image_res, X-VLM's published encoder; sizes "
+        "from the YAML's vision_config) or vit (a small ViT sized by the knobs below).",
+        guide=False,
+        choices=("swin", "vit"),
+    ),
+    _p(
         "image_res",
         "int",
         384,
@@ -636,12 +647,23 @@ PARAMS: tuple[Param, ...] = (
         guide=False,
     ),
     _p(
+        "image_dir",
+        "path",
+        "",
+        RUN,
+        "Run",
+        "Folder of the official images for the X-VLM branch (GQA images/, COCO train2014/ "
+        "val2014/ test2015/); default: images/ or the COCO folders under data_root.",
+        guide=False,
+    ),
+    _p(
         "checkpoint",
         "path",
         "",
         RUN,
         "Run",
-        "Pretrained backbone (a local transformers folder) or a vqatune checkpoint.",
+        "X-VLM checkpoint file (pre-training or VQA fine-tuned), vqatune checkpoint, or local "
+        "transformers folder (text/, vision/).",
         guide=False,
     ),
     _p(
@@ -650,7 +672,8 @@ PARAMS: tuple[Param, ...] = (
         "",
         RUN,
         "Run",
-        "X-VLM style YAML giving the backbone sizes (e.g. xvlm/configs/VQA_480.yaml).",
+        "X-VLM's own YAML (e.g. xvlm/configs/VQA_480.yaml): Swin and BERT JSONs, text_encoder "
+        "folder, image_res, max_tokens.",
         guide=False,
     ),
     _p(

@@ -224,7 +224,13 @@ class Trainer:
                 log.info("no checkpoint to resume from: starting from the beginning")
                 self.metrics.write("resumed", step=0, epoch=1, from_checkpoint=None, **common)
             else:
-                self.metrics.write("start", **common)
+                # what initialised the model (X-VLM checkpoint report) and what X-VLM reads
+                self.metrics.write(
+                    "start",
+                    **common,
+                    checkpoint=self.model.checkpoint_report,
+                    xvlm_input=self.model.backbone.xvlm_input,
+                )
             log.info(
                 "training %s parameters on %s (%s), %d steps, effective batch %d",
                 f"{n_params:,}",

@@ -67,6 +67,7 @@ class RunUpdate:
     steps: int = 0  # step events among them
     log_lines: list[str] = field(default_factory=list)
     gpu: Any = None  # engine.gpu.Snapshot while the run is live
+    start: dict | None = None  # the `start` event, when read in this poll
 
 
 class RunUpdated(Message):

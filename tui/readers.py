@@ -140,6 +140,7 @@ class RunWatcher:
             steps=steps,
             log_lines=self.log.read(),
             gpu=snapshot,
+            start=next((r for r in records if r.get("event") == "start"), None),
         )
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ class DataMeta:
     attr_vocab: list[str] = field(default_factory=list)
     rel_vocab: list[str] = field(default_factory=list)
     max_attrs: int = 0
+    images: bool = False  # batches of a "regions" data set also carry `image` (X-VLM branch)
     # Not in the trainer contract; reported by `data inspect`.
     counts: dict[str, Any] = field(default_factory=dict)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..official import GQAEvaluator
 from . import graph as G
-from . import statwords
+from . import images, statwords
 from .common import (
     DataBundle,
     DataError,
@@ -370,4 +370,10 @@ def build(
             },
         },
     )
-    return DataBundle(train, evaluation, meta)
+    folder = images.gqa_folder(cfg, root)  # the X-VLM branch reads images when they are there
+    return images.attach(
+        DataBundle(train, evaluation, meta),
+        cfg,
+        lambda split, ds: None if folder is None else images.gqa_paths(folder, ds.image_ids),
+        name,
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import DataBundle, DataError, cache_dir
+from .images import write_scene_images
 
 NAMES = [
     "ball",
@@ -197,6 +198,7 @@ def write(
     features: bool = True,
     graphs: bool = True,
     images_per_file: int = 10000,
+    jpegs: bool = False,
 ) -> dict:
     """Write a synthetic data set into `out` (must be empty or absent); the last fifth of the
     images form the validation split. Written in a temporary folder renamed into place, so a
@@ -226,6 +228,7 @@ def write(
             features,
             graphs,
             images_per_file,
+            jpegs,
         )
         os.rename(tmp, out)  # replaces an empty folder; fails on a non-empty one
     except OSError as e:
@@ -251,6 +254,7 @@ def _write(
     features: bool,
     graphs: bool,
     images_per_file: int,
+    jpegs: bool,
 ) -> dict:
     import h5py
 
@@ -349,6 +353,8 @@ def _write(
                 table,
             )
             counts["questions"][split] = len(questions)
+    if jpegs:  # small pictures of the scenes, in the official layout: the X-VLM branch's input
+        counts["jpeg_images"] = write_scene_images(out, fmt, scenes, image_ids, splits)
     return counts
 
 

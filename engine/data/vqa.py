@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..official import VQAEvaluator, normalize_vqa_answer
-from . import statwords
+from . import images, statwords
 from .common import (
     DataBundle,
     DataError,
@@ -347,4 +347,12 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
             "sources": {"regions": "features", "graph": "none", "statistics_words": stat_source},
         },
     )
-    return DataBundle(train, evaluation, meta)
+    folder = images.coco_folder(cfg, root)  # the X-VLM branch reads images when they are there
+    return images.attach(
+        DataBundle(train, evaluation, meta),
+        cfg,
+        lambda split, ds: (
+            None if folder is None else images.coco_paths(folder, split, ds.image_ids)
+        ),
+        "vqa",
+    )

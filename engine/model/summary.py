@@ -107,10 +107,8 @@ def summary(cfg, meta=None) -> dict:
         meta, why_nominal = run_meta(cfg)
     nominal = meta is None
     meta = meta or nominal_meta(cfg.dataset, tfidf=cfg.tfidf)
-    with torch.device("meta"):
-        model = build_model(
-            cfg.replace(checkpoint="") if cfg.checkpoint.endswith((".pt", ".pth")) else cfg, meta
-        )
+    with torch.device("meta"):  # a checkpoint file is matched (reported), not loaded
+        model = build_model(cfg, meta, load_weights=False)
     groups = model.param_groups()
     backbone = model.backbone
     branches = {
@@ -130,7 +128,7 @@ def summary(cfg, meta=None) -> dict:
     assert total == sum(v for k, v in branches.items() if k != "aoa"), "a module is not counted"
     backbone_parts = {
         "vision": _count(backbone.vision)
-        + (_count(backbone.region_embed) if not backbone.pixels else 0),
+        + (_count(backbone.region_embed) if backbone.regions else 0),
         "text": _count(backbone.text),
         "fusion": _count(backbone.fusion) + _count(backbone.vision_to_text),
     }
@@ -141,6 +139,8 @@ def summary(cfg, meta=None) -> dict:
         "answers": len(meta.answers),
         "visual": meta.visual,
         "backbone_sizes": backbone.sizes.to_dict(),
+        "xvlm_input": backbone.xvlm_input,
+        "checkpoint": model.checkpoint_report,
         "attn_implementation": backbone.attn_implementation,
         "activation_checkpointing": bool(cfg.memory_efficient_attention),
         "branches": branches,

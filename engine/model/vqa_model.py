@@ -21,6 +21,7 @@ from .backbone import XVLMBackbone
 from .ban import BANBranch
 from .graph import GraphBranch, match_regions
 from .layers import Classifier
+from .xvlm_checkpoint import checkpoint_report, is_xvlm_state, load_xvlm_checkpoint, read_state
 
 WORD_DIM = 300  # word embedding size (GloVe-sized, as ban-vqa; TF-IDF initialised when given)
 BRANCHES = ("xvlm", "ban", "graph")  # the order of the fusion weights
@@ -28,12 +29,12 @@ OUTPUTS = ("fused", *BRANCHES)  # every prediction, each with its loss and accur
 
 
 class VQAModel(nn.Module):
-    def __init__(self, cfg, meta):
+    def __init__(self, cfg, meta, *, load_weights: bool = True):
         super().__init__()
         self.cfg = cfg
         self.soft_targets = bool(meta.soft_targets)
         A, V, H = len(meta.answers), len(meta.vocab), cfg.num_hid
-        self.backbone = XVLMBackbone(cfg, meta, V)
+        self.backbone = XVLMBackbone(cfg, meta, V, load_weights=load_weights)
         Wv, Wt = self.backbone.vision_width, self.backbone.text_width
         # X-VLM branch: classification over the answer vocabulary (X-VLM itself generates answers
         # with a decoder; a classifier on the fused [CLS] is what the fusion needs).
@@ -127,10 +128,35 @@ class VQAModel(nn.Module):
         return {"backbone": backbone, "heads": [p for p in self.parameters() if id(p) not in ids]}
 
 
-def build_model(cfg, meta) -> VQAModel:
-    model = VQAModel(cfg, meta)
+def build_model(cfg, meta, *, load_weights: bool = True) -> VQAModel:
+    """The model for cfg; a checkpoint file (X-VLM's or vqatune's) is loaded when load_weights,
+    else only matched (model summary on the meta device). model.checkpoint_report says what."""
+    model = VQAModel(cfg, meta, load_weights=load_weights)
+    model.checkpoint_report = None
+    if cfg.checkpoint and not Path(cfg.checkpoint).exists():
+        raise ConfigError(f"checkpoint: {cfg.checkpoint}: no such file or folder")
     if cfg.checkpoint and Path(cfg.checkpoint).is_file():
-        load_vqatune_checkpoint(model, Path(cfg.checkpoint))
+        path = Path(cfg.checkpoint)
+        if not load_weights:
+            model.checkpoint_report = checkpoint_report(model, path)
+            return model
+        state = read_state(path)
+        if is_xvlm_state(state):
+            model.checkpoint_report = load_xvlm_checkpoint(model, path, state)
+        else:
+            load_vqatune_checkpoint(model, path)
+            model.checkpoint_report = {
+                "path": str(path),
+                "loaded": len(model.state_dict()) - len(model.checkpoint_skipped),
+                "missing": len(model.checkpoint_skipped),
+                "unexpected": 0,
+                "interpolated": 0,
+                "names": {
+                    "missing": model.checkpoint_skipped,
+                    "unexpected": [],
+                    "interpolated": [],
+                },
+            }
     return model
 
 

@@ -38,7 +38,8 @@ def show(
 
     with user_errors():
         resolved = config.resolve(source, sets or ())
-    cfg = resolved.config
+        cfg = resolved.config
+        from_yaml = xvlm_values(cfg)
     for w in cfg.warnings():
         warn(w)
     if fmt is Format.json:
@@ -51,6 +52,7 @@ def show(
                 "overrides": resolved.overrides,
                 "warnings": cfg.warnings(),
                 "config": cfg.to_dict(),
+                "from_xvlm_yaml": from_yaml,
             }
         )
     elif fmt is Format.cmdline:
@@ -62,6 +64,22 @@ def show(
             f"{effective_batch_line(cfg)}\n"
         )
         typer.echo(header + config.dumps(cfg, full=True), nl=False)
+        if from_yaml:
+            typer.echo(
+                f"# from the X-VLM YAML {cfg.config} (these win over the values above): "
+                + ", ".join(f"{k} = {v}" for k, v in from_yaml.items())
+            )
+
+
+def xvlm_values(cfg) -> dict:
+    """The backbone parameters cfg.config (an X-VLM YAML) sets, read without torch (none while
+    the file is not on this machine: a config is shown wherever it is)."""
+    from pathlib import Path
+
+    from vqatune.engine.xvlm_files import read
+
+    path = Path(cfg.config).expanduser()
+    return read(path).from_yaml if cfg.config and path.is_file() else {}
 
 
 @config_app.command("validate")

@@ -70,7 +70,13 @@ def _count_line(c: dict) -> str:
     why = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
     return (
         f"{c.get('questions', 0):,} questions, {c.get('images', 0):,} images, "
-        f"{sum(dropped.values()):,} dropped" + (f" ({why})" if why else "")
+        f"{sum(dropped.values()):,} dropped"
+        + (f" ({why})" if why else "")
+        + (
+            f"; image files: {c['images_found']:,} found, {c['images_missing']:,} missing"
+            if "images_found" in c
+            else ""
+        )
     )
 
 
@@ -93,6 +99,8 @@ def _print_info(info: dict) -> None:
     )
     if "sources" in info:
         visual += f" (from {info['sources']['regions']}; graph from {info['sources']['graph']})"
+        xvlm = info["sources"].get("xvlm", "region features (no image folder)")
+        visual += f"; X-VLM branch: {xvlm}"
     rows.append(("visual", visual))
     if "graph" in info:
         g = info["graph"]
@@ -171,6 +179,9 @@ def synth(
         True, "--features/--no-features", help="Write the HDF5 region features."
     ),
     graphs: bool = typer.Option(True, "--graphs/--no-graphs", help="GQA: write the scene graphs."),
+    jpegs: bool = typer.Option(
+        True, "--jpegs/--no-jpegs", help="Write small JPEG pictures of the scenes (X-VLM input)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Write a small synthetic data set in exactly the official GQA or VQA v2 layout."""
@@ -191,6 +202,7 @@ def synth(
             dtype=dtype,
             features=features,
             graphs=graphs,
+            jpegs=jpegs,
         )
     files = sorted(p.name for p in out.iterdir())
     if as_json:

@@ -42,13 +42,22 @@ def summary_cmd(
     out.print(
         f"dataset {info['dataset']}: {info['answers']} answers, {info['visual']} input{vocab}"
     )
+    if s["vision_encoder"] == "swin":
+        w = s["swin"]
+        vision = (
+            f"Swin depths {w['depths']} heads {w['num_heads']} embed {w['embed_dim']} window "
+            f"{w['window_size']} -> {s['vision_width']}"
+        )
+    else:
+        vision = f"ViT {s['vision_layers']}x{s['vision_width']}"
     out.print(
         f"backbone ({s['source']}): image {s['image_res']}px / patch {s['patch_size']}, "
-        f"vision {s['vision_layers']}x{s['vision_width']}, text {s['text_layers']}x"
+        f"vision {vision}, text {s['text_layers']}x"
         f"{s['text_width']}, fusion {s['fusion_layers']} layers, {s['heads']} heads; "
         f"attention {info['attn_implementation']}"
         f"{', activation checkpointing' if info['activation_checkpointing'] else ''}"
     )
+    out.print(f"X-VLM branch input: {info['xvlm_input']}; {checkpoint_words(info['checkpoint'])}")
     table = Table(box=None, pad_edge=False)
     table.add_column("branch", style="bold")
     table.add_column("parameters", justify="right")
@@ -63,6 +72,18 @@ def summary_cmd(
         f"lr = {info['lr']['value']:g}: {info['lr']['parameters']:,} parameters; "
         f"xvlm_lr = {info['xvlm_lr']['value']:g}: {info['xvlm_lr']['parameters']:,} parameters"
     )
+
+
+def checkpoint_words(report: dict | None) -> str:
+    if not report:
+        return "no checkpoint: from scratch"
+    words = (
+        f"checkpoint {report['path']}: {report['loaded']:,} tensors loaded, "
+        f"{report['missing']:,} missing, {report['unexpected']:,} without a counterpart"
+    )
+    if report["interpolated"]:
+        words += f", {report['interpolated']:,} relative position tables interpolated"
+    return words
 
 
 def register(app: typer.Typer) -> None:

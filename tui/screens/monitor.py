@@ -36,7 +36,20 @@ STATE_TEXT = {
 }
 
 
-def header_lines(info, effective_batch: int | None) -> tuple[str, str]:
+def pretrained_text(start: dict) -> str | None:
+    """What initialised the run's model, from its `start` event (None: a run from before the
+    event said so)."""
+    if "checkpoint" not in start:
+        return None
+    report = start["checkpoint"]
+    if not report:
+        return "from scratch"
+    return f"pretrained: {report.get('loaded', 0):,} tensors from {Path(report['path']).name}"
+
+
+def header_lines(
+    info, effective_batch: int | None, pretrained: str | None = None
+) -> tuple[str, str]:
     """The two header lines for a RunInfo: what it is doing, and its state in plain words."""
     st = info.status or {}
     epoch = f"epoch {info.epoch if info.epoch is not None else '-'}/{info.epochs or '-'}"
@@ -49,6 +62,8 @@ def header_lines(info, effective_batch: int | None) -> tuple[str, str]:
     if effective_batch is not None:
         world = st.get("world_size") or 1
         parts.append(f"eff. batch {effective_batch * world}")
+    if pretrained:
+        parts.append(pretrained)
     line1 = "  ".join(parts)
     line2 = STATE_TEXT.get(info.state, info.state.upper())
     if info.state in ("done", "stopped", "diverged", "oom", "failed", "crashed"):
@@ -82,6 +97,7 @@ class MonitorScreen(Screen):
         self.steps_seen = 0
         self.watcher: RunWatcher | None = None  # kept across resumes: offsets, not a re-read
         self.header: tuple[str, str] | None = None
+        self.pretrained: str | None = None  # from the start event
 
     def compose(self) -> ComposeResult:
         yield Static(self.run_dir.name, id="run-header")
@@ -121,7 +137,9 @@ class MonitorScreen(Screen):
     def on_run_updated(self, message: RunUpdated) -> None:
         update: RunUpdate = message.update
         self.info = update.status
-        lines = header_lines(update.status, self.effective_batch)
+        if update.start is not None:
+            self.pretrained = pretrained_text(update.start)
+        lines = header_lines(update.status, self.effective_batch, self.pretrained)
         if lines != self.header:  # repaint only what changed: the monitor must stay light
             self.header = lines
             self.query_one("#run-header", Static).update(lines[0])
