@@ -47,6 +47,7 @@ from .config import load as load_config
 log = logging.getLogger("vqatune.train")
 
 STATUS_EVERY_S = 2.0
+EVAL_BATCH_FACTOR = 2  # evaluation batch / training micro-batch
 BRANCHES = ("fused", "ban", "graph", "xvlm")
 FAULTS_ENV = "VQATUNE_FAULTS"
 EXIT_CODES = {"done": 0, "stopped": 130}  # anything else: 1
@@ -271,6 +272,8 @@ class Trainer:
                 )
             if world.rank:  # own dropout noise; rank 0 draws as a single process would
                 seeding.seed_everything(cfg.seed + world.rank)
+        if cfg.compile:  # the training forward only: checkpoints and evaluation use the module
+            self.ddp = torch.compile(self.ddp)
 
         # Micro-batch and accumulation: dynamic_batch_size may change them (not their product).
         self.micro_batch = cfg.batch_size
@@ -587,7 +590,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Evaluation, early stopping, checkpoints
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self) -> dict:
         from . import data
 
@@ -599,7 +602,7 @@ class Trainer:
             train=False,
             seed=self.cfg.seed,
             epoch=0,
-            batch_size=self.micro_batch,
+            batch_size=EVAL_BATCH_FACTOR * self.micro_batch,  # no activations kept for backward
         )
         world = self.world
         if world.distributed:  # every world.size-th batch; the sums are reduced below
