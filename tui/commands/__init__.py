@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import typer
 
-from . import config_cmd, data_cmd, model_cmd, presets_cmd, run_cmd, runs_cmd, sweep_cmd, tui_cmd
+from . import (
+    config_cmd,
+    data_cmd,
+    fit_cmd,
+    model_cmd,
+    presets_cmd,
+    run_cmd,
+    runs_cmd,
+    sweep_cmd,
+    tui_cmd,
+)
 
 # Order of the commands in `vqatune --help`.
-MODULES = (presets_cmd, config_cmd, tui_cmd, run_cmd, runs_cmd, sweep_cmd, data_cmd, model_cmd)
+MODULES = (
+    presets_cmd,
+    config_cmd,
+    tui_cmd,
+    run_cmd,
+    runs_cmd,
+    sweep_cmd,
+    data_cmd,
+    model_cmd,
+    fit_cmd,
+)
 
 
 def register_all(app: typer.Typer) -> None:
