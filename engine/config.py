@@ -169,7 +169,7 @@ def list_presets() -> list[PresetInfo]:
     out = []
     for name, path in preset_paths().items():
         try:
-            data = _parse_toml(path)
+            data = parse_toml(path)
         except ConfigError as e:  # still listed, so that the user sees why it does not load
             data = {"description": f"(cannot be read: {e})"}
         out.append(
@@ -197,7 +197,7 @@ BUILTIN_ORDER = (
 # Loading
 
 
-def _parse_toml(path: Path) -> dict:
+def parse_toml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -221,7 +221,7 @@ def _parse_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: invalid TOML: {msg}") from None
 
 
-def _key_line(path: Path, table: str | None, key: str) -> int | None:
+def key_line(path: Path, table: str | None, key: str) -> int | None:
     """The line of `key = ...` in [table] (or at top level), for error messages."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -246,17 +246,21 @@ def _key_line(path: Path, table: str | None, key: str) -> int | None:
         if table and current is None and dotted_re.match(line):
             return number
     if table:  # an inline table (`training = { lr = 1 }`): point at the table's line
-        return _key_line(path, None, table)
+        return key_line(path, None, table)
     return None
 
 
-def _where(path: Path, table: str | None, key: str) -> str:
-    line = _key_line(path, table, key)
+def file_line(path: Path | None, table: str | None, key: str) -> str:
+    """The `FILE:LINE: ` prefix of an error about `key` in [table] ("" when there is no file)."""
+    if path is None:
+        return ""
+    line = key_line(path, table, key)
     return f"{path}:{line}: " if line else f"{path}: "
 
 
-def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
-    """Table-or-flat TOML -> {param: (value, table)}; unknown keys and tables are errors."""
+def _flatten(path: Path, data: dict, errors: list[str]) -> dict[str, tuple[Any, str | None]]:
+    """Table-or-flat TOML -> {param: (value, table)}; unknown keys and tables are appended to
+    errors (every one of the file, not only the first)."""
     flat: dict[str, tuple[Any, str | None]] = {}
     for key, value in data.items():
         if key in META_KEYS:
@@ -264,29 +268,32 @@ def _flatten(path: Path, data: dict) -> dict[str, tuple[Any, str | None]]:
         if isinstance(value, dict):
             if key not in schema.TABLE_CATEGORIES:
                 if key in BY_NAME:
-                    raise ConfigError(
-                        f"{_where(path, None, key)}{key}: expected a value, got a table"
+                    errors.append(
+                        f"{file_line(path, None, key)}{key}: expected a value, got a table"
                     )
+                    continue
                 tables = ", ".join(schema.TABLE_CATEGORIES)
                 near = difflib.get_close_matches(key, list(schema.TABLE_CATEGORIES), n=1)
                 hint = f"; did you mean [{near[0]}]?" if near else f" (tables: {tables})"
-                raise ConfigError(f"{_where(path, None, key)}unknown table [{key}]{hint}")
+                errors.append(f"{file_line(path, None, key)}unknown table [{key}]{hint}")
+                continue
             for name, v in value.items():
                 if name not in BY_NAME:
-                    raise ConfigError(unknown_message(name, _where(path, key, name)))
-                p = BY_NAME[name]
-                if p.table != key:
-                    raise ConfigError(
-                        f"{_where(path, key, name)}{name} belongs in [{p.table}], not [{key}]"
+                    errors.append(unknown_message(name, file_line(path, key, name)))
+                elif BY_NAME[name].table != key:
+                    errors.append(
+                        f"{file_line(path, key, name)}{name} belongs in "
+                        f"[{BY_NAME[name].table}], not [{key}]"
                     )
-                if name in flat:
-                    raise ConfigError(f"{_where(path, key, name)}{name} is given twice")
-                flat[name] = (v, key)
+                elif name in flat:
+                    errors.append(f"{file_line(path, key, name)}{name} is given twice")
+                else:
+                    flat[name] = (v, key)
+        elif key not in BY_NAME:
+            errors.append(unknown_message(key, file_line(path, None, key)))
+        elif key in flat:
+            errors.append(f"{file_line(path, None, key)}{key} is given twice")
         else:
-            if key not in BY_NAME:
-                raise ConfigError(unknown_message(key, _where(path, None, key)))
-            if key in flat:
-                raise ConfigError(f"{_where(path, None, key)}{key} is given twice")
             flat[key] = (value, None)
     return flat
 
@@ -317,34 +324,45 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Config, Config
     if resolved_path in chain:
         cycle = " -> ".join(str(p) for p in chain + (resolved_path,))
         raise ConfigError(f"{path}: extends cycle: {cycle}")
-    data = _parse_toml(path)
+    data = parse_toml(path)
     chain = chain + (resolved_path,)
     base = Config()
     extends = data.get("extends")
     if extends is not None:
         if not isinstance(extends, str) or not extends:
             raise ConfigError(
-                f"{_where(path, None, 'extends')}extends: expected a preset name or path"
+                f"{file_line(path, None, 'extends')}extends: expected a preset name or path"
             )
         base_path = _resolve_extends(extends, path)
         base, _, _ = _load_file(base_path, chain)
-    for meta in ("title", "description"):
-        if meta in data and not isinstance(data[meta], str):
-            raise ConfigError(f"{_where(path, None, meta)}{meta}: expected a string")
+    errors = [
+        f"{file_line(path, None, meta)}{meta}: expected a string"
+        for meta in ("title", "description")
+        if meta in data and not isinstance(data[meta], str)
+    ]
     values = base.to_dict()
-    for name, (raw, table) in _flatten(path, data).items():
+    for name, (raw, table) in _flatten(path, data, errors).items():
         try:
             values[name] = coerce(BY_NAME[name], _toml_value(BY_NAME[name], raw))
         except ParamError as e:
-            raise ConfigError(f"{_where(path, table, name)}{e}") from None
+            errors.append(f"{file_line(path, table, name)}{e}")
+    if errors:  # every mistake of the file at once, one line each, in file order
+        raise ConfigError("\n".join(sorted(errors, key=_line_of)))
     return Config(values), base, data
+
+
+def _line_of(message: str) -> int:
+    m = re.match(r"[^\n]*?:(\d+): ", message)
+    return int(m.group(1)) if m else 0
 
 
 def _resolve_extends(extends: str, path: Path) -> Path:
     candidate = path.parent / Path(extends).expanduser()  # an absolute path stays absolute
     if extends.endswith(PRESET_SUFFIX) or "/" in extends:
         if not candidate.exists():
-            raise ConfigError(f"{_where(path, None, 'extends')}extends: no such file {extends!r}")
+            raise ConfigError(
+                f"{file_line(path, None, 'extends')}extends: no such file {extends!r}"
+            )
         return candidate
     preset = find_preset(extends)
     if preset is not None and preset.resolve() == path.resolve():
@@ -357,7 +375,7 @@ def _resolve_extends(extends: str, path: Path) -> Path:
         near = difflib.get_close_matches(extends, names, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ConfigError(
-            f"{_where(path, None, 'extends')}extends: no such preset {extends!r}{hint}"
+            f"{file_line(path, None, 'extends')}extends: no such preset {extends!r}{hint}"
         )
     return preset
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,14 +103,18 @@ class World:
 
     def any(self, flag: bool, device) -> bool:
         """True on every rank when the flag is set on any: stop, out-of-memory agreement."""
+        return self.any_each([flag], device)[0]
+
+    def any_each(self, flags: list[bool], device) -> list[bool]:
+        """`any` of several flags in one collective (stop requested, checkpoint due)."""
         if not self.distributed:
-            return bool(flag)
+            return [bool(f) for f in flags]
         import torch
         import torch.distributed as dist
 
-        t = torch.tensor([float(flag)], device=device)
+        t = torch.tensor([float(f) for f in flags], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
+        return [bool(x > 0) for x in t.tolist()]
 
     def sum(self, tensor):
         """All-reduce (sum) in place; returns the tensor."""
@@ -118,6 +123,17 @@ class World:
 
             dist.all_reduce(tensor)
         return tensor
+
+    def sum_each(self, tensors: list) -> list:
+        """Every tensor summed over the ranks, in one collective (the evaluation's sums)."""
+        if not self.distributed:
+            return tensors
+        import torch
+
+        flat = self.sum(torch.cat([t.reshape(-1) for t in tensors]))
+        return [
+            part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)
+        ]
 
     def gather(self, obj) -> list:
         """Every rank's obj, in rank order (on every rank)."""
@@ -168,6 +184,37 @@ def init(cfg) -> World:
     )
 
 
+def wrap(model, device):
+    """The model in DDP. Buffers are constants here: no broadcast in forward, so a rank may skip
+    forwards (out of memory) without desynchronising; branches unused by a data set (no graph)."""
+    import warnings
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    with warnings.catch_warnings():  # broadcast_buffers: the spelling whose meaning we want
+        warnings.simplefilter("ignore", FutureWarning)
+        return DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+            find_unused_parameters=True,
+        )
+
+
+def average_gradients(params: list, world: World) -> None:
+    """All-reduce the gradients in one flat buffer (DDP's job when it synchronises)."""
+    import torch
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    for p in params:
+        if p.grad is None:  # the same tensors on every rank
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    flat = world.sum(_flatten_dense_tensors(grads)) / world.size
+    for g, averaged in zip(grads, _unflatten_dense_tensors(flat, grads)):
+        g.copy_(averaged)
+
+
 def write_error(run_dir, rank: int, message: str, when: float) -> None:
     """A failing rank leaves its error for rank 0, whose status then names the first."""
     from .events import write_json_atomic
@@ -182,3 +229,47 @@ def read_errors(run_dir) -> list[dict]:
 
     found = [read_json(p) for p in sorted(run_dir.glob(ERROR_FILE.format(rank="*")))]
     return [e for e in found if e]
+
+
+def eval_share(loader, world: World):
+    """This rank's part of an evaluation loader: every world.size-th batch (the sums are then
+    reduced with `World.sum_each`). The loader itself with one process."""
+    if not world.distributed:
+        return loader
+    from torch.utils.data import DataLoader
+
+    mine = [b for j, b in enumerate(loader.sampler) if j % world.size == world.rank]
+    return DataLoader(
+        loader.dataset,
+        sampler=mine,
+        batch_size=None,
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        prefetch_factor=loader.prefetch_factor if loader.num_workers else None,
+    )
+
+
+def root_cause(run_dir, rank: int, message: str, started: float) -> str:
+    """Under torchrun, the first rank to fail names the cause: the others fail after it (a peer
+    gone from a collective). Each failing rank leaves its error; rank 0 reports the earliest
+    since `started` (this process's start)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return message
+    try:
+        write_error(run_dir, rank, message, time.time())
+    except OSError:
+        pass
+    if rank != 0:
+        return message
+    time.sleep(1.0)  # the failing rank wrote before its sockets closed; let late ones land
+    errors = [e for e in read_errors(run_dir) if e["time"] >= started]
+    first = min(errors, key=lambda e: e["time"], default=None)
+    if first is None or first["rank"] == 0:
+        if "by peer" in message:  # gloo: another rank died without a word (kill -9)
+            return (
+                "another training process ended abruptly (torchrun names it in "
+                f"train.log): {message}"
+            )
+        return message
+    return f"rank {first['rank']} failed: {first['message']}"

@@ -18,7 +18,9 @@ Light module: no torch, no textual.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,10 +55,34 @@ EVENT_TYPES = (
     "resumed",
     "end",
 )
+# The fields each event carries, in the order exports show them (nested dicts such as
+# `losses` become `losses.fused`, ...; fields not listed here follow, sorted).
+EVENT_FIELDS = {
+    "start": (
+        "total_steps", "steps_per_epoch", "epochs", "device", "precision", "batch_size",
+        "accumulation", "effective_batch_size", "world_size", "dataset", "train_size",
+        "eval_size", "params", "trainable_params",
+    ),
+    "step": (
+        "step", "epoch", "loss", "losses", "lr", "xvlm_lr", "grad_norm", "batch_size",
+        "accumulation", "samples_per_s", "memory",
+    ),
+    "eval": ("step", "epoch", "accuracy", "accuracy_branch", "accuracy_type", "loss"),
+    "oom": ("step", "batch_size", "message", "advice"),
+    "batch_resized": ("step", "old_batch_size", "new_batch_size", "accumulation"),
+    "checkpoint": ("step", "epoch", "path", "best"),
+    "early_stop": ("step", "epoch", "best_accuracy", "best_step", "patience"),
+    "resumed": ("step", "epoch", "from_checkpoint"),
+    "end": ("state", "step", "epoch", "best_accuracy", "final_accuracy", "duration_s", "message"),
+}  # fmt: skip
 
 # Run states. `running` and `crashed` are derived by the run store from the pid, its start time
 # and the heartbeat; the others are written by the training process when it ends.
+STATUS_EVERY_S = 2.0  # the heartbeat: status.json is rewritten this often while training
+
 STATES = ("queued", "running", "done", "stopped", "diverged", "oom", "failed", "crashed")
+# What the run store reports for a Slurm run whose job ended without the trainer's end record.
+SLURM_STATES = ("cancelled", "timeout", "node_fail", "preempted")
 FINAL_STATES = ("done", "stopped", "diverged", "oom", "failed")
 
 
@@ -100,6 +126,81 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+class NoMetrics:
+    """Ranks other than 0 write no metrics.jsonl; the trainer's calls stay the same."""
+
+    def write(self, event: str, **fields: Any) -> dict:
+        return {"event": event, **fields}
+
+    def close(self) -> None:
+        pass
+
+
+class Status:
+    """status.json: the fields of the contract, rewritten atomically every STATUS_EVERY_S by a
+    thread (the heartbeat) until `close` writes the final fields."""
+
+    def __init__(self, path: Path, enabled: bool = True, **fields: Any):
+        self.path, self.enabled = path, enabled  # disabled on ranks other than 0
+        self.fields = {
+            "state": "running",
+            "pid": os.getpid(),
+            "pid_start_time": _process_start_time(),
+            "heartbeat": time.time(),
+            "step": 0,
+            "total_steps": 0,
+            "epoch": 0,
+            "epochs": 0,
+            "eta_s": None,
+            "samples_per_s": None,
+            "best_accuracy": None,
+            "last_accuracy": None,
+            "started": time.time(),
+            "ended": None,
+            "message": None,
+            "world_size": 1,
+            **fields,
+        }
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.write()
+        self.thread = threading.Thread(target=self._beat, name="status", daemon=True)
+        if enabled:
+            self.thread.start()
+
+    def update(self, **fields: Any) -> None:
+        with self.lock:
+            self.fields.update(fields)
+
+    def write(self) -> None:
+        if not self.enabled:
+            return
+        with self.lock:
+            self.fields["heartbeat"] = time.time()
+            write_json_atomic(self.path, dict(self.fields))
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(STATUS_EVERY_S):
+            try:
+                self.write()
+            except OSError as exc:  # a full disk: keep training, try again at the next beat
+                logging.getLogger("vqatune.train").error("cannot write %s: %s", self.path.name, exc)
+
+    def close(self, **final: Any) -> None:
+        """The final fields, written after the heartbeat has stopped (it cannot overwrite them)."""
+        self.stopped.set()
+        if self.enabled:
+            self.thread.join()
+        self.update(**final)
+        self.write()
+
+
+def _process_start_time() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def _jsonable(x: Any) -> Any:

@@ -25,7 +25,7 @@ from pathlib import Path
 # MetricsWriter writes `{"event": "<kind>", ...}` with json.dumps' default separators.
 EVENT_PREFIX = b'{"event": "'
 _STEP_LOSS_RE = re.compile(
-    rb'"event": "step",[^\n]*?"step": (\d+)[^\n]*?"loss": (-?[0-9][0-9.eE+-]*)'
+    rb'"event": "step", "time": ([0-9][0-9.eE+-]*),[^\n]*?"step": (\d+)[^\n]*?"loss": (-?[0-9][0-9.eE+-]*)'
 )
 READ_CHUNK = 8 << 20
 
@@ -131,11 +131,16 @@ class Scan:
     end: dict | None = None  # the last end event
     loss_steps: list[int] = field(default_factory=list)  # training loss curve (x: step)
     loss: list[float] = field(default_factory=list)
+    loss_times: list[float] = field(default_factory=list)  # unix time of each loss point
     loss_sampled: bool = False  # True: read from windows spread over a long file
 
     @property
     def accuracy_steps(self) -> list[int]:
         return [e.get("step", i) for i, e in enumerate(self.evals) if _num(e.get("accuracy"))]
+
+    @property
+    def accuracy_times(self) -> list[float]:
+        return [float(e.get("time", 0.0)) for e in self.evals if _num(e.get("accuracy"))]
 
     @property
     def accuracy(self) -> list[float]:
@@ -156,9 +161,16 @@ def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def scan(path: str | Path, *, curve_points: int = 1000, exact_below: int = 16 << 20) -> Scan:
+def scan(
+    path: str | Path,
+    *,
+    curve_points: int = 1000,
+    exact_below: int = 16 << 20,
+    evals_only: bool = False,
+) -> Scan:
     """Read what a comparison needs from metrics.jsonl; files under `exact_below` bytes are
-    read whole, longer ones by byte search (evals), tail (last events) and windows (loss)."""
+    read whole, longer ones by byte search (evals), tail (last events) and windows (loss).
+    `evals_only`: the eval events alone, by byte search whatever the size (a sweep's table)."""
     out = Scan()
     try:
         f = open(path, "rb")
@@ -170,8 +182,11 @@ def scan(path: str | Path, *, curve_points: int = 1000, exact_below: int = 16 <<
             return out
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             end = mm.rfind(b"\n") + 1  # complete lines only
-            if size < exact_below or mm[: len(EVENT_PREFIX)] != EVENT_PREFIX:
+            searchable = mm[: len(EVENT_PREFIX)] == EVENT_PREFIX  # our writer's spacing
+            if not searchable or (size < exact_below and not evals_only):
                 _scan_all(mm, end, out)
+            elif evals_only:
+                _scan_evals(mm, end, out)
             else:
                 _scan_fast(mm, end, out, curve_points)
     return out
@@ -186,6 +201,7 @@ def _scan_all(mm: mmap.mmap, end: int, out: Scan) -> None:
         if event["event"] == "step" and _num(event.get("loss")):
             out.loss_steps.append(int(event.get("step", len(out.loss_steps))))
             out.loss.append(float(event["loss"]))
+            out.loss_times.append(float(event.get("time", 0.0)))
 
 
 def _take(event: dict, out: Scan) -> None:
@@ -198,11 +214,15 @@ def _take(event: dict, out: Scan) -> None:
         out.end = event
 
 
-def _scan_fast(mm: mmap.mmap, end: int, out: Scan, curve_points: int) -> None:
+def _scan_evals(mm: mmap.mmap, end: int, out: Scan) -> None:
     for line in _lines_with(mm, end, (b'"event": "eval"',)):
         event = parse_line(line)
         if event is not None and event["event"] == "eval":
             out.evals.append(event)
+
+
+def _scan_fast(mm: mmap.mmap, end: int, out: Scan, curve_points: int) -> None:
+    _scan_evals(mm, end, out)
     # The last step and end events sit at the end of the file.
     tail_start = max(0, end - (256 << 10))
     for line in mm[tail_start:end].split(b"\n")[1 if tail_start else 0 :]:
@@ -219,11 +239,12 @@ def _scan_fast(mm: mmap.mmap, end: int, out: Scan, curve_points: int) -> None:
         stop = mm.rfind(b"\n", start, min(end, start + window))
         if stop <= start:
             continue
-        pairs = _STEP_LOSS_RE.findall(mm[start:stop])
-        steps = [int(s) for s, _ in pairs]
-        losses = [float(v) for _, v in pairs]
+        found = _STEP_LOSS_RE.findall(mm[start:stop])
+        losses = [float(v) for _, _, v in found]
         if losses:
-            out.loss_steps.append(steps[len(steps) // 2])
+            middle = found[len(found) // 2]
+            out.loss_steps.append(int(middle[1]))
+            out.loss_times.append(float(middle[0]))
             out.loss.append(sum(losses) / len(losses))
     out.loss_sampled = True
 

@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -37,6 +38,7 @@ from .events import (
     FINAL_STATES,
     LOG_FILE,
     META_FILE,
+    SLURM_STATES,
     STATUS_FILE,
     SUMMARY_FILE,
     read_json,
@@ -47,8 +49,14 @@ LAUNCH_FILE = "launch.json"
 HEARTBEAT_TIMEOUT_S = 30.0
 # Recorded and measured process start times come from the same clock; allow float noise only.
 START_TIME_TOLERANCE_S = 1.0
-# The command that trains a run directory; tests swap in a fake trainer.
-TRAINER = [sys.executable, "-m", "vqatune.engine.train"]
+# The command that trains a run directory; tests swap in a fake trainer. A sweep's scheduler
+# (engine/sweeper.py) is its own process: it gets its launcher's command in TRAINER_ENV.
+TRAINER_ENV = "VQATUNE_TRAINER"
+TRAINER = (
+    shlex.split(os.environ[TRAINER_ENV])
+    if os.environ.get(TRAINER_ENV)
+    else [sys.executable, "-m", "vqatune.engine.train"]
+)
 
 _ID_RE = re.compile(r"^(\d{8}-\d{6})-(.+)-([0-9a-f]{4})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -162,26 +170,29 @@ def train_command(run_dir: Path, resume: bool = False) -> list[str]:
     return [*TRAINER, str(run_dir), *(["--resume"] if resume else [])]
 
 
-def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.Popen:
+def launch(
+    run_dir: Path, *, detach: bool, resume: bool = False, env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
     """Start the training process for run_dir; its output goes to train.log.
 
-    Detached: a new session (no controlling terminal, so SIGHUP and a closed SSH connection
-    never reach it), stdin from /dev/null. Attached: same process group, so Ctrl-C reaches it
-    and the trainer stops cleanly.
+    Always in a new session with stdin from /dev/null: no controlling terminal, so neither
+    Ctrl-C, SIGHUP nor a closed SSH connection reaches it; only signals sent to its pid do
+    (`vqatune stop`, a follower's Ctrl-C). `detach` only records whether the launcher follows
+    it (launch.json). `env` adds variables to the child's environment (a GPU pin).
     """
     import psutil
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(run_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
             train_command(run_dir, resume),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=detach,
+            start_new_session=True,
             close_fds=True,
             env=env,
             cwd=os.getcwd(),
@@ -201,6 +212,9 @@ def launch(run_dir: Path, *, detach: bool, resume: bool = False) -> subprocess.P
             "host": socket.gethostname(),
         },
     )
+    from .alerts import start_watcher  # ends, thresholds, silence: see engine/alerts.py
+
+    start_watcher(run_dir)
     return proc
 
 
@@ -328,11 +342,25 @@ def run_info(run_dir: Path) -> RunInfo:
     meta = read_json(run_dir / META_FILE) or {}
     launch_record = read_json(run_dir / LAUNCH_FILE)
     host = meta.get("host")
-    state, message, pid = derive_state(
-        status, launch_record, same_host=not host or host == socket.gethostname()
-    )
+    if meta.get("slurm") and (status or {}).get("state") not in FINAL_STATES:
+        # A Slurm run is judged by its job and heartbeat, never by a pid of this host.
+        from . import slurm
+
+        state, message = slurm.derive_state(status or {}, meta["slurm"], HEARTBEAT_TIMEOUT_S)
+        pid = None
+    else:
+        state, message, pid = derive_state(
+            status, launch_record, same_host=not host or host == socket.gethostname()
+        )
     status = status or {}
-    summary = read_json(run_dir / SUMMARY_FILE) if state in FINAL_STATES else None
+    summary = read_json(run_dir / SUMMARY_FILE) if state in FINAL_STATES or pid is None else None
+    if state not in FINAL_STATES and summary and summary.get("state") in FINAL_STATES:
+        # Final records win: the trainer writes summary.json just before its last status, so a
+        # missing, unreadable or stale status.json (killed in between) must not read as crashed.
+        state, message = summary["state"], summary.get("message")
+        status = {**status, **_status_from_summary(summary), "state": state}
+    elif state not in FINAL_STATES:
+        summary = None
     best = status.get("best_accuracy")
     last = status.get("last_accuracy")
     if summary:
@@ -359,6 +387,15 @@ def run_info(run_dir: Path) -> RunInfo:
         meta=meta,
         summary=summary,
     )
+
+
+def _status_from_summary(summary: dict) -> dict:
+    """The status fields a summary.json also records (the run's final progress)."""
+    fields = ("step", "total_steps", "epoch", "epochs", "best_accuracy")
+    return {
+        **{k: summary[k] for k in fields if k in summary},
+        "last_accuracy": summary.get("final_accuracy"),
+    }
 
 
 def _run_dirs(runs_dir: Path) -> list[Path]:
@@ -424,6 +461,11 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     record is recorded as `stopped`."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
+    if info.meta.get("slurm") and info.state in ("queued", "running", "crashed"):
+        from . import slurm
+
+        slurm.cancel(info.meta["slurm"], kill=kill)
+        return run_info(run_dir)
     if info.pid is None:
         raise ConfigError(f"run {info.id} is not running (state: {info.state})")
     pid = info.pid
@@ -470,13 +512,14 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
 # ----------------------------------------------------------------------------------------------
 # Resuming
 
-RESUMABLE_STATES = ("stopped", "crashed", "queued")
+RESUMABLE_STATES = ("stopped", "crashed", "queued", *SLURM_STATES)
 
 
-def resume(run_dir: Path) -> subprocess.Popen:
+def resume(run_dir: Path) -> subprocess.Popen | str:
     """Start the training process again on a stopped or crashed run (detached; the trainer
     continues from checkpoints/last.pt, or from step 0 when there is none yet). A queued run
-    that never started is simply started. Raises ConfigError when the run is live or ended
+    that never started is simply started. A Slurm run is submitted again: the new job id is
+    returned instead of a process. Raises ConfigError when the run is live or ended
     for good."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
@@ -500,4 +543,8 @@ def resume(run_dir: Path) -> subprocess.Popen:
         {**status, "state": "queued", "ended": None, "message": f"resuming ({info.state})"},
     )
     (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    if info.meta.get("slurm"):  # a new job on the cluster, with the same options
+        from . import slurm
+
+        return slurm.resubmit(run_dir)
     return launch(run_dir, detach=True, resume=True)

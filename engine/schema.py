@@ -36,6 +36,7 @@ class Param:
     choices: tuple[str, ...] | None = None
     in_guide: bool = False  # one of the 38 parameters of the guide's tables
     aliases: dict[str, str] = field(default_factory=dict)  # accepted spellings of choices
+    list_of: bool = False  # a "str" holding a comma-separated list; a TOML list is joined
 
     @property
     def table(self) -> str:
@@ -280,7 +281,8 @@ PARAMS: tuple[Param, ...] = (
         30,
         DP,
         "Data processing",
-        "Statistics words per image (most frequent relation/attribute words of its scene graph).",
+        "Statistics words per image (MGHR's files, else from the scene graph or detector classes;"
+        " inactive when the data has none: see `data inspect`).",
         recommended=(20, 50),
         low=0,
     ),
@@ -506,7 +508,8 @@ PARAMS: tuple[Param, ...] = (
         0.01,
         FT,
         "Fine-tuning",
-        "Weight of the image-semantics (statistics words-visual) fusion.",
+        "Weight of the image-semantics (statistics words-visual) fusion (inactive when the data"
+        " has no statistics words).",
         recommended=(0.005, 0.05),
         low=0.0,
     ),
@@ -526,7 +529,8 @@ PARAMS: tuple[Param, ...] = (
         6,
         FT,
         "Fine-tuning",
-        "Top-K image predicates that feed the statistics words.",
+        "Top-K image predicates that feed the statistics words (GQA: also names the file"
+        " {split}_{topk}_stats_words.json; inactive without statistics words).",
         recommended=(3, 10),
         low=1,
     ),
@@ -692,6 +696,17 @@ PARAMS: tuple[Param, ...] = (
         low=0,
     ),
     _p(
+        "checkpoint_every_min",
+        "float",
+        15.0,
+        RUN,
+        "Run",
+        "Also write checkpoints/last.pt every N minutes between evaluations (0: only at "
+        "evaluations); a crash loses at most that much training.",
+        guide=False,
+        low=0,
+    ),
+    _p(
         "patience",
         "int",
         0,
@@ -710,6 +725,27 @@ PARAMS: tuple[Param, ...] = (
         "Stop after N optimiser steps (0: no limit).",
         guide=False,
         low=0,
+    ),
+    _p(
+        "train_splits",
+        "str",
+        "train",
+        RUN,
+        "Run",
+        "Official splits to train on, comma-separated (GQA / VQA v2: train,val for test-dev);"
+        " the evaluation split must not be among them.",
+        guide=False,
+        list_of=True,
+    ),
+    _p(
+        "eval_split",
+        "str",
+        "",
+        RUN,
+        "Run",
+        "Split to evaluate on (empty: the data set's default; GQA val, else testdev, test, the"
+        " first not trained on; VQA v2 val).",
+        guide=False,
     ),
     _p(
         "train_limit",
@@ -909,6 +945,8 @@ def coerce(param: Param, value: Any) -> Any:
             )
         return key
     # str and path
+    if param.list_of and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(v.strip() for v in value)
     if not isinstance(value, str):
         raise ParamError(param.name, f"expected a string, got {_show(value)}")
     if "\x00" in value or "\n" in value:

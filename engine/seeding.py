@@ -19,9 +19,12 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
+    """Every generator's state as tensors and plain values (a checkpoint loads weights-only)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gaussian],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -30,8 +33,12 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    # .cpu(): a checkpoint may be loaded onto the GPU; generator states are CPU byte tensors.
+    keys = keys.cpu().numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, cached_gaussian))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

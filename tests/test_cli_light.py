@@ -170,6 +170,23 @@ def test_validate_several_files(isolated):
     assert "Traceback" not in r.stderr
 
 
+THREE_ERRORS = 'extends = "smoke"\n[training]\nlr = -1\nlerning_rate = 3\n[model]\nAOA_layers = 0\n'
+
+
+@pytest.mark.parametrize("command", [["config", "validate"], ["run"]])
+def test_every_error_of_a_file_at_once(isolated, command):
+    (isolated / "three.toml").write_text(THREE_ERRORS)
+    r = cli(*command, "three.toml")
+    assert r.exit_code == 2
+    lines = r.stderr.splitlines()
+    assert [line.split(": ")[:3] for line in lines] == [
+        ["error", "three.toml:3", "lr"],
+        ["error", "three.toml:4", "unknown parameter 'lerning_rate'"],
+        ["error", "three.toml:6", "AOA_layers"],
+    ], r.stderr
+    assert not (isolated.parent / "runs").exists()  # nothing created
+
+
 def test_diff_shows_only_differing_parameters(isolated):
     r = cli("config", "diff", "8gb", "24gb", "--json")
     assert r.exit_code == 0

@@ -45,7 +45,11 @@ def test_meta_and_counts(bundle):
     assert set(m.rel_vocab) <= {"to the left of", "to the right of", "above", "below"}
     assert set(m.answer_types) <= set(["verify", "query", "choose"]) and "verify" in m.answer_types
     assert m.counts["train"]["images"] == 24 and m.counts["eval"]["split"] == "val"
-    assert m.counts["sources"] == {"regions": "features", "graph": "scene graphs"}
+    assert m.counts["sources"] == {
+        "regions": "features",
+        "graph": "scene graphs",
+        "statistics_words": "scene graphs",
+    }
     assert len(bundle.train) == m.counts["train"]["questions"] > 100
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from vqatune.engine.config import Config
 from vqatune.engine.data import DataError, build, make_loader, synth
-from vqatune.engine.data.vqa import normalize_answer, official_accuracy, soft_target
+from vqatune.engine.data.vqa import official_accuracy, soft_target
+from vqatune.engine.official import normalize_vqa_answer as normalize_answer
 
 
 @pytest.fixture(scope="module")

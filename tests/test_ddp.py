@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from vqatune.engine import config, distributed, events, runstore
+from vqatune.engine import checkpoint, config, distributed, events, runstore
 from vqatune.engine.config import ConfigError
-from vqatune.engine.trainer import FAULTS_ENV
+from vqatune.engine.faults import FAULTS_ENV
 
 # 64 questions; global micro-batch 16 (8 per rank x 2, or 16 in one process) -> 4 steps.
 # Dropout 0: the only randomness left is the data order, the same in both set-ups.
@@ -184,7 +183,7 @@ def test_stop_on_one_rank_stops_every_rank_and_resume_is_exact(tmp_path):
     assert [p.wait(timeout=120) != 0 for p in procs] == [False, True]
     status = events.read_json(stopped / events.STATUS_FILE)
     assert status["state"] == "stopped" and status["step"] == 2
-    ckpt = torch.load(stopped / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = checkpoint.load(stopped / "checkpoints" / "last.pt")
     assert ckpt["world_size"] == 2 and len(ckpt["rng_ranks"]) == 2
 
     assert torchrun(stopped, resume=True) == 0

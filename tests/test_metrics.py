@@ -137,6 +137,15 @@ def test_scan_fast_path_falls_back_for_other_writers(tmp_path):
         + "\n"
     )
     assert len(metrics.scan(path, exact_below=0).evals) == 5
+    assert len(metrics.scan(path, evals_only=True).evals) == 5
+
+
+def test_scan_evals_only_finds_the_same_evals(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    write_run(path, steps=400)
+    whole, evals = metrics.scan(path), metrics.scan(path, evals_only=True)
+    assert evals.evals == whole.evals and len(evals.evals) == 40
+    assert evals.last_step is None and evals.loss == []  # nothing else is read
 
 
 def test_downsample_keeps_spikes_and_bounds():

@@ -367,6 +367,9 @@ def test_summary_counts_match_the_built_model():
 def test_summary_without_meta_uses_nominal_vocabularies():
     s = summary(config.load("gqa"))
     assert s["nominal_vocabulary"] and s["answers"] == 1842 and s["visual"] == "regions"
+    assert "data_root" in s["nominal_reason"]  # why no data was loaded
+    # the TF-IDF word embeddings are counted with tfidf, as a run builds them
+    assert summary(config.load("gqa", ["tfidf=false"]))["total"] < s["total"]
     assert summary(config.load("default"))["total"] > summary(config.load("cpu-quick"))["total"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -226,3 +227,19 @@ def test_ctrl_c_stops_the_run_cleanly(tmp_path):
     info = runstore.run_info(runs[0])
     assert info.state == "stopped" and "stopped" in out
     assert (runs[0] / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("tfidf", ["true", "false"])
+def test_model_summary_counts_the_model_a_run_trains(tfidf):
+    sets = ["--set", f"tfidf={tfidf}"]
+    result = invoke("model", "summary", "smoke", *sets, "--json")
+    assert result.exit_code == 0, result.output
+    counted = json.loads(result.stdout)
+    assert not counted["nominal_vocabulary"]
+    result = invoke("run", "smoke", "--name", f"tfidf-{tfidf}", *QUICK, *sets)
+    assert result.exit_code == 0, result.output
+    metrics = runstore.find_run(f"tfidf-{tfidf}") / events.METRICS_FILE
+    start = next(
+        e for e in map(json.loads, metrics.read_text().splitlines()) if e["event"] == "start"
+    )
+    assert counted["total"] == start["params"]  # sum(p.numel()) of the model the trainer built

@@ -1,5 +1,5 @@
-"""`vqatune runs | show | logs | stop | resume | compare` on run dirs written here and runs of
-the fake trainer (tests/test_runstore.py)."""
+"""`vqatune runs | show | logs | stop | resume` on run dirs written here and runs of the fake
+trainer (tests/test_runstore.py); `vqatune compare` is in tests/test_compare.py."""
 
 from __future__ import annotations
 
@@ -305,61 +305,6 @@ def test_stop_kill(runs, fake_trainer, monkeypatch):
     code, out, _ = cli("stop", "--kill", run_dir.name)
     assert code == 0 and "stopped (killed by `vqatune stop --kill`)" in out
     assert proc.wait(timeout=5) == -signal.SIGKILL
-
-
-# ----------------------------------------------------------------------------------------------
-# compare
-
-
-def test_compare_presets_and_seeds(runs):
-    a1 = finished_run("smoke", seed=1, accuracy_shift=0.00)
-    a2 = finished_run("smoke", seed=2, accuracy_shift=0.02)
-    a3 = finished_run("smoke", seed=3, accuracy_shift=0.04)
-    b = finished_run("cpu-quick", seed=1, accuracy_shift=0.1, steps=20)
-    code, out, err = cli("compare", a1.name, a2.name, a3.name, b.name, "--json")
-    assert code == 0, err
-    data = json.loads(out)
-    differing = data["differing"]
-    assert differing["seed"] == [1, 2, 3, 1]
-    quick = config.load("cpu-quick").num_hid
-    assert quick != 32 and differing["num_hid"] == [32, 32, 32, quick]
-    assert "max_boxes" not in differing and "name" not in differing  # only what differs
-    assert [r["metrics"]["best_accuracy"] for r in data["runs"]] == pytest.approx(
-        [0.8, 0.82, 0.84, 20 / 30 + 0.1]
-    )
-    assert data["runs"][3]["metrics"]["steps"] == 20
-    assert data["runs"][0]["metrics"]["final_loss"] == pytest.approx(2.0 / 40)
-    (group,) = data["groups"]
-    assert group["runs"] == [a1.name, a2.name, a3.name] and group["seeds"] == [1, 2, 3]
-    assert group["mean"]["best_accuracy"] == pytest.approx(0.82)
-    assert group["std"]["best_accuracy"] == pytest.approx(0.02)
-
-    code, out, _ = cli("compare", a1.name, a2.name, a3.name, b.name)
-    assert code == 0
-    assert "parameters that differ" in out and "num_hid" in out and "batch_size" in out
-    assert "smoke × 3 seeds" in out and "0.8200 ± 0.0200" in out
-    assert "max_boxes" not in out
-
-
-def test_compare_plot(runs):
-    a = finished_run("smoke", seed=1)
-    b = finished_run("smoke", seed=2, accuracy_shift=0.05)
-    code, out, _ = cli("compare", a.name, b.name, "--plot")
-    assert code == 0
-    assert "validation accuracy" in out and "training loss" in out
-    assert out.count(a.name) >= 3 and "\x1b[" not in out  # legends; plain when piped
-    # A second, different comparison in the same process (plotext keeps global state).
-    c = finished_run("smoke", seed=3, steps=20, flat=0.25)
-    d = finished_run("smoke", seed=4, steps=20, flat=0.03)
-    code, out, _ = cli("compare", c.name, d.name, "--plot")
-    assert code == 0 and out.count(c.name) >= 3
-
-
-def test_compare_needs_two_distinct_runs(runs):
-    a = finished_run()
-    assert cli("compare", a.name)[0] == 2
-    code, _, err = cli("compare", a.name, a.name)
-    assert code == 2 and "twice" in err
 
 
 def test_commands_do_not_import_heavy_modules():

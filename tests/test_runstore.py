@@ -540,3 +540,29 @@ def test_sighup_to_the_launching_shell_leaves_the_run_going(run_dir, fake_traine
     assert shell.wait(timeout=10) == -signal.SIGHUP
     assert psutil.pid_exists(trainer_pid)
     assert wait_for(lambda: runstore.run_info(run_dir).state == "done", timeout=30)
+
+
+@pytest.mark.parametrize("status_file", ["missing", "unreadable", "stale"])
+def test_final_records_win_over_a_missing_unreadable_or_stale_status(run_dir, status_file):
+    summary = {"state": "stopped", "message": "stopped by SIGTERM", "step": 7, "total_steps": 9}
+    write_json_atomic(run_dir / "summary.json", {**summary, "final_accuracy": 0.6})
+    if status_file == "missing":
+        (run_dir / "status.json").unlink()
+    elif status_file == "unreadable":
+        (run_dir / "status.json").write_text("{not json")
+    else:  # killed between summary.json and its last status.json
+        write_status(run_dir, state="running", pid=999999999, pid_start_time=1.0, step=5)
+    info = runstore.run_info(run_dir)
+    assert (info.state, info.message, info.step, info.total_steps) == (
+        "stopped",
+        "stopped by SIGTERM",
+        7,
+        9,
+    )
+    assert info.last_accuracy == 0.6 and info.summary is not None and not info.live
+
+
+def test_a_crashed_run_without_summary_stays_crashed(run_dir):
+    (run_dir / "status.json").write_text("{not json")
+    info = runstore.run_info(run_dir)
+    assert info.state == "crashed" and info.summary is None

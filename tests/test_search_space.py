@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from vqatune.engine import search, sweep
+from vqatune.engine import plans, search
 from vqatune.engine.config import ConfigError
 
 
-def dims(table: dict) -> dict[str, search.Dimension]:
-    return {d.name: d for d in search.parse_search(table).dims}
+def dims(table: dict) -> dict[str, plans.Dimension]:
+    return {d.name: d for d in plans.parse_search(table).dims}
 
 
 def test_defaults_are_the_guides_recommended_ranges_with_log_learning_rates():
@@ -42,10 +42,10 @@ def test_defaults_are_the_guides_recommended_ranges_with_log_learning_rates():
 
 
 def test_spec_defaults():
-    spec = search.parse_search({"params": ["lr"]})
+    spec = plans.parse_search({"params": ["lr"]})
     assert (spec.sampler, spec.n_trials, spec.pruner, spec.pruner_startup_trials) == (
         "tpe",
-        search.DEFAULT_N_TRIALS,
+        plans.DEFAULT_N_TRIALS,
         "median",
         5,
     )
@@ -72,7 +72,7 @@ def test_explicit_ranges_choices_and_steps():
 
 
 def test_grid_values_and_grid_size_bounds_n_trials():
-    spec = search.parse_search(
+    spec = plans.parse_search(
         {
             "sampler": "grid",
             "grid_points": 3,
@@ -85,7 +85,7 @@ def test_grid_values_and_grid_size_bounds_n_trials():
     assert grid["activation"] == ["relu", "swish"]
     assert spec.n_trials == 6
     assert (
-        search.parse_search(
+        plans.parse_search(
             {"sampler": "grid", "n_trials": 2, "params": ["activation", "use_mgat"]}
         ).n_trials
         == 2
@@ -111,7 +111,7 @@ def test_grid_values_and_grid_size_bounds_n_trials():
 )
 def test_search_errors(table, message):
     with pytest.raises(ConfigError) as e:
-        search.parse_search(table)
+        plans.parse_search(table)
     assert message in str(e.value)
 
 
@@ -122,11 +122,11 @@ def test_search_errors_name_the_file_and_line(tmp_path):
         "dropout = { low = 0.9, high = 0.1 }\n"
     )
     with pytest.raises(ConfigError, match=r"plan.toml:6: dropout: low \(0.9\) must be below"):
-        sweep.load_plan(str(path))
+        plans.load_plan(str(path))
 
 
 def test_samplers_and_pruners():
-    spec = search.parse_search({"params": ["lr"], "seed": 3})
+    spec = plans.parse_search({"params": ["lr"], "seed": 3})
     assert isinstance(search.make_sampler(spec), optuna.samplers.TPESampler)
     spec.sampler = "random"
     assert isinstance(search.make_sampler(spec), optuna.samplers.RandomSampler)
@@ -138,7 +138,7 @@ def test_samplers_and_pruners():
 
 
 def test_suggested_values_stay_in_range_and_grid_trials_cover_the_grid(tmp_path):
-    spec = search.parse_search(
+    spec = plans.parse_search(
         {"sampler": "grid", "params": {"lr": {}, "use_mgat": {}}, "grid_points": 2}
     )
     study = search.load_study(spec, search.default_storage(tmp_path), "grid")
@@ -150,7 +150,7 @@ def test_suggested_values_stay_in_range_and_grid_trials_cover_the_grid(tmp_path)
         study.tell(trial, 0.5)  # the grid sampler would call study.stop() here: must not raise
     assert seen == {(1e-4, 0), (1e-4, 1), (5e-4, 0), (5e-4, 1)}
 
-    tpe = search.parse_search({"params": ["lr", "AOA_layers"], "seed": 0})
+    tpe = plans.parse_search({"params": ["lr", "AOA_layers"], "seed": 0})
     study = search.load_study(tpe, f"journal:{tmp_path / 'j.log'}", "tpe")
     for _ in range(5):
         trial = study.ask()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from vqatune.engine import config, sweep
+from vqatune.engine import config, plans
 from vqatune.engine.config import ConfigError
 from vqatune.tui.cli import app
 
@@ -28,27 +28,27 @@ def variant_overrides(plan):
 
 
 def test_shipped_designs_are_the_guides_section_3():
-    assert variant_overrides(sweep.load_plan("learning-rate")) == {
+    assert variant_overrides(plans.load_plan("learning-rate")) == {
         "base": {"lr": 2.8e-4, "xvlm_lr": 5e-5},
         "higher": {"lr": 3.5e-4, "xvlm_lr": 7e-5},
         "lower": {"lr": 2e-4, "xvlm_lr": 3e-5},
     }
-    assert variant_overrides(sweep.load_plan("model-complexity")) == {
+    assert variant_overrides(plans.load_plan("model-complexity")) == {
         "simple": {"AOA_layers": 4, "num_hid": 512},
         "medium": {"AOA_layers": 6, "num_hid": 1024},
         "complex": {"AOA_layers": 8, "num_hid": 2048},
     }
-    assert variant_overrides(sweep.load_plan("isubgvqa")) == {
+    assert variant_overrides(plans.load_plan("isubgvqa")) == {
         "base": {"mgat_layers": 4, "alpha": 1.0, "beta": 10.0},
         "stronger": {"mgat_layers": 6, "alpha": 1.5, "beta": 15.0},
         "conservative": {"mgat_layers": 3, "alpha": 0.8, "beta": 8.0},
     }
-    seeds = sweep.load_plan("seeds")
+    seeds = plans.load_plan("seeds")
     assert [v.name for v in seeds.variants] == ["base"] and len(seeds.seeds) == 3
 
 
 def test_every_shipped_plan_loads_and_lists(isolated):
-    names = {p.name: p.kind for p in sweep.list_plans()}
+    names = {p.name: p.kind for p in plans.list_plans()}
     assert names == {
         "learning-rate": "variants",
         "model-complexity": "variants",
@@ -57,12 +57,12 @@ def test_every_shipped_plan_loads_and_lists(isolated):
         "search": "search",
     }
     for name in names:
-        assert sweep.load_plan(name).base == "default"
+        assert plans.load_plan(name).base == "default"
 
 
 def test_base_option_replaces_the_plans_base_and_expansion_is_variants_by_seeds():
-    plan = sweep.load_plan("learning-rate", base="smoke", seeds=[1, 2])
-    runs = sweep.expand(plan)
+    plan = plans.load_plan("learning-rate", base="smoke", seeds=[1, 2])
+    runs = plans.expand(plan)
     assert [r.key for r in runs] == [
         "base/seed1",
         "base/seed2",
@@ -83,7 +83,7 @@ def test_plan_without_seeds_uses_the_base_seed_and_set_applies_to_all(tmp_path):
         tmp_path,
         'base = "smoke"\n[set]\nepochs = 2\n[variants.a]\nlr = 1e-4\n[variants.b]\nlr = 2e-4\n',
     )
-    runs = sweep.expand(sweep.load_plan(str(path)))
+    runs = plans.expand(plans.load_plan(str(path)))
     assert [r.key for r in runs] == ["a/seed1204", "b/seed1204"]
     assert all(r.config.epochs == 2 for r in runs)
     assert runs[1].overrides == {"epochs": 2, "lr": 2e-4, "seed": 1204}
@@ -94,21 +94,21 @@ def test_plan_base_file_is_relative_to_the_plan(tmp_path):
     plan_dir = tmp_path / "plans"
     plan_dir.mkdir()
     path = write_plan(plan_dir, 'base = "../mine.toml"\n')
-    runs = sweep.expand(sweep.load_plan(str(path)))
+    runs = plans.expand(plans.load_plan(str(path)))
     assert runs[0].config.batch_size == 4 and runs[0].key == "base/seed1204"
 
 
 def test_sweep_id_is_stable_and_follows_the_expansion(tmp_path):
-    a = sweep.load_plan("learning-rate", base="smoke")
-    assert sweep.make_sweep_id(a) == sweep.make_sweep_id(
-        sweep.load_plan("learning-rate", base="smoke")
+    a = plans.load_plan("learning-rate", base="smoke")
+    assert plans.make_sweep_id(a) == plans.make_sweep_id(
+        plans.load_plan("learning-rate", base="smoke")
     )
-    assert sweep.make_sweep_id(a).startswith("learning-rate-smoke-")
-    assert sweep.make_sweep_id(a) != sweep.make_sweep_id(
-        sweep.load_plan("learning-rate", base="smoke", seeds=[1, 2])
+    assert plans.make_sweep_id(a).startswith("learning-rate-smoke-")
+    assert plans.make_sweep_id(a) != plans.make_sweep_id(
+        plans.load_plan("learning-rate", base="smoke", seeds=[1, 2])
     )
-    assert sweep.make_sweep_id(a) != sweep.make_sweep_id(
-        sweep.load_plan("learning-rate", base="cpu-quick")
+    assert plans.make_sweep_id(a) != plans.make_sweep_id(
+        plans.load_plan("learning-rate", base="cpu-quick")
     )
 
 
@@ -120,7 +120,7 @@ def test_search_sweep_id_ignores_n_trials_so_raising_it_adds_trials(tmp_path):
             f'base = "smoke"\n[search]\nn_trials = {n}\n[search.params]\nlr = {lr}\n',
             "s.toml",
         )
-        ids.append(sweep.make_sweep_id(sweep.load_plan(str(path))))
+        ids.append(plans.make_sweep_id(plans.load_plan(str(path))))
     assert ids[0] == ids[1] != ids[2]
 
 
@@ -146,21 +146,21 @@ def test_search_sweep_id_ignores_n_trials_so_raising_it_adds_trials(tmp_path):
 def test_plan_errors_name_the_file_line_and_key(tmp_path, text, message):
     path = write_plan(tmp_path, text)
     with pytest.raises(ConfigError) as e:
-        sweep.load_plan(str(path))
+        plans.load_plan(str(path))
     assert message in str(e.value)
 
 
 def test_unknown_plan_name_suggests():
     with pytest.raises(ConfigError, match="did you mean 'learning-rate'"):
-        sweep.load_plan("learning-rat")
+        plans.load_plan("learning-rat")
 
 
 def test_plans_in_the_working_directory_are_found(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "presets" / "experiments").mkdir(parents=True)
     write_plan(tmp_path / "presets" / "experiments", "[variants.x]\ngamma = 3\n", "mine.toml")
-    assert sweep.load_plan("mine").variants[0].overrides == {"gamma": 3}
-    assert "mine" in {p.name for p in sweep.list_plans()}
+    assert plans.load_plan("mine").variants[0].overrides == {"gamma": 3}
+    assert "mine" in {p.name for p in plans.list_plans()}
 
 
 def test_cli_dry_run_lists_the_runs_and_creates_nothing(tmp_path):
@@ -221,6 +221,30 @@ def test_cli_and_sweep_engine_import_no_optuna_or_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sweep_modules_import_in_layers_without_a_cycle():
+    """plans < sweepstore < slots, compare < sweep, search: no module imports one above it,
+    not even inside a function (the old sweep.py imported search.py there to dodge a cycle)."""
+    import ast
+    from pathlib import Path
+
+    import vqatune.engine
+
+    layers = {
+        "plans": 0,
+        "sweepstore": 1,
+        "slots": 1,
+        "compare": 2,
+        "sweep": 3,
+        "search": 3,
+    }
+    engine_dir = Path(vqatune.engine.__file__).parent
+    for name, layer in layers.items():
+        tree = ast.parse((engine_dir / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in layers:
+                assert layers[node.module] < layer, f"{name}.py imports {node.module}"
 
 
 def test_package_build_ships_the_experiment_plans(tmp_path):

@@ -10,13 +10,15 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import polling
 import psutil
 import pytest
-from vqatune.engine import runstore, search, sweep
+from vqatune.engine import compare as comparing
+from vqatune.engine import config, plans, runstore, search, slots, sweep, sweeper, sweepstore
 
 FAKE = Path(__file__).with_name("sweep_fake_trainer.py")
 FAKE_TRAINER = [sys.executable, str(FAKE)]
@@ -68,25 +70,25 @@ def exited(pid: int) -> bool:
         return True
 
 
-def runs_by_key(sw: sweep.Sweep) -> dict[str, list[runstore.RunInfo]]:
+def runs_by_key(sw: sweepstore.Sweep) -> dict[str, list[runstore.RunInfo]]:
     out: dict[str, list] = {}
-    for r in sweep.sweep_runs(sw):
+    for r in sweepstore.sweep_runs(sw):
         out.setdefault(r.meta["sweep_key"], []).append(r)
     return out
 
 
 def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, capsys):
-    plan = sweep.load_plan(
+    plan = plans.load_plan(
         str(
             plan_file(
                 tmp_path, "seeds = [1, 2]\n[variants.slow]\nlr = 1e-4\n[variants.fast]\nlr = 5e-4\n"
             )
         )
     )
-    sw = sweep.open_sweep(plan, tmp_path / "runs")
+    sw = sweepstore.open_sweep(plan, tmp_path / "runs")
     lines: list[str] = []
     result = sweep.run_variants(
-        sw, plan, slots=sweep.make_slots(2, None), echo=lines.append, poll_s=0.02
+        sw, plan, slots=slots.make_slots(2, None), echo=lines.append, poll_s=0.02
     )
     assert result.states == {
         k: "done" for k in ("slow/seed1", "slow/seed2", "fast/seed1", "fast/seed2")
@@ -98,7 +100,7 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, caps
     assert run.meta["overrides"] == {"lr": 5e-4, "seed": 2}
     assert "seed = 2" in (run.path / "config.toml").read_text()
 
-    table = sweep.compare(sw)
+    table = comparing.compare_sweep(sw)
     rows = {r["variant"]: r for r in table["variants"]}
     assert table["winner"] == "fast"
     assert rows["fast"]["best_mean"] == pytest.approx(0.5) and rows["fast"]["n"] == 2
@@ -107,12 +109,12 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, caps
     assert rows["fast"]["overrides"] == {"lr": 5e-4}
     curve = next(c for c in table["curves"] if c["run"] == run.id)
     assert curve["accuracy"] == [0.5] and curve["steps"] == [6]
-    progress = sweep.progress(sw)
+    progress = sweepstore.progress(sw)
     assert (progress.total, progress.done, progress.best_accuracy) == (4, 4, 0.5)
     assert progress.best_label.startswith("fast/")
-    assert [s.id for s in sweep.list_sweeps(tmp_path / "runs")] == [sw.id]
-    assert sweep.find_sweep("plan", tmp_path / "runs").id == sw.id
-    [(listed, listed_progress)] = sweep.overview(tmp_path / "runs")
+    assert [s.id for s in sweepstore.list_sweeps(tmp_path / "runs")] == [sw.id]
+    assert sweepstore.find_sweep("plan", tmp_path / "runs").id == sw.id
+    [(listed, listed_progress)] = sweepstore.overview(tmp_path / "runs")
     assert listed.id == sw.id and listed_progress == progress
 
     from typer.testing import CliRunner
@@ -142,7 +144,7 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, caps
     # The same command again finds every run finished and keeps them.
     lines.clear()
     again = sweep.run_variants(
-        sweep.open_sweep(plan, tmp_path / "runs"),
+        sweepstore.open_sweep(plan, tmp_path / "runs"),
         plan,
         slots=[None],
         echo=lines.append,
@@ -152,17 +154,85 @@ def test_variants_x_seeds_run_once_each_tagged_and_compared(tmp_path, fake, caps
     assert lines[1:] == [f"sweep {sw.id}: 4 of 4 runs already finished, kept"]
 
 
+@dataclass
+class CountdownJob(slots.Job):
+    """A job that finishes at its `polls`-th look, and counts how often it was released."""
+
+    polls: int = 2
+    released: int = 0
+
+    def finished(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_run_in_slots_fills_free_slots_and_hands_back_each_finished_job(tmp_path):
+    made: list[CountdownJob] = []
+    live: set[int] = set()
+    most_live = 0
+    finished: list[str] = []
+
+    def next_job(free: list[int]) -> CountdownJob | None:
+        nonlocal most_live
+        if len(made) == 5:
+            return None
+        assert not live & set(free)  # a slot offered is never one in use
+        job = CountdownJob(
+            tmp_path / f"run{len(made)}", f"job {len(made)}", free[0], polls=len(made)
+        )
+        made.append(job)
+        live.add(job.slot_index)
+        most_live = max(most_live, len(live))
+        return job
+
+    def job_finished(job: slots.Job) -> None:
+        live.discard(job.slot_index)
+        finished.append(job.label)
+
+    slots.run_in_slots(
+        [None, None], next_job, job_finished, echo=print, interrupted="", poll_s=0.001
+    )
+    assert sorted(finished) == [f"job {i}" for i in range(5)] and most_live == 2
+    assert [job.released for job in made] == [1] * 5
+
+
+def test_run_in_slots_stops_the_live_jobs_on_ctrl_c(tmp_path):
+    made: list[CountdownJob] = []
+
+    def next_job(free: list[int]) -> CountdownJob | None:
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        made.append(CountdownJob(tmp_path / f"run{len(made)}", "job", free[0], polls=3))
+        return made[-1]
+
+    lines: list[str] = []
+    with pytest.raises(slots.SweepInterrupted, match="run it again"):
+        slots.run_in_slots(
+            [None, None, None],
+            next_job,
+            lambda job: None,
+            echo=lines.append,
+            interrupted="run it again",
+            poll_s=0.001,
+        )
+    assert lines[0] == "interrupted: stopping 2 live run(s)"
+    assert [job.released for job in made] == [1, 1] and all(job.polls < 0 for job in made)
+
+
 def test_gpus_get_one_run_each_at_a_time(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY", "0.05")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
-    plan = sweep.load_plan(str(plan_file(tmp_path, "seeds = [1, 2, 3, 4, 5]\n")))
-    sw = sweep.open_sweep(plan, tmp_path / "runs")
+    plan = plans.load_plan(str(plan_file(tmp_path, "seeds = [1, 2, 3, 4, 5]\n")))
+    sw = sweepstore.open_sweep(plan, tmp_path / "runs")
     sweep.run_variants(
-        sw, plan, slots=sweep.make_slots(None, ["2", "5"]), echo=lambda _: None, poll_s=0.02
+        sw, plan, slots=slots.make_slots(None, ["2", "5"]), echo=lambda _: None, poll_s=0.02
     )
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"  # the sweep's own env is untouched
     spans: dict[str, list[tuple[float, float]]] = {}
-    for r in sweep.sweep_runs(sw):
+    for r in sweepstore.sweep_runs(sw):
         log = (r.path / "train.log").read_text()
         assert f"CUDA_VISIBLE_DEVICES={r.meta['gpu']}" in log
         spans.setdefault(r.meta["gpu"], []).append((r.status["started"], r.status["ended"]))
@@ -173,14 +243,30 @@ def test_gpus_get_one_run_each_at_a_time(tmp_path, fake, monkeypatch):
             assert start >= end  # never two runs on one GPU
 
 
+def test_a_slot_pins_the_child_and_leaves_this_process_alone(tmp_path, fake, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    seen: list[str | None] = []  # this process's CUDA_VISIBLE_DEVICES while it launches
+    real_launch = runstore.launch
+
+    def watched_launch(run_dir, **kwargs):
+        seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return real_launch(run_dir, **kwargs)
+
+    monkeypatch.setattr(runstore, "launch", watched_launch)
+    run_dir = runstore.create_run(config.load("smoke"), source="smoke", runs_dir=tmp_path / "runs")
+    assert slots.launch_in_slot(run_dir, "3", resume=False).wait(timeout=60) == 0
+    assert seen == ["7"]
+    assert "CUDA_VISIBLE_DEVICES=3" in (run_dir / "train.log").read_text()
+
+
 def test_a_run_left_going_on_a_gpu_keeps_that_gpu(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY", "0.05")
-    plan = sweep.load_plan(str(plan_file(tmp_path, "seeds = [1, 2, 3]\n")))
-    sw = sweep.open_sweep(plan, tmp_path / "runs")
-    p = sweep.expand(plan)[0]
+    plan = plans.load_plan(str(plan_file(tmp_path, "seeds = [1, 2, 3]\n")))
+    sw = sweepstore.open_sweep(plan, tmp_path / "runs")
+    p = plans.expand(plan)[0]
     with monkeypatch.context() as m:  # as an earlier sweep process that died did it
         m.setenv("CUDA_VISIBLE_DEVICES", "5")
-        left = sweep.create_sweep_run(
+        left = sweepstore.create_sweep_run(
             sw,
             p.config,
             name="left",
@@ -195,7 +281,7 @@ def test_a_run_left_going_on_a_gpu_keeps_that_gpu(tmp_path, fake, monkeypatch):
     assert any(f"waiting for {p.key}: run {left.name} on GPU 5" in line for line in lines)
     spans = sorted(
         (r.status["started"], r.status["ended"])
-        for r in sweep.sweep_runs(sw)
+        for r in sweepstore.sweep_runs(sw)
         if r.meta["gpu"] == "5"
     )
     for (_, end), (start, _) in zip(spans, spans[1:]):
@@ -204,7 +290,7 @@ def test_a_run_left_going_on_a_gpu_keeps_that_gpu(tmp_path, fake, monkeypatch):
 
 def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY", "0.05")
-    plan = sweep.load_plan(
+    plan = plans.load_plan(
         str(
             plan_file(
                 tmp_path,
@@ -213,12 +299,12 @@ def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, 
             )
         )
     )
-    sw = sweep.open_sweep(plan, tmp_path / "runs")
-    planned = {p.key: p for p in sweep.expand(plan)}
+    sw = sweepstore.open_sweep(plan, tmp_path / "runs")
+    planned = {p.key: p for p in plans.expand(plan)}
 
     def make(key: str) -> Path:
         p = planned[key]
-        return sweep.create_sweep_run(
+        return sweepstore.create_sweep_run(
             sw,
             p.config,
             name=key.replace("/", "-"),
@@ -263,36 +349,37 @@ def test_rerun_resumes_stopped_restarts_crashed_and_waits_for_running(tmp_path, 
     )
 
 
-def test_sighup_with_the_terminal_gone_still_stops_the_runs(tmp_path):
+def test_sighup_ends_the_follower_and_the_sweep_goes_on(tmp_path):
     plan = plan_file(tmp_path, "seeds = [1, 2]\n[set]\nmax_steps = 400\n")
     runs = tmp_path / "runs"
     proc = vqatune(["sweep", str(plan), "--runs-dir", str(runs)], env={"FAKE_DELAY": "0.05"})
     assert wait_for(lambda: any(r.state == "running" for r in runstore.list_runs(runs)))
     proc.stdout.close()  # the SSH connection is gone: writing the progress fails
     proc.send_signal(signal.SIGHUP)
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=60) == 129
+    [sw] = sweepstore.list_sweeps(runs)
+    assert sweeper.is_running(sw) and any(r.live for r in runstore.list_runs(runs))
+    os.kill(sweeper.record(sw)["pid"], signal.SIGTERM)  # what a follower's Ctrl-C sends
+    assert wait_for(lambda: not sweeper.is_running(sw), timeout=60)
     assert [r.state for r in runstore.list_runs(runs)] == ["stopped"]
+    assert sweeper.record(sw)["exit_code"] == 130
 
 
 def test_a_second_process_on_a_running_sweep_is_refused(tmp_path, fake):
-    plan = sweep.load_plan(str(plan_file(tmp_path, "")))
-    sw = sweep.open_sweep(plan, tmp_path / "runs")
+    plan = plans.load_plan(str(plan_file(tmp_path, "")))
+    sw = sweepstore.open_sweep(plan, tmp_path / "runs")
     args = ["sweep", str(plan.path), "--runs-dir", str(tmp_path / "runs")]
-    assert not sweep.is_active(sw)
-    with sweep.sweep_lock(sw):
-        assert sweep.is_active(sw) and sweep.progress(sw).state == "running"
+    assert not sweepstore.is_active(sw)
+    with sweepstore.sweep_lock(sw):
+        assert sweepstore.is_active(sw) and sweepstore.progress(sw).state == "running"
         second = vqatune(args)
         out, _ = second.communicate(timeout=60)
         detached = vqatune([*args, "--detach"])
         detached_out, _ = detached.communicate(timeout=60)
-    assert sweep.progress(sw).state == "incomplete"
-    assert second.returncode == 2
-    assert (
-        out.strip() == f"error: sweep {sw.id} is already running (pid {os.getpid()} on "
-        f"{os.uname().nodename})"
-    )
-    assert detached.returncode == 2
-    assert detached_out.strip() == f"error: sweep {sw.id} is already running"
+    assert sweepstore.progress(sw).state == "incomplete"
+    refused = f"error: sweep {sw.id} is already running (`vqatune attach --sweep {sw.id}`)"
+    assert second.returncode == 2 and out.strip() == refused
+    assert detached.returncode == 2 and detached_out.strip() == refused
     assert runstore.list_runs(tmp_path / "runs") == []
 
 
@@ -316,9 +403,9 @@ def trial_table(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("FAKE_DELAY", "0.25")  # time to see an eval before the run ends
-    plan = sweep.load_plan(str(plan_file(tmp_path, SEARCH.format(seed=0, n=4))))
-    spec = search.parse_search(plan.search, plan.path)
-    sw = sweep.open_sweep(plan, tmp_path / "runs")
+    plan = plans.load_plan(str(plan_file(tmp_path, SEARCH.format(seed=0, n=4))))
+    spec = plans.parse_search(plan.search, plan.path)
+    sw = sweepstore.open_sweep(plan, tmp_path / "runs")
     storage = search.default_storage(sw.path)
     lines: list[str] = []
     result = search.run_search(
@@ -335,7 +422,7 @@ def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
     assert len(trials) == 4 and sorted(result.ran) == list(range(4))
     states = [t.state.name for t in trials]
     assert "PRUNED" in states and "COMPLETE" in states
-    runs = {r.meta["trial"]: r for r in sweep.sweep_runs(sw)}
+    runs = {r.meta["trial"]: r for r in sweepstore.sweep_runs(sw)}
     assert sorted(runs) == list(range(4))
     for t in trials:
         run = runs[t.number]
@@ -355,9 +442,9 @@ def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
             assert run.state == "done" and t.value == max(evals)
             assert reported == evals  # every eval, in order
     assert result.best_params == {"lr": 9e-4} and result.best_value == pytest.approx(0.9)
-    table = sweep.compare(sw)
+    table = comparing.compare_sweep(sw)
     assert table["kind"] == "search" and table["winner"] in {f"trial {n}" for n in runs}
-    assert sweep.progress(sw).done == 4
+    assert sweepstore.progress(sw).done == 4
     assert any("pruned at evaluation 1" in line for line in lines)
 
 
@@ -376,12 +463,12 @@ def test_interrupted_search_resumes_its_open_trial(tmp_path):
         ),
         timeout=60,
     )
-    [sw] = sweep.list_sweeps(runs)
-    assert sweep.is_active(sw)  # the worker holds the sweep's (shared) lock
+    [sw] = sweepstore.list_sweeps(runs)
+    assert sweepstore.is_active(sw)  # the worker holds the sweep's (shared) lock
     first.send_signal(signal.SIGINT)
     out, _ = first.communicate(timeout=60)
     assert first.returncode == 130, out
-    assert not sweep.is_active(sw)
+    assert not sweepstore.is_active(sw)
     storage = search.default_storage(sw.path)
     open_trials = [t for t in trial_table(storage, sw.id) if t.state.name == "RUNNING"]
     assert len(open_trials) == 1
@@ -442,7 +529,7 @@ def test_detach_runs_the_sweep_in_its_own_session_with_a_log(tmp_path):
     result = CliRunner().invoke(app, ["sweep", str(plan), "--runs-dir", str(runs), "--detach"])
     assert result.exit_code == 0, result.output
     pid = int(result.output.split("(pid ")[1].split(")")[0])
-    [sw] = sweep.list_sweeps(runs)
+    [sw] = sweepstore.list_sweeps(runs)
     log = sw.path / "sweep.log"
     try:
         assert os.getsid(pid) == pid  # its own session: a closed SSH connection won't reach it

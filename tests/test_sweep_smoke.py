@@ -15,7 +15,8 @@ from pathlib import Path
 import optuna
 import pytest
 from typer.testing import CliRunner
-from vqatune.engine import runstore, search, sweep
+from vqatune.engine import compare as comparing
+from vqatune.engine import plans, runstore, search, sweepstore
 from vqatune.engine.metrics import read_events
 from vqatune.tui.cli import app
 
@@ -96,7 +97,7 @@ def test_learning_rate_plan_3_variants_x_2_seeds_interrupted_then_resumed(tmp_pa
         CliRunner().invoke(app, ["sweeps", "--runs-dir", str(runs), "--json"]).output
     )
     assert [(s["id"], s["done"], s["total"]) for s in listed] == [(sweep_id, 6, 6)]
-    table = sweep.compare(sweep.find_sweep(sweep_id, runs))
+    table = comparing.compare_sweep(sweepstore.find_sweep(sweep_id, runs))
     rows = {r["variant"]: r for r in table["variants"]}
     assert set(rows) == {"base", "higher", "lower"} and all(r["n"] == 2 for r in rows.values())
     for row in rows.values():
@@ -123,17 +124,17 @@ log_every = { choices = [1, 2] }
 def test_4_trial_study_prunes_the_hopeless_trials(tmp_path):
     path = tmp_path / "prune.toml"
     path.write_text(PRUNING_PLAN)
-    plan = sweep.load_plan(str(path))
-    spec = search.parse_search(plan.search, path)
+    plan = plans.load_plan(str(path))
+    spec = plans.parse_search(plan.search, path)
     assert spec.n_trials == 4
-    sw = sweep.open_sweep(plan, tmp_path / "runs")
+    sw = sweepstore.open_sweep(plan, tmp_path / "runs")
     storage = search.default_storage(sw.path)
     lines: list[str] = []
     result = search.run_search(
         sw, plan, spec, storage_url=storage, study_name=sw.id, slots=[None], echo=lines.append
     )
     study = optuna.load_study(study_name=sw.id, storage=search.open_storage(storage))
-    runs = {r.meta["trial"]: r for r in sweep.sweep_runs(sw)}
+    runs = {r.meta["trial"]: r for r in sweepstore.sweep_runs(sw)}
     assert sorted(runs) == [0, 1, 2, 3] == sorted(result.ran)
     states = {}
     for t in study.trials:

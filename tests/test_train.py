@@ -12,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import polling
 import pytest
 import torch
 from vqatune.engine import checkpoint, config, events, optim
-from vqatune.engine.trainer import FAULTS_ENV, Faults, Trainer
+from vqatune.engine.faults import FAULTS_ENV, Faults
+from vqatune.engine.trainer import Trainer
 
 # 48 questions in micro-batches of 8 = 6 micro-batches; update_freq 2 -> 3 steps an epoch.
 RESUME_SETS = ["epochs=2", "max_steps=0", "train_limit=48", "eval_limit=8", "update_freq=2"]
@@ -139,7 +141,7 @@ def test_a_run_writes_the_run_directory(reference):
     summary = events.read_json(run_dir / events.SUMMARY_FILE)
     assert summary["state"] == "done" and summary["final_accuracy"] == ev["accuracy"]
     saved = checkpoint.load(run_dir / "checkpoints/last.pt")
-    assert saved["step"] == 6 and {"python", "numpy", "torch"} <= set(saved["rng"])
+    assert saved["step"] == 6 and {"python", "numpy", "torch"} <= set(saved["rng_ranks"][0])
     best = checkpoint.load(run_dir / "checkpoints/best.pt")
     assert best["step"] == end["best_step"]
     text = (run_dir / events.LOG_FILE).read_text()
@@ -158,7 +160,7 @@ def test_accumulation_and_bf16(tmp_path, monkeypatch):
     log = read(run_dir)
     assert log[0]["effective_batch_size"] == 32 and log[0]["accumulation"] == 4
     assert log[0]["precision"] == "bf16" and math.isfinite(log[1]["loss"])
-    assert checkpoint.load(run_dir / "checkpoints/last.pt")["data"]["sample"] == 32  # 4 x 8
+    assert checkpoint.load(run_dir / "checkpoints/last.pt")["epoch_samples_done"] == 32  # 4 x 8
 
 
 def test_grad_norm_is_logged_before_clipping(tmp_path, monkeypatch):
@@ -221,6 +223,90 @@ def test_sigterm_stops_cleanly_and_resume_matches(tmp_path, monkeypatch, referen
     assert curve(run_dir) == curve(reference)
 
 
+def test_kill_9_between_evaluations_loses_at_most_checkpoint_every_min(
+    tmp_path, monkeypatch, reference
+):
+    # 6 ms: shorter than any step, so every step between the evaluations (3 and 6) is saved.
+    every_s = 0.0001 * 60
+    run_dir = make_run(tmp_path, "timed", RESUME_SETS + ["checkpoint_every_min=0.0001"])
+    env = dict(os.environ, **{FAULTS_ENV: "hold@5"})  # hangs after step 5, as if training on
+    cmd = [sys.executable, "-m", "vqatune.engine.train", str(run_dir)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log_file = run_dir / events.LOG_FILE
+        holding = lambda: log_file.exists() and "holding after step 5" in log_file.read_text()  # noqa: E731
+        assert polling.wait_for(holding, timeout=120)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    log = read(run_dir)
+    saves = [e for e in log if e["event"] == "checkpoint"]
+    assert [e["step"] for e in saves] == [1, 2, 3, 4, 5]  # 3: the evaluation's alone
+    last_step = [e for e in log if e["event"] == "step"][-1]
+    assert last_step["step"] == 5 and saves[-1]["time"] >= last_step["time"] - every_s
+    saved = checkpoint.load(run_dir / "checkpoints/last.pt")
+    assert (saved["step"], saved["epoch"], saved["epoch_samples_done"]) == (5, 1, 32)  # mid-epoch
+    assert train(run_dir, resume=True, monkeypatch=monkeypatch) == 0
+    assert curve(run_dir) == curve(reference)
+
+
+def test_resume_refuses_a_checkpoint_that_needs_unpickling(tmp_path, monkeypatch):
+    run_dir = make_run(tmp_path, "foreign", QUICK + ["max_steps=2"])
+    assert train(run_dir, faults="stop@1", monkeypatch=monkeypatch) == 130
+    last = run_dir / "checkpoints/last.pt"
+    marker = tmp_path / "code-ran"
+    state = torch.load(last, weights_only=True)
+    torch.save({**state, "window": _RunsCode(str(marker))}, last)  # what a foreign file may hold
+    assert train(run_dir, resume=True, monkeypatch=monkeypatch) == 1
+    st = status(run_dir)
+    assert st["state"] == "failed" and not marker.exists()
+    assert st["message"].startswith(f"{last}: refused: it holds a pickled Python object (")
+    assert "could run code" in st["message"] and "\n" not in st["message"]
+    kinds = [e["event"] for e in read(run_dir)]
+    assert kinds[kinds.index("end") + 1 :] == ["end"]  # the resume trained nothing
+
+
+class _RunsCode:
+    """Unpickling it calls os.mkdir: any code could run in its place."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+# A SIGTERM while the final records are written (torchrun sends one to every rank when a peer
+# exits first) must not cut them short: the run's state stays the final one, not "running".
+SIGTERM_DURING_FINISH = """
+import os, signal, sys
+from vqatune.engine import events
+from vqatune.engine.trainer import Trainer
+
+write = events.write_json_atomic
+
+
+def write_then_terminate(path, data):
+    if path.name == events.SUMMARY_FILE:
+        os.kill(os.getpid(), signal.SIGTERM)
+    write(path, data)
+
+
+events.write_json_atomic = write_then_terminate
+sys.exit(Trainer(sys.argv[1]).run())
+"""
+
+
+def test_sigterm_while_the_run_ends_keeps_the_final_status(tmp_path):
+    run_dir = make_run(tmp_path, "ending", QUICK + ["max_steps=1"])
+    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
+    cmd = [sys.executable, "-c", SIGTERM_DURING_FINISH, str(run_dir)]
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert status(run_dir)["state"] == "done" and status(run_dir)["ended"]
+    assert events.read_json(run_dir / events.SUMMARY_FILE)["state"] == "done"
+
+
 def test_resume_without_checkpoint_starts_over(tmp_path, monkeypatch):
     run_dir = make_run(tmp_path, "fresh", QUICK + ["max_steps=1"])
     assert train(run_dir, resume=True, monkeypatch=monkeypatch) == 0
@@ -257,7 +343,7 @@ def test_dynamic_batch_size_halves_and_keeps_the_effective_batch(tmp_path, monke
     steps = [e for e in log if e["event"] == "step"]
     assert [e["step"] for e in steps] == [1, 2, 3]  # step 2 retried, not skipped
     assert [(e["batch_size"], e["accumulation"]) for e in steps] == [(8, 1)] + [(4, 2)] * 2
-    assert checkpoint.load(run_dir / "checkpoints/last.pt")["data"]["sample"] == 24
+    assert checkpoint.load(run_dir / "checkpoints/last.pt")["epoch_samples_done"] == 24
     assert status(run_dir)["state"] == "done"
 
 

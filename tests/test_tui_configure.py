@@ -283,6 +283,31 @@ def test_load_config_file_and_a_bad_one(tmp_path):
     asyncio.run(run())
 
 
+def test_load_dialog_lists_every_error_of_a_file(tmp_path):
+    bad = tmp_path / "three.toml"
+    bad.write_text("[training]\nlr = -1\nlerning_rate = 3\n[model]\nAOA_layers = 0\n")
+
+    async def run():
+        app = VQATuneApp(start="configure")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("ctrl+o")
+            await pilot.pause()
+            app.screen.query_one("#load-path", Input).value = str(bad)
+            await pilot.press("enter")
+            await settle(pilot, app)
+            errors = [n.message for n in app._notifications if n.severity == "error"]
+            assert len(errors) == 1, errors
+            lines = errors[0].splitlines()
+            assert [line.split(": ")[:2] for line in lines] == [
+                [f"{bad}:2", "lr"],
+                [f"{bad}:3", "unknown parameter 'lerning_rate'"],
+                [f"{bad}:5", "AOA_layers"],
+            ]
+
+    asyncio.run(run())
+
+
 def test_sidebar_switches_panels_and_invalid_field_elsewhere_is_shown():
     async def run():
         app = VQATuneApp(start="configure")

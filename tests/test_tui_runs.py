@@ -8,16 +8,16 @@ import sys
 import time
 
 import pytest
+from polling import wait_for
 from textual.widgets import DataTable, Log
 from tui_fixtures import FAKE_TRAINER, make_run, make_store
 from vqatune.engine import runstore
-from vqatune.tui import compare as cmp
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
+from vqatune.tui.readers import LogTail, RunWatcher
 from vqatune.tui.screens.compare import CompareScreen
 from vqatune.tui.screens.monitor import MonitorScreen
 from vqatune.tui.screens.runs import RunsScreen
-from vqatune.tui.workers import LogTail, RunWatcher
 
 
 @pytest.fixture
@@ -33,6 +33,16 @@ async def settle(pilot, app, seconds: float = 0.0):
     await pilot.pause(seconds)
     await app.workers.wait_for_complete()
     await pilot.pause()
+
+
+async def until(pilot, predicate, timeout: float = 120.0) -> bool:
+    """Let the app run until `predicate` holds (True) or `timeout` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await pilot.pause(0.1)
+    return False
 
 
 def table_rows(table: DataTable) -> list[list[str]]:
@@ -81,21 +91,6 @@ def test_run_watcher_reads_history_then_only_what_was_appended(store):
     smoothed = 0.9 * first.points[("loss", "smoothed")][1][-1] + 0.1 * 0.1
     assert second.points[("loss", "smoothed")][1].tolist() == [pytest.approx(smoothed)]
     assert second.log_lines == []
-
-
-def test_compare_lists_differing_params_and_seed_groups(store):
-    dirs = sorted(store.iterdir())[:3]
-    c = cmp.compare(dirs)
-    assert [name for name, _ in c.differing] == ["lr", "seed"]
-    lr = dict(c.differing)["lr"]
-    assert lr == [2.8e-4, 2.8e-4, 5e-4]
-    assert len(c.groups) == 1
-    group = c.groups[0]
-    assert group.ids == [d.name for d in dirs[:2]] and group.seeds == [1, 2]
-    bests = [c.runs[0].best_accuracy, c.runs[1].best_accuracy]
-    assert group.best[0] == pytest.approx(sum(bests) / 2)
-    assert group.best[1] == pytest.approx(abs(bests[0] - bests[1]) / 2**0.5)
-    assert len(c.runs[0].curves["val accuracy"][0]) == 4  # evals at 10, 20, 30, 40
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,7 +206,8 @@ def test_monitor_says_crashed_plainly(store):
 
 
 def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
-    _fake_trainer(tmp_path, monkeypatch, steps=400, step_s=0.05)
+    # long enough to still be running when pressing `s` on a loaded machine (stopped by it)
+    _fake_trainer(tmp_path, monkeypatch, steps=4000, step_s=0.05)
     from vqatune.engine import config as config_mod
 
     run_dir = runstore.create_run(config_mod.load("smoke"), source="smoke", runs_dir=store)
@@ -222,29 +218,18 @@ def test_monitor_follows_a_live_run_and_stop_key(tmp_path, monkeypatch, store):
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, app)
             app.open_monitor(run_dir)
-            seen = []
-            for _ in range(40):
-                await pilot.pause(0.1)
-                seen.append(app.screen.steps_seen)
-                if seen[-1] > 5 and app.screen.info.state == "running":
-                    break
-            assert app.screen.info.state == "running"
-            assert "RUNNING" in str(app.screen.query_one("#run-header").render())
-            rising = app.screen.steps_seen
-            for _ in range(30):  # the monitor polls once a second
-                await pilot.pause(0.1)
-                if app.screen.steps_seen > rising:
-                    break
-            assert app.screen.steps_seen > rising  # the step count rises
+            screen = app.screen
+            assert await until(
+                pilot, lambda: screen.steps_seen > 5 and screen.info.state == "running"
+            )
+            assert "RUNNING" in str(screen.query_one("#run-header").render())
+            rising = screen.steps_seen
+            assert await until(pilot, lambda: screen.steps_seen > rising)  # the count rises
             await pilot.press("s")
-            for _ in range(50):
-                await pilot.pause(0.1)
-                if runstore.run_info(run_dir).state != "running":
-                    break
             # the fake trainer has no SIGTERM handler: it dies, the run store says crashed
-            assert runstore.run_info(run_dir).state in ("crashed", "stopped")
-            await pilot.pause(2.2)  # two polls
-            assert app.screen.info.state in ("crashed", "stopped")
+            ended = ("crashed", "stopped")
+            assert await until(pilot, lambda: runstore.run_info(run_dir).state in ended)
+            assert await until(pilot, lambda: screen.info.state in ended)  # the monitor's polls
 
     asyncio.run(run())
 
@@ -294,7 +279,7 @@ def test_no_torch_or_transformers_in_the_tui():
 
     code = (
         "import sys, vqatune.tui.cli, vqatune.tui.app, vqatune.tui.screens.monitor, "
-        "vqatune.tui.screens.compare, vqatune.tui.screens.runs, vqatune.tui.workers; "
+        "vqatune.tui.screens.compare, vqatune.tui.screens.runs, vqatune.tui.readers; "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -346,11 +331,9 @@ def test_resume_key_continues_a_stopped_run_in_place(tmp_path, monkeypatch, stor
             screen = app.screen
             assert screen.info.state == "stopped" and screen.steps_seen == 40
             await pilot.press("r")
-            for _ in range(100):
-                await pilot.pause(0.1)
-                if screen.info.state == "done" and screen.steps_seen == 45:
-                    break
-            assert screen.info.state == "done"
+            assert await until(
+                pilot, lambda: screen.info.state == "done" and screen.steps_seen == 45
+            )
             assert screen.query_one("#chart-loss").series["loss"].n == 45  # history kept once
             assert json.loads((run_dir / "launch.json").read_text())["resume"] is True
 
@@ -358,23 +341,25 @@ def test_resume_key_continues_a_stopped_run_in_place(tmp_path, monkeypatch, stor
 
 
 def test_auto_start_opens_runs_when_a_run_is_training(tmp_path, monkeypatch, store):
-    _fake_trainer(tmp_path, monkeypatch, steps=200, step_s=0.05)
+    # long enough to still be running when a loaded machine has started the app; killed below
+    _fake_trainer(tmp_path, monkeypatch, steps=3000, step_s=0.05)
     from vqatune.engine import config as config_mod
 
     run_dir = runstore.create_run(config_mod.load("smoke"), source="smoke", runs_dir=store)
     proc = runstore.launch(run_dir, detach=True)
     try:
-        for _ in range(100):
-            if runstore.run_info(run_dir).state == "running":
-                break
-            time.sleep(0.05)
+        assert wait_for(lambda: runstore.run_info(run_dir).state == "running", timeout=120)
 
         async def run():
             app = VQATuneApp(runs_dir=store, start="auto")
+            # Recorded as sent: on a loaded machine the 4 s toast may be gone before settle ends.
+            notes = []
+            notify = app.notify
+            app.notify = lambda message, **kw: (notes.append(message), notify(message, **kw))
             async with app.run_test(size=(120, 40)) as pilot:
                 await settle(pilot, app)
                 assert app.current_mode == "runs"
-                assert any("1 run running" in n.message for n in app._notifications)
+                assert any("1 run running" in m for m in notes), notes
 
         asyncio.run(run())
     finally:
@@ -401,11 +386,11 @@ def test_runs_table_is_rebuilt_only_when_runs_change(store):
             rebuilds = []
             original = screen.rebuild
             screen.rebuild = lambda: (rebuilds.append(1), original())
-            screen.refresh_runs()
+            screen.refresh_rows()
             await settle(pilot, app)
             assert rebuilds == []  # the same four finished runs
             make_run(store, "20260102-100000-new-ffff")
-            screen.refresh_runs()
+            screen.refresh_rows()
             await settle(pilot, app)
             assert rebuilds == [1]
             assert screen.query_one("#runs-table", DataTable).row_count == 5
@@ -415,7 +400,7 @@ def test_runs_table_is_rebuilt_only_when_runs_change(store):
 
 def test_runs_list_is_not_refreshed_under_a_monitor(store, monkeypatch):
     # no 2 s timer during the test: every listing counted below comes from the code under test
-    monkeypatch.setattr("vqatune.tui.screens.runs.REFRESH_S", 3600.0)
+    monkeypatch.setattr("vqatune.tui.screens.table.REFRESH_S", 3600.0)
 
     async def run():
         app = VQATuneApp(runs_dir=store, start="runs")
@@ -423,7 +408,7 @@ def test_runs_list_is_not_refreshed_under_a_monitor(store, monkeypatch):
             await settle(pilot, app)
             runs_screen = app.screen
             calls = []
-            runs_screen.refresh_runs = lambda: calls.append(1)
+            runs_screen.refresh_rows = lambda: calls.append(1)
             runs_screen.refresh_if_shown()
             assert calls  # shown: listed
             app.open_monitor(store / "20260101-100000-base-aaaa")
@@ -466,10 +451,43 @@ def test_chart_redraws_are_throttled():
         async with app.run_test(size=(80, 20)) as pilot:
             chart = app.query_one(MetricChart)
             first = chart.redraws
-            for i in range(150):  # 150 points over about 1.5 s
+            start = time.monotonic()
+            for i in range(150):  # 150 points over about 1.5 s (longer on a loaded machine)
                 chart.add("loss", i, 1.0 / (i + 1))
                 await pilot.pause(0.01)
-            assert 1 <= chart.redraws - first <= 5  # 2 a second, not one per point
+            elapsed = time.monotonic() - start
+            # 2 a second, not one per point: the bound follows the time the loop really took
+            assert 1 <= chart.redraws - first <= 2.0 * elapsed + 2
             assert chart.series["loss"].n == 150
+
+    asyncio.run(run())
+
+
+def _line(table: DataTable, y: int) -> str:
+    return "".join(segment.text for segment in table.render_line(y))
+
+
+def test_runs_table_at_80_columns_shows_whole_ids_and_states_in_any_frame(store):
+    """The first frame after a rebuild (drawn before the table is idle, as on a loaded machine)
+    already has the full run id and state; scrolled right, they stay in view."""
+
+    async def run():
+        app = VQATuneApp(runs_dir=store, start="runs")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            screen = app.screen
+            table = screen.query_one("#runs-table", DataTable)
+            make_run(store, "20260102-100000-longer-name-ffff", state="diverged")
+            screen.rows = screen.load_rows()
+            screen.rebuild()  # no idle in between: what the next frame draws
+            first = _line(table, 1)  # line 0 is the header
+            assert "20260102-100000-longer-name-ffff" in first and "diverged" in first, first
+            await settle(pilot, app)
+            assert table.max_scroll_x > 0  # the rest of the columns scroll
+            table.scroll_x = table.max_scroll_x
+            await pilot.pause()
+            scrolled = _line(table, 1)
+            assert "20260102-100000-longer-name-ffff" in scrolled and "diverged" in scrolled
+            assert "seed" in _line(table, 0)  # the last column came into view
 
     asyncio.run(run())

@@ -12,8 +12,7 @@ import pytest
 from textual.widgets import DataTable, Input
 from tui_fixtures import T0, make_run
 from typer.testing import CliRunner
-from vqatune.engine import runstore
-from vqatune.engine import sweep as sweep_mod
+from vqatune.engine import plans, runstore, sweep, sweepstore
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
 from vqatune.tui.screens.compare import CompareScreen
@@ -25,9 +24,9 @@ SIZES = [(80, 24), (120, 40)]
 
 def make_sweep(
     runs_dir: Path, sweep_id: str, planned: list[tuple[str, int]], *, created: float
-) -> sweep_mod.Sweep:
+) -> sweepstore.Sweep:
     """sweep.json as open_sweep writes it (fixed time, so snapshots are stable)."""
-    path = runs_dir / sweep_mod.SWEEPS_DIR / sweep_id
+    path = runs_dir / sweepstore.SWEEPS_DIR / sweep_id
     path.mkdir(parents=True)
     data = {
         "id": sweep_id,
@@ -40,12 +39,12 @@ def make_sweep(
             {"key": f"{v}/seed{s}", "variant": v, "seed": s, "overrides": {}} for v, s in planned
         ],
     }
-    (path / sweep_mod.SWEEP_FILE).write_text(json.dumps(data))
-    return sweep_mod.Sweep(sweep_id, path, runs_dir, data)
+    (path / sweepstore.SWEEP_FILE).write_text(json.dumps(data))
+    return sweepstore.Sweep(sweep_id, path, runs_dir, data)
 
 
 def tag(run_dir: Path, sweep_id: str, variant: str, seed: int) -> Path:
-    sweep_mod.tag_run(
+    sweepstore.tag_run(
         run_dir, sweep=sweep_id, sweep_key=f"{variant}/seed{seed}", variant=variant, seed=seed
     )
     return run_dir
@@ -183,11 +182,12 @@ def test_empty_sweep_warns_instead_of_opening(tmp_path, monkeypatch):
 
 def test_refreshes_while_shown_and_not_when_hidden(store, monkeypatch):
     from vqatune.tui.screens import sweeps as sweeps_screen
+    from vqatune.tui.screens import table as polled_table
 
     calls = []
     real = sweeps_screen.load_rows
     monkeypatch.setattr(sweeps_screen, "load_rows", lambda d: calls.append(1) or real(d))
-    monkeypatch.setattr(sweeps_screen, "REFRESH_S", 0.1)
+    monkeypatch.setattr(polled_table, "REFRESH_S", 0.1)
 
     async def run():
         app = VQATuneApp(runs_dir=store, start="sweeps")
@@ -241,10 +241,10 @@ def test_a_sweep_run_by_the_engine_and_its_lock(tmp_path, monkeypatch):
     plan_path.write_text(
         'base = "smoke"\nseeds = [1]\n[variants.slow]\nlr = 1e-4\n[variants.fast]\nlr = 5e-4\n'
     )
-    plan = sweep_mod.load_plan(str(plan_path))
+    plan = plans.load_plan(str(plan_path))
     runs = tmp_path / "runs"
-    sw = sweep_mod.open_sweep(plan, runs)
-    sweep_mod.run_variants(sw, plan, slots=[None], echo=lambda _: None, poll_s=0.02)
+    sw = sweepstore.open_sweep(plan, runs)
+    sweep.run_variants(sw, plan, slots=[None], echo=lambda _: None, poll_s=0.02)
 
     async def run():
         app = VQATuneApp(runs_dir=runs, start="sweeps")
@@ -254,8 +254,8 @@ def test_a_sweep_run_by_the_engine_and_its_lock(tmp_path, monkeypatch):
             assert table_rows(table) == [
                 [sw.id, "finished", "2/2", "0", "0", "0.5000", "fast/seed1"]
             ]
-            with sweep_mod.sweep_lock(sw):
-                app.screen.refresh_sweeps()
+            with sweepstore.sweep_lock(sw):
+                app.screen.refresh_rows()
                 await settle(pilot)
                 assert table_rows(table)[0][1] == "running"
                 assert str(app.screen.query_one("#sweeps-status").render()).startswith(

@@ -9,7 +9,11 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from vqatune.tui.messages import AlertsArrived
+from vqatune.tui.palette import PaletteBinding, binding_commands
 from vqatune.tui.screens.configure import ConfigureScreen
+
+ALERT_POLL_S = 2.0
 
 
 class VQATuneApp(App):
@@ -25,12 +29,38 @@ class VQATuneApp(App):
         "configure": ConfigureScreen,
         "runs": lambda: _runs_screen(),
         "sweeps": lambda: _sweeps_screen(),
+        "analysis": lambda: _analysis_screen(),
     }
     DEFAULT_MODE = "configure"  # built directly, without an empty default screen first
     BINDINGS = [
-        Binding("f2", "switch_mode('configure')", "Config"),
-        Binding("f3", "switch_mode('runs')", "Runs"),
-        Binding("f4", "switch_mode('sweeps')", "Sweeps"),
+        PaletteBinding(
+            "f2",
+            "switch_mode('configure')",
+            "Config",
+            title="Configure",
+            help="Edit parameters, presets, launch",
+        ),
+        PaletteBinding(
+            "f3",
+            "switch_mode('runs')",
+            "Runs",
+            title="Runs",
+            help="All runs: monitor, filter, sort, compare",
+        ),
+        PaletteBinding(
+            "f4",
+            "switch_mode('sweeps')",
+            "Sweeps",
+            title="Sweeps",
+            help="Sweeps: progress, best run, compare their runs",
+        ),
+        PaletteBinding(
+            "f5",
+            "switch_mode('analysis')",
+            "Analysis",
+            title="Analysis",
+            help="Parameter importance and parallel coordinates of all runs",
+        ),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -40,6 +70,8 @@ class VQATuneApp(App):
         self.start = start
 
     def on_mount(self) -> None:
+        self.alerts_feed = None  # engine.metrics.MetricsTail of the store's alert feed
+        self.set_interval(ALERT_POLL_S, self.poll_alerts)
         if self.start == "auto":
             self.find_running_runs()
         elif self.start != self.current_mode:
@@ -54,6 +86,30 @@ class VQATuneApp(App):
         if running:
             self.call_from_thread(self._show_running, len(running))
 
+    def poll_alerts(self) -> None:
+        # One read at a time, never cancelled: a slow disk skips a beat instead.
+        if not any(w.group == "alerts" and not w.is_finished for w in self.workers):
+            self.read_alerts()
+
+    @work(thread=True, group="alerts")
+    def read_alerts(self) -> None:
+        """Alerts the run watchers wrote since the last look (engine/alerts.py): ring the bell."""
+        from vqatune.engine import alerts, runstore
+        from vqatune.engine.metrics import MetricsTail
+
+        if self.alerts_feed is None:
+            path = Path(self.runs_dir or runstore.default_runs_dir()) / alerts.FEED_FILE
+            self.alerts_feed = MetricsTail(path, offset=path.stat().st_size if path.exists() else 0)
+        new = self.alerts_feed.read(kinds=("alert",))
+        if new:
+            self.post_message(AlertsArrived(new))
+
+    def on_alerts_arrived(self, message: AlertsArrived) -> None:
+        self.bell()
+        for alert in message.alerts:
+            bad = alert.get("state") in ("crashed", "failed", "diverged", "oom")
+            self.notify(str(alert.get("text")), severity="error" if bad else "information")
+
     def _show_running(self, count: int) -> None:
         if self.current_mode == "configure" and len(self.screen_stack) == 1:
             self.switch_mode("runs")
@@ -67,6 +123,12 @@ class VQATuneApp(App):
 
         self.push_screen(MonitorScreen(run_dir))
 
+    def open_analysis(self, run_dirs: list[Path] | None = None, *, sweep: str | None = None):
+        from vqatune.tui.screens.analysis import AnalysisScreen
+
+        title = f"{len(run_dirs)} compared runs" if run_dirs is not None else ""
+        self.push_screen(AnalysisScreen(run_dirs, sweep=sweep, title=title))
+
     def open_compare(self, run_dirs: list[Path]) -> None:
         from vqatune.tui.screens.compare import CompareScreen
 
@@ -74,77 +136,9 @@ class VQATuneApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand(
-            "Configure",
-            "Edit parameters, presets, launch (F2)",
-            lambda: self.switch_mode("configure"),
-        )
-        yield SystemCommand(
-            "Runs",
-            "All runs: monitor, filter, sort, compare (F3)",
-            lambda: self.switch_mode("runs"),
-        )
-        yield SystemCommand(
-            "Sweeps",
-            "Sweeps: progress, best run, compare their runs (F4)",
-            lambda: self.switch_mode("sweeps"),
-        )
-        if screen.id == "runs":
-            yield SystemCommand(
-                "Compare selected runs", "Parameters, metrics and curves (c)", screen.action_compare
-            )
-            yield SystemCommand(
-                "Sort runs by the next column",
-                "Or click a column header (o)",
-                screen.action_cycle_sort,
-            )
-            yield SystemCommand(
-                "Filter runs", "By id, state or preset (/)", screen.action_focus_filter
-            )
-        if screen.id == "sweeps":
-            yield SystemCommand(
-                "Compare the sweep's runs", "Its runs side by side (enter)", screen.action_open_runs
-            )
-            yield SystemCommand(
-                "Open the sweep's best run", "Its monitor (b)", screen.action_open_best
-            )
-        if screen.id == "monitor":
-            yield SystemCommand(
-                "Stop run", "Graceful: checkpoint, then stopped (s)", screen.action_stop
-            )
-            yield SystemCommand("Kill run", "SIGKILL the training process (k)", screen.action_kill)
-            yield SystemCommand(
-                "Resume run", "Continue a stopped or crashed run (r)", screen.action_resume
-            )
-        configure = self._configure_screen()
-        if configure is not None and screen is configure:
-            yield SystemCommand(
-                "Launch", "Create the run and start it detached", configure.action_launch
-            )
-            yield SystemCommand(
-                "Diff against preset", "Show the changed parameters", configure.action_diff
-            )
-            yield SystemCommand(
-                "Save as preset",
-                "Write the current values as a preset TOML",
-                configure.action_save_preset,
-            )
-            yield SystemCommand(
-                "Load config file", "Read a TOML config into the form", configure.action_load_file
-            )
-            yield SystemCommand(
-                "Choose preset", "Focus the preset picker (ctrl+g)", configure.action_focus_preset
-            )
-            for name, title in configure.presets:  # as last listed by its worker: no I/O here
-                yield SystemCommand(
-                    f"Apply preset {name}", title, lambda name=name: configure.apply_preset(name)
-                )
-
-    def _configure_screen(self) -> ConfigureScreen | None:
-        for screen in self.screen_stack:
-            if isinstance(screen, ConfigureScreen):
-                return screen
-        return None
+        yield from binding_commands(self, self)
+        yield from binding_commands(self, screen)
+        yield from getattr(screen, "palette_commands", tuple)()
 
 
 def _runs_screen() -> Screen:
@@ -152,6 +146,12 @@ def _runs_screen() -> Screen:
     from vqatune.tui.screens.runs import RunsScreen
 
     return RunsScreen()
+
+
+def _analysis_screen() -> Screen:
+    from vqatune.tui.screens.analysis import AnalysisScreen
+
+    return AnalysisScreen()
 
 
 def _sweeps_screen() -> Screen:

@@ -49,10 +49,12 @@ class RunLaunched(Message):
         self.run_dir = run_dir
 
 
-class RunsListed(Message):
-    def __init__(self, runs: list):
+class RowsListed(Message):
+    """A polled table's rows, as its screen's load_rows read them."""
+
+    def __init__(self, rows: list):
         super().__init__()
-        self.runs = runs
+        self.rows = rows
 
 
 @dataclass
@@ -79,7 +81,16 @@ class CompareLoaded(Message):
         self.comparison = comparison
 
 
-class SweepsListed(Message):
-    def __init__(self, sweeps: list):
+class AnalysisLoaded(Message):
+    """An engine.analysis.Importance for the Analysis screen (or the one-line error)."""
+
+    def __init__(self, result: Any, error: str | None = None):
         super().__init__()
-        self.sweeps = sweeps
+        self.result = result
+        self.error = error
+
+
+class AlertsArrived(Message):
+    def __init__(self, alerts: list[dict]):
+        super().__init__()
+        self.alerts = alerts

@@ -126,3 +126,26 @@ def one_hot(labels: np.ndarray, num_answers: int) -> np.ndarray:
 
 def limit(n: int, cap: int) -> int:
     return min(n, cap) if cap > 0 else n
+
+
+def training_splits(cfg, eval_split: str, aliases: dict[str, str] | None = None) -> list[str]:
+    """cfg.train_splits as a list, checked: not empty, and without the evaluation split
+    (`aliases` maps other spellings of a split to one name, as VQA's val2014 -> val)."""
+    aliases = aliases or {}
+    splits = [aliases.get(s, s) for s in (x.strip() for x in cfg.train_splits.split(",")) if s]
+    if not splits:
+        raise DataError("train_splits: no split given (for example train, or train,val)")
+    if aliases.get(eval_split, eval_split) in splits:
+        raise DataError(
+            f"train_splits: the evaluation split {eval_split} is among the training splits "
+            f"({', '.join(splits)}); set eval_split to another split"
+        )
+    return list(dict.fromkeys(splits))
+
+
+def merged(tables: list[dict | None]) -> dict | None:
+    """One table from several splits' (image ids do not repeat across the official splits);
+    None when a split has none."""
+    if any(t is None for t in tables):
+        return None
+    return tables[0] if len(tables) == 1 else {k: v for t in tables for k, v in t.items()}

@@ -20,8 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ..official import GQAEvaluator
 from . import graph as G
-from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
+from . import statwords
+from .common import (
+    DataBundle,
+    DataError,
+    DataMeta,
+    check_dropped,
+    limit,
+    load_json,
+    merged,
+    require_file,
+    training_splits,
+)
 from .sample import GraphFeatures, H5Features, QADataset, single_answers
 from .vocab import build_vocab, encode, tfidf_init
 
@@ -38,9 +50,35 @@ def graphs_file(root: Path, split: str) -> Path:
     return root / f"{split}_sceneGraphs.json"
 
 
-def default_eval_split(root: Path) -> str:
+def choices_file(root: Path, split: str) -> Path:
+    return root / f"{split}_choices.json"
+
+
+def all_questions_file(root: Path, split: str) -> Path:
+    return root / f"{split}_all_questions.json"
+
+
+def evaluator(root: Path, split: str, items: list[tuple[str, dict]]) -> GQAEvaluator:
+    """The official evaluation of these questions: validity and plausibility when
+    {split}_choices.json is there; consistency from the entailments of
+    {split}_all_questions.json, else from the questions' own "entailed" lists."""
+    choices = load_json(choices_file(root, split)) if choices_file(root, split).is_file() else None
+    source = dict(items)
+    if all_questions_file(root, split).is_file():
+        source = load_json(all_questions_file(root, split))
+    entailed = {
+        qid: [str(e) for e in q["entailed"]]
+        for qid, q in source.items()
+        if isinstance(q, dict) and isinstance(q.get("entailed"), list)
+    }
+    return GQAEvaluator(items, entailed or None, choices if isinstance(choices, dict) else None)
+
+
+def default_eval_split(root: Path, trained: str = "train") -> str:
+    """The first of val, testdev, test that is there and not among the training splits."""
+    trained_on = {s.strip() for s in trained.split(",")}
     for split in EVAL_SPLITS:
-        if questions_file(root, split).is_file():
+        if split not in trained_on and questions_file(root, split).is_file():
             return split
     return "val"  # missing: reported as such when read
 
@@ -181,14 +219,17 @@ def build(
         root = Path(cfg.data_root).expanduser()
     if not root.is_dir():
         raise DataError(f"data_root: {root}: no such directory")
-    eval_split = eval_split or default_eval_split(root)
-    train_items = read_questions(root, "train", cfg.train_limit)
+    eval_split = eval_split or cfg.eval_split or default_eval_split(root, cfg.train_splits)
+    splits = training_splits(cfg, eval_split)
+    train_items = [item for s in splits for item in read_questions(root, s, cfg.train_limit)]
+    train_items = train_items[: limit(len(train_items), cfg.train_limit)]
     eval_items = read_questions(root, eval_split, cfg.eval_limit)
-    train_graphs, eval_graphs = read_graphs(root, "train"), read_graphs(root, eval_split)
+    train_graphs = merged([read_graphs(root, s) for s in splits])
+    eval_graphs = read_graphs(root, eval_split)
     features = FeatureIndex(root) if (root / INFO_FILE).is_file() else None
     use_graphs = train_graphs is not None and eval_graphs is not None
     if features is None and not use_graphs:
-        missing = graphs_file(root, "train" if train_graphs is None else eval_split)
+        missing = graphs_file(root, splits[0] if train_graphs is None else eval_split)
         raise DataError(
             f"{missing}: no such file (expected the official scene graphs "
             f"{missing.name}, or the features {INFO_FILE} + gqa_objects_N.h5)"
@@ -211,6 +252,14 @@ def build(
     train_items, train_dropped = keep(train_items, train_graphs, "train")
     eval_items, eval_dropped = keep(eval_items, eval_graphs, eval_split)
 
+    stat_tables = {
+        "train": merged(
+            [statwords.read_file(statwords.gqa_file(root, s, cfg.topk)) for s in splits]
+        ),
+        "eval": statwords.read_file(statwords.gqa_file(root, eval_split, cfg.topk)),
+    }
+    if None in stat_tables.values():  # MGHR's files for both splits, or derived for both
+        stat_tables = {"train": None, "eval": None}
     if use_graphs:
         node_vocab, attr_vocab, rel_vocab, max_attrs = G.graph_vocabs(train_graphs)
         extra_words = list(dict.fromkeys(G.graph_words(train_graphs)))  # each phrase once
@@ -222,6 +271,8 @@ def build(
             1,
         )
         extra_words = list(G.BOX_RELATIONS)
+    if stat_tables["train"] is not None:
+        extra_words += statwords.table_words(stat_tables["train"])
     train_texts = [q["question"] for _, q in train_items]
     vocab = build_vocab(train_texts + extra_words)
     word_id = {w: i for i, w in enumerate(vocab)}
@@ -236,7 +287,7 @@ def build(
         answer_types = ["all"]
     type_id = {t: i for i, t in enumerate(answer_types)}
 
-    def dataset(items, graphs):
+    def dataset(items, graphs, stat_table):
         image_ids = list(dict.fromkeys(q["imageId"] for _, q in items))
         row_of = {i: r for r, i in enumerate(image_ids)}
         tokens = encode([q["question"] for _, q in items], vocab, cfg.question_len)
@@ -254,6 +305,8 @@ def build(
                 stat = np.zeros((len(image_ids), cfg.num_stat_word), np.int64)
         else:
             visual = GraphFeatures(graph_arrays, len(node_vocab), len(attr_vocab))
+        if stat_table is not None:
+            stat = statwords.from_table(image_ids, stat_table, word_id, cfg.num_stat_word)
         ds = QADataset(
             tokens,
             np.array([row_of[q["imageId"]] for _, q in items], np.int64),
@@ -269,8 +322,9 @@ def build(
         )
         return ds, len(image_ids)
 
-    train, train_images = dataset(train_items, train_graphs)
-    evaluation, eval_images = dataset(eval_items, eval_graphs)
+    train, train_images = dataset(train_items, train_graphs, stat_tables["train"])
+    evaluation, eval_images = dataset(eval_items, eval_graphs, stat_tables["eval"])
+    evaluation.official = evaluator(root, eval_split, eval_items)
     word_init = None
     if cfg.tfidf:
         word_init = tfidf_init(
@@ -292,7 +346,7 @@ def build(
         max_attrs=max_attrs,
         counts={
             "train": {
-                "split": "train",
+                "split": ",".join(splits),
                 "questions": len(train),
                 "images": train_images,
                 "dropped": train_dropped,
@@ -306,6 +360,13 @@ def build(
             "sources": {
                 "regions": "features" if features is not None else "scene graphs",
                 "graph": "scene graphs" if use_graphs else "boxes",
+                "statistics_words": (
+                    f"{statwords.FILE} {statwords.gqa_file(root, splits[0], cfg.topk).name}"
+                    if stat_tables["train"] is not None
+                    else statwords.SCENE_GRAPHS
+                    if use_graphs
+                    else statwords.NONE
+                ),
             },
         },
     )

@@ -13,7 +13,7 @@ import numpy as np
 
 from .common import PAD, UNK
 from .sample import Graphs
-from .vocab import tokenize
+from .statwords import ranked_ids
 
 MAX_ATTRS_CAP = 8
 # Relations of the graph built from boxes alone (features without scene graphs).
@@ -124,16 +124,7 @@ def statistics_words(
             objects[o["name"]] += 1
             predicates.update(o.get("attributes", []))
             predicates.update(r["name"] for r in o.get("relations", []))
-        phrases = [p for p, _ in predicates.most_common(topk)] + [
-            n for n, _ in objects.most_common()
-        ]
-        ids: list[int] = []
-        for phrase in phrases:
-            for word in tokenize(phrase):
-                i = word_id.get(word, 0)
-                if i > 1 and i not in ids:
-                    ids.append(i)
-        ids = ids[:num_words]
+        ids = ranked_ids(predicates, objects, word_id, num_words, topk)
         out[row, : len(ids)] = ids
     return out
 

@@ -245,6 +245,7 @@ class QADataset(BatchedDataset):
         self.graphs = graphs
         # for `data inspect` and error reports: official ids and the question text
         self.question_ids, self.image_ids, self.texts = question_ids, image_ids, texts
+        self.official = None  # evaluation splits: the official evaluator (engine/official.py)
 
     def __len__(self) -> int:
         return len(self.image_row)

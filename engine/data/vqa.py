@@ -16,46 +16,33 @@ Light module: numpy and h5py only.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from .common import DataBundle, DataError, DataMeta, check_dropped, limit, load_json, require_file
+from ..official import VQAEvaluator, normalize_vqa_answer
+from . import statwords
+from .common import (
+    DataBundle,
+    DataError,
+    DataMeta,
+    check_dropped,
+    limit,
+    load_json,
+    merged,
+    require_file,
+    training_splits,
+)
 from .sample import Answers, H5Features, QADataset
 from .vocab import build_vocab, encode, tfidf_init
 
 ANSWER_TYPES = ["yes/no", "number", "other"]
-SPLITS = {"train": "train2014", "val": "val2014"}
+SPLITS = {"train": "train2014", "val": "val2014", "testdev": "test-dev2015", "test": "test2015"}
+# the test splits come without annotations (predictions only); test-dev's images are test2015's
+TEST_SPLITS = ("testdev", "test")
+FEATURE_SPLITS = {"testdev": "test"}
 ANNOTATORS = 10
-
-_NUMBERS = {
-    "none": "0",
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-}
-_ARTICLES = {"a", "an", "the"}
-_PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$]")
-
-
-def normalize_answer(answer: str) -> str:
-    """The official VQA evaluation's answer processing (punctuation, digits, articles)."""
-    text = answer.replace("\n", " ").replace("\t", " ").strip().lower()
-    text = re.sub(r"(?<=\d),(?=\d)", "", text)  # 1,000 -> 1000
-    text = _PUNCT.sub(" ", text)
-    text = re.sub(r"(?<!\d)\.(?!\d)", "", text)  # a period not inside a number
-    words = [_NUMBERS.get(w, w) for w in text.split() if w not in _ARTICLES]
-    return " ".join(words)
 
 
 def soft_target(matches: np.ndarray) -> np.ndarray:
@@ -90,7 +77,10 @@ def read_split(root: Path, split: str, cap: int) -> list[tuple[dict, dict]]:
     sub = SPLITS.get(split, split)
     qpath, apath = questions_file(root, sub), annotations_file(root, sub)
     questions = load_json(require_file(qpath, qpath.name))
-    annotations = load_json(require_file(apath, apath.name))
+    if split in TEST_SPLITS and not apath.is_file():
+        annotations = {"annotations": []}
+    else:
+        annotations = load_json(require_file(apath, apath.name))
     if not isinstance(questions, dict) or not isinstance(questions.get("questions"), list):
         raise DataError(f'{qpath}: expected {{"questions": [...]}}')
     if not isinstance(annotations, dict) or not isinstance(annotations.get("annotations"), list):
@@ -112,6 +102,8 @@ def read_split(root: Path, split: str, cap: int) -> list[tuple[dict, dict]]:
                 f"question_id: int}}, got {str(q)[:60]}"
             )
         ann = by_id.get(q["question_id"])
+        if ann is None and not by_id and split in TEST_SPLITS:
+            ann = {"answers": [], "answer_type": None}
         if (
             ann is None
             or not isinstance(ann.get("answers"), list)
@@ -133,6 +125,7 @@ class FeatureFile:
     def __init__(self, root: Path, split: str):
         import h5py
 
+        split = FEATURE_SPLITS.get(split, split)
         self.path = features_file(root, split)
         require_file(self.path, self.path.name)
         with h5py.File(self.path, "r") as f:
@@ -145,6 +138,9 @@ class FeatureFile:
             self.pos = f["pos_boxes"][:].astype(np.int64)
             self.dim, self.dtype = int(f["image_features"].shape[1]), f["image_features"].dtype
             ids = f["image_ids"][:] if "image_ids" in f else None
+            # detector class / attribute id of each box, when the extractor kept them
+            self.objects_id = f["objects_id"][:] if "objects_id" in f else None
+            self.attrs_id = f["attrs_id"][:] if "attrs_id" in f else None
         if ids is None:
             index_path = self.path.with_name(f"{split}36_imgid2idx.json")
             if not index_path.is_file():
@@ -155,6 +151,14 @@ class FeatureFile:
             self.index = {int(k): int(v) for k, v in load_json(index_path).items()}
         else:
             self.index = {int(i): k for k, i in enumerate(ids)}
+
+    def detections(self, image_ids: list[int], max_boxes: int):
+        """Per image, the class ids (and attribute ids) of its first max_boxes boxes."""
+        rows = [self.index[i] for i in image_ids]
+        spans = [(self.pos[r, 0], min(self.pos[r, 1], self.pos[r, 0] + max_boxes)) for r in rows]
+        objects = [self.objects_id[a:b].tolist() for a, b in spans]
+        attrs = None if self.attrs_id is None else [self.attrs_id[a:b].tolist() for a, b in spans]
+        return objects, attrs
 
     def reader(self, image_ids: list[int]) -> H5Features:
         rows = np.array([self.index[i] for i in image_ids], np.int64)
@@ -171,6 +175,45 @@ class FeatureFile:
         )
 
 
+class FeatureFiles:
+    """The feature files of several splits read as one (COCO image ids do not repeat)."""
+
+    def __init__(self, root: Path, splits: list[str]):
+        self.files = [FeatureFile(root, s) for s in splits]
+        self.index = {i: k for k, f in enumerate(self.files) for i in f.index}  # -> file
+        self.dim, self.dtype = self.files[0].dim, self.files[0].dtype
+        with_ids = all(f.objects_id is not None for f in self.files)
+        self.objects_id = self.files[0].objects_id if with_ids else None
+
+    def detections(self, image_ids: list[int], max_boxes: int):
+        objects, attrs = [], []
+        for i in image_ids:
+            o, a = self.files[self.index[i]].detections([i], max_boxes)
+            objects += o
+            attrs += a if a is not None else [[]]
+        return objects, attrs
+
+    def reader(self, image_ids: list[int]) -> H5Features:
+        file_no = np.array([self.index[i] for i in image_ids], np.int64)
+        first = np.zeros(len(image_ids), np.int64)
+        count = np.zeros(len(image_ids), np.int64)
+        for k, f in enumerate(self.files):
+            sel = np.nonzero(file_no == k)[0]
+            if len(sel):
+                part = f.reader([image_ids[j] for j in sel])
+                first[sel], count[sel] = part.first, part.count
+        return H5Features(
+            [f.path for f in self.files],
+            "vqa",
+            file_no,
+            first,
+            count,
+            np.ones((len(image_ids), 4), np.float32),
+            self.dim,
+            self.dtype,
+        )
+
+
 def build(cfg, eval_split: str | None = None) -> DataBundle:
     if not cfg.data_root:
         raise DataError(
@@ -180,14 +223,18 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
     root = Path(cfg.data_root).expanduser()
     if not root.is_dir():
         raise DataError(f"data_root: {root}: no such directory")
-    eval_split = eval_split or "val"
-    eval_split = {v: k for k, v in SPLITS.items()}.get(eval_split, eval_split)
-    train_pairs = read_split(root, "train", cfg.train_limit)
+    names = {v: k for k, v in SPLITS.items()} | {"test-dev": "testdev", "test-std": "test"}
+    eval_split = eval_split or cfg.eval_split or "val"
+    eval_split = names.get(eval_split, eval_split)
+    splits = training_splits(cfg, eval_split, names)
+    train_pairs = [p for s in splits for p in read_split(root, s, cfg.train_limit)]
+    train_pairs = train_pairs[: limit(len(train_pairs), cfg.train_limit)]
     eval_pairs = read_split(root, eval_split, cfg.eval_limit)
-    train_features, eval_features = FeatureFile(root, "train"), FeatureFile(root, eval_split)
+    train_features = FeatureFiles(root, splits)
+    eval_features = FeatureFiles(root, [eval_split])
 
     counts = Counter(
-        normalize_answer(str(a.get("multiple_choice_answer", ""))) for _, a in train_pairs
+        normalize_vqa_answer(str(a.get("multiple_choice_answer", ""))) for _, a in train_pairs
     )
     answers = sorted(
         (a for a, n in counts.items() if a and n >= cfg.min_answer_count),
@@ -196,13 +243,40 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
     if not answers:
         raise DataError(
             f"min_answer_count: no answer is given {cfg.min_answer_count} times in "
-            f"{annotations_file(root, SPLITS['train'])}"
+            f"{annotations_file(root, SPLITS.get(splits[0], splits[0]))}"
         )
     answer_id = {a: i for i, a in enumerate(answers)}
     train_texts = [q["question"] for q, _ in train_pairs]
-    vocab = build_vocab(train_texts)
+    stat_tables = {
+        "train": merged([statwords.read_file(statwords.vqa_file(root, s)) for s in splits]),
+        "eval": statwords.read_file(statwords.vqa_file(root, eval_split)),
+    }
+    class_names = statwords.read_class_names(root)
+    if None not in stat_tables.values():
+        stat_source, extra_words = statwords.FILE, statwords.table_words(stat_tables["train"])
+        stat_source += f" {statwords.vqa_file(root, splits[0]).name}"
+    elif (
+        class_names
+        and train_features.objects_id is not None
+        and eval_features.objects_id is not None
+    ):
+        stat_source, extra_words = statwords.DETECTOR, class_names[0] + class_names[1]
+    else:
+        stat_source, extra_words = statwords.NONE, []
+    vocab = build_vocab(train_texts + extra_words)
+    word_id = {w: i for i, w in enumerate(vocab)}
 
-    def dataset(pairs, features, split):
+    def stat_words(image_ids, features, table):
+        if stat_source.startswith(statwords.FILE):
+            return statwords.from_table(image_ids, table, word_id, cfg.num_stat_word)
+        if stat_source == statwords.DETECTOR:
+            objects, attrs = features.detections(image_ids, cfg.max_boxes)
+            return statwords.from_detections(
+                objects, attrs, class_names, word_id, cfg.num_stat_word, cfg.topk
+            )
+        return np.zeros((len(image_ids), cfg.num_stat_word), np.int64)
+
+    def dataset(pairs, features, split, stat_table):
         dropped = Counter()
         kept = []
         for q, a in pairs:
@@ -216,7 +290,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         ids = np.full((len(kept), ANNOTATORS), -1, np.int64)
         matches = np.zeros((len(kept), ANNOTATORS), np.int64)
         for row, (_, a) in enumerate(kept):
-            given = Counter(normalize_answer(x.get("answer", "")) for x in a["answers"])
+            given = Counter(normalize_vqa_answer(x.get("answer", "")) for x in a["answers"])
             known = [(answer_id[x], n) for x, n in given.most_common() if x in answer_id]
             for k, (i, n) in enumerate(known[:ANNOTATORS]):
                 ids[row, k], matches[row, k] = i, n
@@ -238,20 +312,22 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
             len(answers),
             features.reader(image_ids),
             cfg.max_boxes,
-            np.zeros((len(image_ids), cfg.num_stat_word), np.int64),
+            stat_words(image_ids, features, stat_table),
             question_ids=[q["question_id"] for q, _ in kept],
             image_ids=image_ids,
             texts=[q["question"] for q, _ in kept],
         )
+        if split != "train" and all(a["answers"] for _, a in kept):
+            ds.official = VQAEvaluator([a for _, a in kept])
         return ds, {
-            "split": SPLITS.get(split, split),
+            "split": ",".join(SPLITS.get(s, s) for s in (splits if split == "train" else [split])),
             "questions": len(kept),
             "images": len(image_ids),
             "dropped": dict(dropped),
         }
 
-    train, train_counts = dataset(train_pairs, train_features, "train")
-    evaluation, eval_counts = dataset(eval_pairs, eval_features, eval_split)
+    train, train_counts = dataset(train_pairs, train_features, "train", stat_tables["train"])
+    evaluation, eval_counts = dataset(eval_pairs, eval_features, eval_split, stat_tables["eval"])
     word_init = (
         tfidf_init(encode(train_texts, vocab, 32), len(vocab), seed=cfg.seed) if cfg.tfidf else None
     )
@@ -268,7 +344,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         counts={
             "train": train_counts,
             "eval": eval_counts,
-            "sources": {"regions": "features", "graph": "none"},
+            "sources": {"regions": "features", "graph": "none", "statistics_words": stat_source},
         },
     )
     return DataBundle(train, evaluation, meta)

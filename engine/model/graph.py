@@ -16,6 +16,10 @@ from .layers import Classifier, CrossAttention, activation, heads_for, masked_me
 from .samplers import sample_nodes
 
 REGION_NEIGHBOURS = 8
+# A scene-graph node takes the appearance of the vision token whose box overlaps its own best,
+# when that overlap (IoU) reaches MATCH_IOU: the same box (graphs built from boxes, or regions
+# made from the graph) gives 1; a detector box over the object typically more than 0.5.
+MATCH_IOU = 0.5
 
 
 def gather_nodes(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -33,6 +37,20 @@ def knn_graph(boxes: torch.Tensor, mask: torch.Tensor, k: int):
     idx = dist.topk(k, dim=-1, largest=False).indices  # [B,N,K]
     nbr_mask = mask.gather(1, idx.flatten(1)).view(idx.shape) & mask[:, :, None]
     return idx, nbr_mask
+
+
+def match_regions(node_boxes, node_mask, vis_boxes, vis_mask):
+    """Each node's best-overlapping vision token: index [B,N] and whether it matches [B,N]."""
+    nb, vb = node_boxes.float(), vis_boxes.float()
+    lo = torch.maximum(nb[:, :, None, :2], vb[:, None, :, :2])
+    hi = torch.minimum(nb[:, :, None, 2:], vb[:, None, :, 2:])
+    inter = (hi - lo).clamp_min(0).prod(-1)  # [B,N,Nv]
+    area_n = (nb[..., 2:] - nb[..., :2]).clamp_min(0).prod(-1)
+    area_v = (vb[..., 2:] - vb[..., :2]).clamp_min(0).prod(-1)
+    iou = inter / (area_n[:, :, None] + area_v[:, None, :] - inter).clamp_min(1e-9)
+    iou = iou.masked_fill(~vis_mask[:, None, :], -1.0)
+    best, idx = iou.max(-1)
+    return idx, (best >= MATCH_IOU) & node_mask
 
 
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
@@ -103,8 +121,7 @@ class GraphBranch(nn.Module):
         if self.has_graph:
             self.name_emb = nn.Embedding(len(meta.node_vocab) + 1, D, padding_idx=0)
             self.attr_emb = nn.Embedding(len(meta.attr_vocab) + 1, D, padding_idx=0)
-        else:
-            self.node_proj = nn.Linear(vis_dim, D)
+        self.node_proj = nn.Linear(vis_dim, D)  # a node's appearance: its region's vision token
         self.box_mlp = nn.Sequential(nn.Linear(5, D), activation(cfg.activation), nn.Linear(D, D))
         # relation ids: 0 = self-loop / none, 1 + i = meta.rel_vocab[i], last = "near" (region graphs)
         self.near_rel = len(getattr(meta, "rel_vocab", []) or []) + 1
@@ -129,14 +146,22 @@ class GraphBranch(nn.Module):
         self.readout_gate = nn.Linear(2 * D, 1)
         self.classifier = Classifier(2 * D, D, num_answers, cfg.activation, cfg.dropout)
 
-    def nodes(self, batch, vis, vis_boxes, vis_mask):
+    def nodes(self, batch, vis, vis_boxes, vis_mask, node_region):
         """-> x [B,N,D], mask [B,N], neighbour idx/mask/rel [B,N,K]."""
         if self.has_graph:
             mask = batch["node_mask"]
             attrs = batch["node_attrs"]  # [B,N,A]
             attr = (self.attr_emb(attrs) * (attrs > 0).unsqueeze(-1)).sum(2)
             attr = attr / (attrs > 0).sum(-1, keepdim=True).clamp_min(1)
-            x = self.name_emb(batch["node_names"]) + attr
+            region, matched = node_region
+            appearance = self.node_proj(
+                vis.gather(1, region[..., None].expand(-1, -1, vis.shape[-1]))
+            )
+            x = (
+                self.name_emb(batch["node_names"])
+                + attr
+                + appearance * matched[..., None].to(appearance.dtype)
+            )
             boxes = batch["node_boxes"]
             B, N = mask.shape
             idx = torch.arange(N, device=mask.device).expand(B, N, N)
@@ -151,9 +176,10 @@ class GraphBranch(nn.Module):
         x = x + self.box_mlp(torch.cat([boxes, area], -1).to(x.dtype))
         return x * mask.unsqueeze(-1).to(x.dtype), mask, idx, nbr_mask, rel
 
-    def forward(self, batch, q_hidden, q_mask, vis, vis_boxes, vis_mask):
+    def forward(self, batch, q_hidden, q_mask, vis, vis_boxes, vis_mask, node_region=None):
+        """node_region: match_regions' (index, matched) of the scene-graph nodes."""
         cfg = self.cfg
-        x, mask, idx, nbr_mask, rel = self.nodes(batch, vis, vis_boxes, vis_mask)
+        x, mask, idx, nbr_mask, rel = self.nodes(batch, vis, vis_boxes, vis_mask, node_region)
         B = x.shape[0]
         q = self.q_proj(q_hidden)  # [B,L,D]
         q_vec = masked_mean(q, q_mask)  # [B,D]

@@ -55,7 +55,13 @@ NOMINAL = {
 }
 
 
-def nominal_meta(dataset: str) -> SimpleNamespace:
+def nominal_meta(dataset: str, tfidf: bool = False) -> SimpleNamespace:
+    """Vocabularies of the nominal sizes; with tfidf a (zero) TF-IDF init, so that the model
+    gets its TF-IDF word embeddings as a run with tfidf does."""
+    import numpy as np
+
+    from .vqa_model import WORD_DIM
+
     n = NOMINAL[dataset]
     return SimpleNamespace(
         dataset=dataset,
@@ -63,7 +69,7 @@ def nominal_meta(dataset: str) -> SimpleNamespace:
         answers=[f"a{i}" for i in range(n["answers"])],
         answer_types=["all"],
         soft_targets=n["soft"],
-        word_init=None,
+        word_init=np.zeros((n["vocab"], WORD_DIM), np.float32) if tfidf else None,
         visual=n["visual"],
         feature_dim=n["feature_dim"],
         has_graph=n["has_graph"],
@@ -78,14 +84,29 @@ def _count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def run_meta(cfg):
+    """(meta, None): the vocabularies a run of cfg trains with, from its data set, as the trainer
+    builds them (limits, tfidf); or (None, why) when the data set's files are not at hand."""
+    from vqatune.engine import data
+
+    try:
+        return data.build(cfg).meta, None
+    except data.DataError as e:
+        return None, str(e)
+
+
 def summary(cfg, meta=None) -> dict:
-    """Build the model on the meta device (no memory, no init cost) and count its parameters."""
+    """Build the model on the meta device (no memory, no init cost) and count its parameters.
+    Without meta: on the data a run of cfg loads, or nominal vocabularies when it is not at hand."""
     import torch
 
     from .vqa_model import build_model
 
+    why_nominal = None
+    if meta is None:
+        meta, why_nominal = run_meta(cfg)
     nominal = meta is None
-    meta = meta or nominal_meta(cfg.dataset)
+    meta = meta or nominal_meta(cfg.dataset, tfidf=cfg.tfidf)
     with torch.device("meta"):
         model = build_model(
             cfg.replace(checkpoint="") if cfg.checkpoint.endswith((".pt", ".pth")) else cfg, meta
@@ -116,6 +137,7 @@ def summary(cfg, meta=None) -> dict:
     return {
         "dataset": meta.dataset,
         "nominal_vocabulary": nominal,
+        "nominal_reason": why_nominal,
         "answers": len(meta.answers),
         "visual": meta.visual,
         "backbone_sizes": backbone.sizes.to_dict(),

@@ -19,11 +19,12 @@ from vqatune.engine.config import ConfigError
 
 from .backbone import XVLMBackbone
 from .ban import BANBranch
-from .graph import GraphBranch
+from .graph import GraphBranch, match_regions
 from .layers import Classifier
 
 WORD_DIM = 300  # word embedding size (GloVe-sized, as ban-vqa; TF-IDF initialised when given)
-BRANCHES = ("xvlm", "ban", "graph")
+BRANCHES = ("xvlm", "ban", "graph")  # the order of the fusion weights
+OUTPUTS = ("fused", *BRANCHES)  # every prediction, each with its loss and accuracy
 
 
 class VQAModel(nn.Module):
@@ -78,8 +79,13 @@ class VQAModel(nn.Module):
             q, batch_first=True, total_length=words.shape[1]
         )  # [B,L,H]
         v = self.vision_proj(vision)  # [B,Nv,H]
-        if self.has_graph:
-            entities, entity_mask = self.entity_emb(batch["node_names"]), batch["node_mask"]
+        node_region = None
+        if self.has_graph:  # entities: object names, and the appearance of their regions
+            node_region = match_regions(batch["node_boxes"], batch["node_mask"], v_boxes, v_mask)
+            region, matched = node_region
+            seen = v.gather(1, region[..., None].expand(-1, -1, v.shape[-1]))
+            entities = self.entity_emb(batch["node_names"]) + seen * matched[..., None].to(v.dtype)
+            entity_mask = batch["node_mask"]
         else:
             entities, entity_mask = v, v_mask
         # easy-VQA has no statistics words: their fusion would add zeros at full cost
@@ -88,7 +94,7 @@ class VQAModel(nn.Module):
         ban = self.ban(
             q, q_mask, v, v_mask, v_boxes, entities, entity_mask, stat, batch["stat_mask"]
         )
-        graph, node_weights = self.graph(batch, q, q_mask, vision, v_boxes, v_mask)
+        graph, node_weights = self.graph(batch, q, q_mask, vision, v_boxes, v_mask, node_region)
 
         logits = {"xvlm": xvlm, "ban": ban, "graph": graph}
         weights = torch.softmax(self.fusion_logits, 0)
@@ -111,10 +117,7 @@ class VQAModel(nn.Module):
         return (losses * valid).sum() / valid.sum().clamp_min(1)
 
     def loss(self, out: dict, batch: dict):
-        parts = {
-            name: self.branch_loss(out["logits"][name], batch)
-            for name in ("fused", "ban", "graph", "xvlm")
-        }
+        parts = {name: self.branch_loss(out["logits"][name], batch) for name in OUTPUTS}
         total = (
             self.cfg.fusion_ratio * parts["fused"] + parts["ban"] + parts["graph"] + parts["xvlm"]
         )

@@ -5,11 +5,16 @@ from __future__ import annotations
 import typer
 
 from . import (
+    alerts_cmd,
+    analyze_cmd,
     config_cmd,
     data_cmd,
+    export_cmd,
     fit_cmd,
     model_cmd,
+    predict_cmd,
     presets_cmd,
+    queue_cmd,
     run_cmd,
     runs_cmd,
     sweep_cmd,
@@ -23,10 +28,15 @@ MODULES = (
     tui_cmd,
     run_cmd,
     runs_cmd,
+    queue_cmd,
     sweep_cmd,
+    analyze_cmd,
+    export_cmd,
+    alerts_cmd,
     data_cmd,
     model_cmd,
     fit_cmd,
+    predict_cmd,
 )
 
 

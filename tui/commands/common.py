@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import signal
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from vqatune.engine.exitcodes import BAD_INPUT, HANGUP
 
-EXIT_BAD_INPUT = 2
 
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
+    echo_errors(message)
     raise typer.Exit(code)
+
+
+def echo_errors(message: str) -> None:
+    """One `error:` line per line of the message (a config file lists all its mistakes)."""
+    for line in message.splitlines() or [""]:
+        typer.echo(f"error: {line}", err=True)
 
 
 def warn(message: str) -> None:
@@ -32,6 +41,40 @@ def user_errors() -> Iterator[None]:
         yield
     except ConfigError as e:
         fail(str(e))
+
+
+class _TerminalGone(BaseException):
+    """SIGHUP reached a follower: its terminal is gone."""
+
+
+@contextlib.contextmanager
+def quiet_on_hangup() -> Iterator[None]:
+    """A follower whose terminal closes (SIGHUP, a dropped SSH connection, a killed tmux
+    session) ends quietly, exit 129: what it follows runs on in its own session. Output goes
+    to /dev/null from the signal on, so no later write (a progress bar's refresh thread, the
+    interpreter's final flush) can fail on the dead terminal."""
+
+    def silence() -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+
+    def hangup(signum, frame):
+        silence()
+        raise _TerminalGone
+
+    previous = signal.signal(signal.SIGHUP, hangup)
+    try:
+        yield
+    except _TerminalGone:
+        raise typer.Exit(HANGUP) from None
+    except OSError as e:  # a write to the closed terminal before the signal arrived
+        if e.errno not in (errno.EIO, errno.EPIPE):
+            raise
+        silence()
+        raise typer.Exit(HANGUP) from None
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def print_json(data: Any) -> None:
@@ -60,6 +103,17 @@ def print_listing(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None
         table.add_row(*row)
     console().print(table)
 
+
+RUNS_ENV = "VQATUNE_RUNS"
+
+RunsDirOption: Path | None = typer.Option(
+    None,
+    "--runs-dir",
+    metavar="DIR",
+    envvar=RUNS_ENV,
+    show_envvar=False,
+    help=f"The run store (default: ${RUNS_ENV} or ./runs).",
+)
 
 SetOption = typer.Option(
     None,

@@ -6,7 +6,7 @@ from enum import Enum
 
 import typer
 
-from .common import SetOption, console, fail, print_json, user_errors, warn
+from .common import SetOption, console, echo_errors, fail, print_json, user_errors, warn
 from .run_cmd import effective_batch_line
 
 config_app = typer.Typer(
@@ -76,7 +76,7 @@ def validate(
         try:
             cfg = config.load(source)
         except config.ConfigError as e:
-            typer.echo(f"error: {e}", err=True)
+            echo_errors(str(e))
             failed = True
             continue
         warnings = cfg.warnings()

@@ -103,6 +103,15 @@ def _print_info(info: dict) -> None:
                 f"{g['relations']} relations, {g['attribute_slots']} attribute slots",
             )
         )
+    source = info.get("sources", {}).get("statistics_words", "none")
+    rows.append(
+        (
+            "stat words",
+            f"from {source}"
+            if source != "none"
+            else "none (omega_v, topk, num_stat_word inactive)",
+        )
+    )
     ex = info["example"]
     rows.append(
         (

@@ -34,7 +34,11 @@ def summary_cmd(
 
     s = info["backbone_sizes"]
     out = console()
-    vocab = " (nominal vocabulary sizes: no data loaded)" if info["nominal_vocabulary"] else ""
+    vocab = (
+        f" (nominal vocabulary sizes; no data loaded: {info['nominal_reason']})"
+        if info["nominal_vocabulary"]
+        else " (vocabularies from the data)"
+    )
     out.print(
         f"dataset {info['dataset']}: {info['answers']} answers, {info['visual']} input{vocab}"
     )

@@ -1,35 +1,62 @@
-"""`vqatune run PRESET|FILE` and `vqatune train [guide flags]`: start a run and follow it.
+"""`vqatune run PRESET|FILE`, `vqatune train [guide flags]` and `vqatune attach [RUN]`.
 
-Both create a run directory (engine.runstore.create_run), start the training process
-(runstore.launch) and, unless --detach, show a progress bar fed by the run's metrics.jsonl and
-status.json until the process ends. Exit codes: 0 done, 1 failed/diverged/oom, 2 bad config
-(nothing created), 130 interrupted (Ctrl-C stops the run cleanly: checkpoint, `stopped`).
+`run` and `train` create a run directory (engine.runstore.create_run) and start the training
+process in its own session (runstore.launch), so that nothing that happens to the terminal
+reaches it; unless --detach they then follow it: a progress bar fed by the run's metrics.jsonl
+and status.json until the process ends. `attach` is the same follower for a run already going.
+Exit codes: 0 done, 1 failed/diverged/oom, 2 bad config (nothing created), 130 interrupted
+(Ctrl-C stops the run cleanly: checkpoint, `stopped`; a second Ctrl-C leaves it running), 129
+the terminal went away (the run goes on).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
 from pathlib import Path
 
 import typer
+from vqatune.engine import exitcodes
+from vqatune.tui import display
 
-from .common import SetOption, user_errors, warn
+from .common import RunsDirOption, SetOption, fail, quiet_on_hangup, user_errors, warn
 
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
-FINAL_EXIT_CODES = {"done": 0, "stopped": EXIT_INTERRUPTED}
 POLL_S = 0.25
 
-RunsDirOption = typer.Option(
-    None,
-    "--runs-dir",
-    metavar="DIR",
-    help="Where run directories go (default: $VQATUNE_RUNS or ./runs).",
-)
 DetachOption = typer.Option(
     False, "--detach", "-d", help="Start the run in the background, print its id and return."
+)
+QueueOption = typer.Option(
+    False, "--queue", "-q", help="Queue the run: it starts when a GPU is free (`vqatune queue`)."
+)
+SlurmOption = typer.Option(
+    False,
+    "--slurm",
+    help="Submit the run to Slurm (submitit); watch it from here.",
+    rich_help_panel="Slurm",
+)
+PartitionOption = typer.Option(None, "--partition", metavar="P", rich_help_panel="Slurm")
+GpusPerNodeOption = typer.Option(
+    None,
+    "--gpus-per-node",
+    min=1,
+    metavar="N",
+    help="Sets nproc_per_node.",
+    rich_help_panel="Slurm",
+)
+NodesOption = typer.Option(
+    None, "--nodes", min=1, metavar="M", help="Sets nnodes.", rich_help_panel="Slurm"
+)
+TimeOption = typer.Option(None, "--time", metavar="HH:MM:SS", rich_help_panel="Slurm")
+AccountOption = typer.Option(None, "--account", metavar="A", rich_help_panel="Slurm")
+SlurmArgOption = typer.Option(
+    None,
+    "--slurm-arg",
+    metavar="KEY=VALUE",
+    help="Any other sbatch option (qos=high).",
+    rich_help_panel="Slurm",
 )
 NprocOption = typer.Option(
     None,
@@ -66,13 +93,29 @@ def run(
     name: str | None = typer.Option(None, "--name", "-n", help="Run name (part of the run id)."),
     runs_dir: Path | None = RunsDirOption,
     detach: bool = DetachOption,
+    queued: bool = QueueOption,
     nproc: int | None = NprocOption,
     nnodes: int | None = NnodesOption,
     node_rank: int | None = NodeRankOption,
     rdzv_endpoint: str | None = RdzvOption,
+    slurm: bool = SlurmOption,
+    partition: str | None = PartitionOption,
+    gpus_per_node: int | None = GpusPerNodeOption,
+    nodes: int | None = NodesOption,
+    time_limit: str | None = TimeOption,
+    account: str | None = AccountOption,
+    slurm_args: list[str] | None = SlurmArgOption,
 ) -> None:
     """Train a preset or config file: create a run, start it, follow it to the end."""
     from vqatune.engine import config
+
+    from . import slurm_cmd
+
+    slurm_options = slurm_cmd.options(
+        slurm, partition, gpus_per_node, nodes, time_limit, account, slurm_args
+    )
+    if slurm_options:
+        nproc, nnodes = slurm_options.gpus_per_node, slurm_options.nodes
 
     given = {
         k: v
@@ -96,7 +139,13 @@ def run(
     if (too_big := warning_for(source, sets or (), cfg)) is not None:
         warn(too_big)
     start(
-        cfg, source=resolved.source, overrides=resolved.overrides, runs_dir=runs_dir, detach=detach
+        cfg,
+        source=resolved.source,
+        overrides=resolved.overrides,
+        runs_dir=runs_dir,
+        detach=detach,
+        queued=queued,
+        slurm=slurm_options,
     )
 
 
@@ -108,6 +157,7 @@ def train(
     ),
     runs_dir: Path | None = RunsDirOption,
     detach: bool = DetachOption,
+    queued: bool = QueueOption,
 ) -> None:
     """Train with the tuning guide's `python main.py` flags, verbatim (defaults: the `default`
     preset on easy-vqa). Also: --output DIR, --max_steps N, --name N, --dry-run, --set k=v."""
@@ -118,7 +168,14 @@ def train(
     if dry_run:
         show_dry_run(cfg)
         return
-    start(cfg, source="default", overrides=overrides, runs_dir=runs_dir, detach=detach)
+    start(
+        cfg,
+        source="default",
+        overrides=overrides,
+        runs_dir=runs_dir,
+        detach=detach,
+        queued=queued,
+    )
 
 
 def config_from_flags(words: list[str], sets=()) -> tuple:
@@ -199,11 +256,23 @@ def _echo_tree(data: dict, prefix: str) -> None:
             )
 
 
-def start(cfg, *, source: str, overrides: dict, runs_dir: Path | None, detach: bool) -> None:
+def start(
+    cfg,
+    *,
+    source: str,
+    overrides: dict,
+    runs_dir: Path | None,
+    detach: bool,
+    queued: bool = False,
+    slurm=None,
+) -> None:
     from vqatune.engine import distributed, runstore
 
+    from . import queue_cmd, slurm_cmd
+
     with user_errors():
-        if distributed.world_size_of(cfg) > 1:  # a bad combination: nothing created
+        # A bad combination stops here, nothing created (Slurm gives the rendezvous itself).
+        if distributed.world_size_of(cfg) > 1 and not slurm:
             distributed.torchrun_command(Path("RUN_DIR"), cfg)
         run_dir = runstore.create_run(
             cfg,
@@ -214,27 +283,78 @@ def start(cfg, *, source: str, overrides: dict, runs_dir: Path | None, detach: b
             argv=sys.argv,
             output=cfg.output or None,
         )
+        if queued:
+            queue_cmd.enqueue(run_dir, runs_dir)
+            return
+        if slurm:
+            slurm_cmd.submit(run_dir, slurm)
+            return
         proc = runstore.launch(run_dir, detach=detach)
     if detach:
         typer.echo(run_dir.name)
         typer.echo(
-            f"started in the background: `vqatune logs {run_dir.name} -f` to follow, "
-            f"`vqatune stop {run_dir.name}` to stop",
+            f"started in the background: `vqatune attach {run_dir.name}` to follow it, "
+            f"`vqatune stop {run_dir.name}` to stop it",
             err=True,
         )
         return
     raise typer.Exit(follow(run_dir, proc))
 
 
+def attach(
+    run: str | None = typer.Argument(
+        None,
+        metavar="[RUN]",
+        help="Run id, id prefix, name or directory (default: the newest running run).",
+    ),
+    sweep: str | None = typer.Option(
+        None, "--sweep", metavar="ID", help="Follow a sweep instead: its log and its end."
+    ),
+    runs_dir: Path | None = RunsDirOption,
+) -> None:
+    """Follow a run (or a sweep) that is going: the same progress bar as `vqatune run`, with
+    everything since it started; Ctrl-C stops it, a second Ctrl-C leaves it running."""
+    from vqatune.engine import runstore
+
+    if sweep is not None:
+        if run is not None:
+            fail("give a RUN or --sweep ID, not both")
+        from .sweep_cmd import attach_sweep
+
+        attach_sweep(sweep, runs_dir)
+        return
+    with user_errors():
+        if run is None:
+            live = [r for r in runstore.list_runs(runs_dir) if r.live]
+            if not live:
+                fail("no run is running (`vqatune runs` lists them all)")
+            run_dir = live[-1].path
+        else:
+            run_dir = runstore.find_run(run, runs_dir)
+    raise typer.Exit(follow(run_dir))
+
+
 # ----------------------------------------------------------------------------------------------
 # Following a run
 
 
-def follow(run_dir: Path, proc) -> int:
-    """Progress bar until the training process ends; then a summary. Returns the exit code."""
+def follow(run_dir: Path, proc=None) -> int:
+    """Progress bar until the run's process ends (proc: the one we started; None: whatever
+    process the run store finds), then a summary. Returns the exit code. Reads metrics.jsonl
+    from the start, so a late follower shows what happened meanwhile."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from vqatune.engine import events
+    from vqatune.engine import events, runstore
     from vqatune.engine.metrics import MetricsTail
+
+    def running() -> bool:
+        return proc.poll() is None if proc is not None else runstore.run_info(run_dir).live
+
+    def ask_to_stop() -> None:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+        else:
+            with contextlib.suppress(runstore.ConfigError):  # ended meanwhile
+                runstore.stop(run_dir)
 
     tail = MetricsTail(run_dir / events.METRICS_FILE)
     view = _View()
@@ -246,12 +366,22 @@ def follow(run_dir: Path, proc) -> int:
         TextColumn("{task.fields[info]}"),
         transient=False,
     )
-    with progress:
+
+    def refresh() -> None:
+        view.take(tail.read(), events.read_json(run_dir / events.STATUS_FILE))
+        progress.update(task, **view.fields())
+
+    with quiet_on_hangup(), progress:
         task = progress.add_task(f"{run_dir.name} starting", total=None, info="")
         try:
-            while proc.poll() is None:
-                view.take(tail.read(), events.read_json(run_dir / events.STATUS_FILE))
-                progress.update(task, **view.fields())
+            if running():
+                typer.echo(
+                    f"run {run_dir.name}: Ctrl-C stops it; closing the terminal leaves it "
+                    f"running (`vqatune attach {run_dir.name}` to follow it again)",
+                    err=True,
+                )
+            while running():
+                refresh()
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             interrupted = True
@@ -260,17 +390,22 @@ def follow(run_dir: Path, proc) -> int:
                 "(Ctrl-C again to leave it running)"
             )
             try:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait()
+                ask_to_stop()
+                while running():
+                    refresh()
+                    time.sleep(POLL_S)
             except KeyboardInterrupt:
-                return EXIT_INTERRUPTED
-        view.take(tail.read(), events.read_json(run_dir / events.STATUS_FILE))
-        progress.update(task, **view.fields())
+                progress.console.print(
+                    f"left running: `vqatune attach {run_dir.name}` to follow it again, "
+                    f"`vqatune stop {run_dir.name}` to stop it"
+                )
+                return exitcodes.INTERRUPTED
+        refresh()
     summary = events.read_json(run_dir / events.SUMMARY_FILE) or {}
-    print_summary(run_dir, summary, proc.returncode)
+    print_summary(run_dir, summary, proc.returncode if proc is not None else None)
     if interrupted:
-        return EXIT_INTERRUPTED
-    return FINAL_EXIT_CODES.get(summary.get("state"), EXIT_FAILED)
+        return exitcodes.INTERRUPTED
+    return exitcodes.for_state(summary.get("state"))
 
 
 class _View:
@@ -294,7 +429,7 @@ class _View:
         if self.step.get("loss") is not None:
             parts.append(f"loss {self.step['loss']:.4f}")
         if self.eval.get("accuracy") is not None:
-            parts.append(f"acc {self.eval['accuracy']:.4f}")
+            parts.append(f"acc {display.accuracy(self.eval['accuracy'])}")
         if s.get("samples_per_s"):
             parts.append(f"{s['samples_per_s']:.0f} samples/s")
         memory = self.step.get("memory") or {}
@@ -302,7 +437,7 @@ class _View:
         if mb is not None:
             parts.append(f"mem {mb:,.0f} MiB")
         if s.get("eta_s") and s.get("state") == "running":
-            parts.append(f"ETA {_duration(s['eta_s'])}")
+            parts.append(f"ETA {display.duration(s['eta_s'])}")
         epoch = f"epoch {s.get('epoch') or 1}/{s['epochs']}" if s.get("epochs") else "starting"
         return {"description": epoch, "total": total, "completed": step, "info": "  ".join(parts)}
 
@@ -310,8 +445,9 @@ class _View:
 def print_summary(run_dir: Path, summary: dict, returncode: int | None) -> None:
     state = summary.get("state")
     if state is None:
+        code = f" (exit code {returncode})" if returncode is not None else ""
         typer.echo(
-            f"run {run_dir.name}: the training process ended (exit code {returncode}) "
+            f"run {run_dir.name}: the training process ended{code} "
             f"without a summary; see {run_dir / 'train.log'}",
             err=True,
         )
@@ -324,23 +460,18 @@ def print_summary(run_dir: Path, summary: dict, returncode: int | None) -> None:
     parts = [f"steps {summary.get('step')}/{summary.get('total_steps')}"]
     if summary.get("best_accuracy") is not None:
         parts.append(
-            f"best accuracy {100 * summary['best_accuracy']:.2f}% (step {summary.get('best_step')})"
+            f"best accuracy {display.percent(summary['best_accuracy'])} "
+            f"(step {summary.get('best_step')})"
         )
-        parts.append(f"final accuracy {100 * summary['final_accuracy']:.2f}%")
-    parts.append(f"time {_duration(summary.get('duration_s') or 0)}")
+        parts.append(f"final accuracy {display.percent(summary['final_accuracy'])}")
+    parts.append(f"time {display.duration(summary.get('duration_s') or 0)}")
     typer.echo("  " + "  ".join(parts))
     typer.echo(f"  run directory: {run_dir}")
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
+    app.command("attach")(attach)
     app.command(
         "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
     )(train)

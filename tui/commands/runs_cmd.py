@@ -12,39 +12,12 @@ import time
 from pathlib import Path
 
 import typer
+from vqatune.tui import display
 
-from .common import fail, print_json, user_errors, warn
+from .common import RunsDirOption, fail, print_json, user_errors, warn
 
-RunsDirOption = typer.Option(
-    None,
-    "--runs-dir",
-    metavar="DIR",
-    envvar="VQATUNE_RUNS",
-    show_envvar=False,
-    help="The runs store (default: $VQATUNE_RUNS or ./runs).",
-)
 JsonOption = typer.Option(False, "--json", help="Machine-readable output.")
 SPARK = "▁▂▃▄▅▆▇█"
-STATE_STYLES = {
-    "running": "bold green",
-    "queued": "cyan",
-    "done": "green",
-    "stopped": "yellow",
-    "crashed": "bold red",
-    "failed": "red",
-    "diverged": "red",
-    "oom": "red",
-}
-ANSI_STATES = {
-    "running": "\x1b[1;32m",
-    "queued": "\x1b[36m",
-    "done": "\x1b[32m",
-    "stopped": "\x1b[33m",
-    "crashed": "\x1b[1;31m",
-    "failed": "\x1b[31m",
-    "diverged": "\x1b[31m",
-    "oom": "\x1b[31m",
-}
 
 
 def console():
@@ -65,23 +38,8 @@ def _find(query: str, runs_dir: Path | None) -> Path:
 # Formatting
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
 def fmt_time(t: float | None) -> str:
     return time.strftime("%m-%d %H:%M", time.localtime(t)) if t else "-"
-
-
-def fmt_acc(x: float | None) -> str:
-    return f"{x:.4f}" if isinstance(x, (int, float)) else "-"
 
 
 def fmt_progress(info) -> str:
@@ -159,8 +117,8 @@ def runs(
                 r.state,
                 label,
                 fmt_progress(r),
-                fmt_acc(r.best_accuracy),
-                fmt_duration(r.duration_s),
+                display.accuracy(r.best_accuracy),
+                display.duration(r.duration_s),
                 fmt_time(r.started or r.created),
             )
         )
@@ -171,8 +129,8 @@ def runs(
         out = []
         for i, cell in enumerate(cells):
             text = cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            if color and states and i == 1 and cell in ANSI_STATES:
-                text = f"{ANSI_STATES[cell]}{text}\x1b[0m"
+            if color and states and i == 1:
+                text = display.state_ansi(cell, text)
             out.append(text)
         return "  ".join(out).rstrip()
 
@@ -218,6 +176,7 @@ def show(
     values that differ from its preset highlighted)."""
     from vqatune.engine import config, metrics, runstore, schema
     from vqatune.engine.events import CONFIG_FILE, METRICS_FILE
+    from vqatune.engine.official import breakdown
 
     run_dir = _find(run, runs_dir)
     info = runstore.run_info(run_dir)
@@ -253,7 +212,7 @@ def show(
     from rich.text import Text
 
     con = console()
-    style = STATE_STYLES.get(info.state, "")
+    style = display.state_style(info.state)
     con.print(
         Text.assemble(
             (info.id, "bold"),
@@ -267,10 +226,10 @@ def show(
         ("source", info.source or "(defaults)"),
         ("directory", str(info.path)),
         ("progress", fmt_progress(info)),
-        ("best val accuracy", fmt_acc(info.best_accuracy)),
-        ("last val accuracy", fmt_acc(info.last_accuracy)),
+        ("best val accuracy", display.accuracy(info.best_accuracy)),
+        ("last val accuracy", display.accuracy(info.last_accuracy)),
         ("started", fmt_time(info.started)),
-        ("duration", fmt_duration(info.duration_s)),
+        ("duration", display.duration(info.duration_s)),
     ]
     if info.pid:
         rows.append(("pid", str(info.pid)))
@@ -301,8 +260,10 @@ def show(
     if scan.accuracy:
         table.add_row(
             "val accuracy",
-            f"{sparkline(scan.accuracy)}  {scan.accuracy[-1]:.4f} (best {max(scan.accuracy):.4f})",
+            f"{sparkline(scan.accuracy)}  {display.accuracy(scan.accuracy[-1])} (best {display.accuracy(max(scan.accuracy))})",
         )
+    for _, label, value in breakdown(scan.best_eval):  # official per-type figures
+        table.add_row(f"best eval: {label}", f"{value:.4f}")
     con.print(table)
     if cfg is None:
         warn(f"{CONFIG_FILE} is missing in {run_dir}")
@@ -478,6 +439,10 @@ def resume(
         proc = runstore.resume(run_dir)
     if checkpoint is None and info.state != "queued":
         warn(f"run {info.id} had no checkpoint yet: it starts again from step 0")
+    if isinstance(proc, str):  # a Slurm run: resubmitted as a new job
+        typer.echo(f"{info.id}: resubmitted to Slurm as job {proc}", err=True)
+        typer.echo(f"follow it with: vqatune logs -f {info.id}", err=True)
+        return
     typer.echo(
         f"{info.id}: resumed{' from ' + checkpoint.name if checkpoint else ''} (pid {proc.pid})",
         err=True,
@@ -500,6 +465,13 @@ def compare(
     plot: bool = typer.Option(
         False, "--plot", help="Overlay validation accuracy and training loss curves."
     ),
+    smoothing: str = typer.Option(
+        "none", "--smooth", metavar="none|ema|window", help="Curve smoothing (with --plot)."
+    ),
+    factor: float | None = typer.Option(
+        None, "--factor", help="EMA weight in [0, 1) (0.6) or window points (5)."
+    ),
+    x_axis: str = typer.Option("step", "--x", metavar="step|time|samples", help="The x axis."),
     sweep: str | None = typer.Option(
         None,
         "--sweep",
@@ -520,6 +492,13 @@ def compare(
 
         compare_sweep(sweep, runs_dir, as_json=as_json, plot=plot)
         return
+    from vqatune.engine import curves
+
+    try:
+        factor = curves.check_smoothing(smoothing, factor)
+        curves.x_values(x_axis, [], [])  # checks the axis name
+    except ValueError as e:
+        fail(str(e))
     run_names = run_names or []
     if len(run_names) < 2:
         fail("compare needs at least two runs")
@@ -531,9 +510,9 @@ def compare(
     if as_json:
         print_json(result.to_dict())
         return
-    _print_comparison(result, comparing.METRICS)
+    _print_comparison(result, comparing.METRICS + tuple(comparing.breakdown_metrics(result.runs)))
     if plot:
-        _plot(result)
+        _plot(result, x_axis, smoothing, factor)
 
 
 def _print_comparison(result, metric_names) -> None:
@@ -552,7 +531,7 @@ def _print_comparison(result, metric_names) -> None:
         table.add_row("[dim]identical parameters[/]")
     table.add_row("[bold]metrics[/]")
     for key, label in metric_names:
-        values = [r.metrics[key] for r in result.runs]
+        values = [r.metrics.get(key) for r in result.runs]
         best = _best_index(key, values)
         cells = [_metric(key, v) for v in values]
         if best is not None and len(result.runs) > 1:
@@ -569,10 +548,11 @@ def _print_comparison(result, metric_names) -> None:
         gt.add_column()
         gt.add_column(justify="right")
         for key, label in metric_names:
-            mean, std = g.mean[key], g.std[key]
-            gt.add_row(
-                f"  {label}", "-" if mean is None else f"{_metric(key, mean)} ± {_metric(key, std)}"
-            )
+            mean, std = g.mean.get(key), g.std.get(key)
+            cell = _metric(key, mean)
+            if mean is not None and std is not None:
+                cell += f" ± {_metric(key, std)}"
+            gt.add_row(f"  {label}", cell)
         con.print(gt)
 
 
@@ -580,11 +560,11 @@ def _metric(key: str, v) -> str:
     if v is None:
         return "-"
     if key == "duration_s":
-        return fmt_duration(v)
+        return display.duration(v)
     if key in ("steps", "best_step"):
         return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
     if "accuracy" in key:
-        return f"{v:.4f}"
+        return display.accuracy(v)
     return f"{v:.4g}"
 
 
@@ -595,35 +575,41 @@ def _best_index(key: str, values) -> int | None:
     return (min(scored) if key == "final_loss" else max(scored))[1]
 
 
-def _plot(result) -> None:
+def _plot(result, x_axis: str = "step", smoothing: str = "none", factor: float = 0.0) -> None:
     import shutil
 
     import plotext as plt
+    from vqatune.engine import curves
     from vqatune.engine.metrics import downsample
 
     width, height = shutil.get_terminal_size((100, 40))
     plain = not sys.stdout.isatty() or bool(os.environ.get("NO_COLOR"))
     sampled = any(r.scan.loss_sampled for r in result.runs)
-    charts = []
+    per_run = [curves.run_curves(r, x=x_axis, method=smoothing, factor=factor) for r in result.runs]
+    charts, stats_lines = [], []
     # One figure per chart: plotext's subplots keep legend state between figures and fail
     # when a second comparison is drawn in the same process.
-    for title, attr_x, attr_y in (
-        ("validation accuracy", "accuracy_steps", "accuracy"),
-        ("training loss" + (" (window means)" if sampled else ""), "loss_steps", "loss"),
-    ):
+    for chart_name in ("validation accuracy", "training loss"):
+        title = chart_name + (" (window means)" if sampled and "loss" in chart_name else "")
+        if smoothing != "none":
+            title += f" · {curves.describe(smoothing, factor)}"
         plt.clear_figure()
         plt.plotsize(min(width, 160), max(10, min(height // 2 - 1, 25)))
         plt.title(title)
-        plt.xlabel("step")
-        for r in result.runs:
-            xs, ys = getattr(r.scan, attr_x), getattr(r.scan, attr_y)
-            if ys:
-                xs, ys = downsample(xs, ys, 400)
-                plt.plot(xs, ys, label=r.info.id, marker="braille")
+        plt.xlabel(curves.X_LABELS[x_axis])
+        stats_lines.append(f"{chart_name} (raw points):")
+        for run_curves in per_run:
+            c = run_curves.get(chart_name)
+            if c is None:
+                continue
+            xs, ys = downsample(c.xs, c.ys, 400)
+            plt.plot(xs, ys, label=c.label, marker="braille")
+            if c.stats:
+                stats_lines.append(f"  {c.label}  {c.stats.text()}")
         chart = plt.build()
         charts.append(plt.uncolorize(chart) if plain else chart)
     plt.clear_figure()
-    sys.stdout.write("\n".join(charts) + "\n")
+    sys.stdout.write("\n".join(charts) + "\n" + "\n".join(stats_lines) + "\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,14 +7,23 @@ search engine, inside its functions.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import typer
+from vqatune.engine import exitcodes
+from vqatune.tui import display
 
-from .common import console, fail, print_json, print_listing, user_errors
+from .common import (
+    RunsDirOption,
+    console,
+    fail,
+    print_json,
+    print_listing,
+    quiet_on_hangup,
+    user_errors,
+)
 
-EXIT_INTERRUPTED = 130
+POLL_S = 0.25
 
 
 def _split_list(text: str | None, what: str) -> list[str] | None:
@@ -76,9 +85,7 @@ def sweep(
         help="Search: study name (default: the sweep id); the same name and "
         "storage on several machines share one study.",
     ),
-    runs_dir: Path | None = typer.Option(
-        None, "--runs-dir", metavar="DIR", help="Run store (default: $VQATUNE_RUNS or ./runs)."
-    ),
+    runs_dir: Path | None = RunsDirOption,
     detach: bool = typer.Option(
         False,
         "--detach",
@@ -97,7 +104,8 @@ def sweep(
 
     with user_errors():
         plan = sweep_mod.load_plan(plan_source, base=base, seeds=_seeds(seeds))
-        slots = sweep_mod.make_slots(parallel, _split_list(gpus, "--gpus"))
+        # Every option is checked here, before anything is written or started.
+        sweep_mod.make_slots(parallel, _split_list(gpus, "--gpus"))
         if plan.kind == "variants" and (storage or study):
             fail(f"{plan.path}: --storage and --study are for plans with a [search] table")
         if dry_run:
@@ -105,66 +113,145 @@ def sweep(
             return
         from vqatune.engine import search as search_mod
 
-        spec = search_mod.parse_search(plan.search, plan.path) if plan.kind == "search" else None
+        if plan.kind == "search":
+            search_mod.parse_search(plan.search, plan.path)
         # Check a storage URL before anything is written.
         if storage:
             search_mod.open_storage(storage)
         sweep_obj = sweep_mod.open_sweep(plan, runs_dir)
+    if plan.kind == "variants" and sweep_mod.is_active(sweep_obj):
+        fail(f"sweep {sweep_obj.id} is already running (`vqatune attach --sweep {sweep_obj.id}`)")
+    from vqatune.engine import sweeper, sweepstore
+
+    args = [str(plan.path), "--runs-dir", str(sweep_obj.runs_dir)]
+    for flag, value in (
+        ("--base", base),
+        ("--seeds", ",".join(map(str, _seeds(seeds))) if seeds is not None else None),
+        ("--parallel", parallel),
+        ("--gpus", gpus),
+        ("--storage", storage),
+        ("--study", study),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    log = sweep_obj.path / sweepstore.SWEEP_LOG
+    offset = log.stat().st_size if log.exists() else 0
+    proc = sweeper.launch(sweep_obj, args)
     if detach:
-        if plan.kind == "variants" and sweep_mod.is_active(sweep_obj):
-            fail(f"sweep {sweep_obj.id} is already running")
-        args = [str(plan.path), "--runs-dir", str(sweep_obj.runs_dir)]
-        for flag, value in (
-            ("--base", base),
-            ("--seeds", seeds),
-            ("--parallel", parallel),
-            ("--gpus", gpus),
-            ("--storage", storage),
-            ("--study", study),
-        ):
-            if value is not None:
-                args += [flag, str(value)]
-        pid, log = sweep_mod.launch_detached(sweep_obj, args)
         typer.echo(
-            f"sweep {sweep_obj.id} running in the background (pid {pid})\n"
-            f"  log: {log}\n  progress: vqatune sweeps; results: "
-            f"vqatune compare --sweep {sweep_obj.id}"
+            f"sweep {sweep_obj.id} running in the background (pid {proc.pid})\n"
+            f"  log: {log}\n  follow it: vqatune attach --sweep {sweep_obj.id}; progress: "
+            f"vqatune sweeps; results: vqatune compare --sweep {sweep_obj.id}"
         )
         return
+    typer.echo(
+        f"sweep {sweep_obj.id}: Ctrl-C stops it; closing the terminal leaves it running "
+        f"(`vqatune attach --sweep {sweep_obj.id}` to follow it again)",
+        err=True,
+    )
+    raise typer.Exit(follow_sweep(sweep_obj, offset, proc, as_json=as_json))
 
-    def echo(line: str, err: bool = as_json) -> None:
+
+def attach_sweep(query: str, runs_dir: Path | None) -> None:
+    """`vqatune attach --sweep ID`: where the sweep stands, then its scheduler's output since
+    it started, followed to the end (as the foreground `vqatune sweep` shows it)."""
+    from vqatune.engine import sweep as sweep_mod
+    from vqatune.engine import sweeper, sweepstore
+
+    with user_errors():
+        found = sweep_mod.find_sweep(query, runs_dir)
+    p = sweepstore.progress(found)
+    best = f", best {display.accuracy(p.best_accuracy)} ({p.best_label})" if p.best_label else ""
+    running = sweeper.is_running(found)
+    typer.echo(
+        f"sweep {found.id}: {p.state}, {p.done}/{p.total} runs finished, {p.running} live{best}"
+        + ("" if running else "; its scheduler is not running (`vqatune sweep` resumes it)")
+    )
+    if not running:
+        return
+    offset = sweeper.record(found).get("log_offset") or 0
+    raise typer.Exit(follow_sweep(found, offset, None, as_json=False))
+
+
+def follow_sweep(sweep_obj, offset: int, proc=None, *, as_json: bool) -> int:
+    """Relay the scheduler's lines from sweep.log (from offset) until it ends, then the sweep's
+    table. proc: the scheduler we started; None: the one its scheduler.json names. Ctrl-C
+    stops the sweep (its runs stop cleanly); a second Ctrl-C leaves it running."""
+    import signal
+    import time
+
+    from vqatune.engine import sweep as sweep_mod
+    from vqatune.engine import sweeper, sweepstore
+
+    lines = _LogLines(sweep_obj.path / sweepstore.SWEEP_LOG, offset)
+
+    def running() -> bool:
+        return proc.poll() is None if proc is not None else sweeper.is_running(sweep_obj)
+
+    def relay() -> None:
+        for line in lines.read():
+            typer.echo(line, err=as_json or line.startswith("error: "))
+
+    def wait() -> None:
+        while running():
+            relay()
+            time.sleep(POLL_S)
+        relay()
+
+    interrupted = False
+    with quiet_on_hangup():
         try:
-            typer.echo(line, err=err)
-        except OSError:  # the terminal is gone (SIGHUP): carry on quietly, stop the runs
-            sys.stdout = sys.stderr = open(os.devnull, "w")
-
-    try:
-        with user_errors(), sweep_mod.interrupts_as_keyboard():
-            if spec is None:
-                sweep_mod.run_variants(sweep_obj, plan, slots=slots, echo=echo)
-            else:
-                result = search_mod.run_search(
-                    sweep_obj,
-                    plan,
-                    spec,
-                    storage_url=storage or search_mod.default_storage(sweep_obj.path),
-                    study_name=study or sweep_obj.id,
-                    slots=slots,
-                    echo=echo,
+            wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            typer.echo(
+                "stopping the sweep: its live runs finish their step and save a checkpoint "
+                "(Ctrl-C again to leave it running)",
+                err=True,
+            )
+            try:
+                if proc is not None:
+                    proc.send_signal(signal.SIGTERM)
+                elif running():
+                    os.kill(sweeper.record(sweep_obj)["pid"], signal.SIGTERM)
+                wait()
+            except KeyboardInterrupt:
+                typer.echo(
+                    f"left running: `vqatune attach --sweep {sweep_obj.id}` to follow it again",
+                    err=True,
                 )
-                if result.best_number is not None:
-                    echo(
-                        f"best trial {result.best_number}: accuracy {result.best_value:.4f} "
-                        f"({search_mod.format_params(result.best_params)})"
-                    )
-    except sweep_mod.SweepInterrupted as e:
-        echo(str(e), err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+                return exitcodes.INTERRUPTED
+    code = proc.returncode if proc is not None else sweeper.record(sweep_obj).get("exit_code", 1)
+    if interrupted or code != 0:
+        return exitcodes.INTERRUPTED if interrupted else code
     comparison = sweep_mod.compare(sweep_obj, curves=as_json)
+    from vqatune.engine import sweepstore
+    from vqatune.engine.alerts import sweep_ended
+
+    sweep_ended(sweep_obj.id, sweep_obj.path, sweepstore.progress(sweep_obj))
     if as_json:
         print_json(comparison)
     else:
         print_comparison(comparison)
+    return 0
+
+
+class _LogLines:
+    """The complete lines appended to a log since the last read."""
+
+    def __init__(self, path: Path, offset: int):
+        self.path, self.offset = path, offset
+
+    def read(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a partial last line waits for its end
+        self.offset += end
+        return data[:end].decode("utf-8", "replace").splitlines()
 
 
 def _dry_run(plan, as_json: bool) -> None:
@@ -206,16 +293,6 @@ def _dry_run(plan, as_json: bool) -> None:
         typer.echo(f"  {p.key}: {changes}")
 
 
-def _fmt(x, digits: int = 4) -> str:
-    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "-"
-
-
-def _mean_std(mean, std) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
-
-
 def print_comparison(result: dict, plot: bool = False) -> None:
     """The sweep's table (one row per variant or trial), its winner, and optionally the
     overlaid validation-accuracy curves."""
@@ -246,19 +323,21 @@ def print_comparison(result: dict, plot: bool = False) -> None:
                 row["variant"] + mark,
                 changes,
                 state,
-                _fmt(row["best"]),
-                _fmt(run.get("final_accuracy")),
+                display.accuracy(row["best"]),
+                display.accuracy(run.get("final_accuracy")),
             )
         else:
             states = [r["state"] for r in row["runs"]]
             count = f"{states.count('done')}/{len(states)}" if states else "0"
-            best = f"{_fmt(row['best'])} ({row['best_run']})" if row["best_run"] else "-"
+            best = (
+                f"{display.accuracy(row['best'])} ({row['best_run']})" if row["best_run"] else "-"
+            )
             table.add_row(
                 row["variant"] + mark,
                 changes,
                 count,
-                _mean_std(row["best_mean"], row["best_std"]),
-                _mean_std(row["final_mean"], row["final_std"]),
+                display.mean_std(row["best_mean"], row["best_std"]),
+                display.mean_std(row["final_mean"], row["final_std"]),
                 best,
             )
     out = console()
@@ -303,9 +382,7 @@ def compare_sweep(
 
 
 def sweeps(
-    runs_dir: Path | None = typer.Option(
-        None, "--runs-dir", metavar="DIR", help="Run store (default: $VQATUNE_RUNS or ./runs)."
-    ),
+    runs_dir: Path | None = RunsDirOption,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List the sweeps in the run store: progress and best run."""
@@ -348,7 +425,7 @@ def sweeps(
             r["state"],
             f"{r['done']}/{r['total']}",
             str(r["running"]),
-            _fmt(r["best_accuracy"]),
+            display.accuracy(r["best_accuracy"]),
             r["best_label"] or "-",
         )
     console().print(table)

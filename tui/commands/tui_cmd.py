@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from .common import RunsDirOption
+
 
 class StartScreen(str, Enum):
     auto = "auto"
@@ -16,9 +18,7 @@ class StartScreen(str, Enum):
 
 
 def tui(
-    runs_dir: Path | None = typer.Option(
-        None, "--runs-dir", help="Runs store (default: $VQATUNE_RUNS or ./runs)."
-    ),
+    runs_dir: Path | None = RunsDirOption,
     screen: StartScreen = typer.Option(
         StartScreen.auto,
         "--screen",

@@ -12,11 +12,16 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from vqatune.engine import compare as comparing
+from vqatune.engine import curves
+from vqatune.engine.config import ConfigError
 from vqatune.engine.schema import BY_NAME
-from vqatune.tui import compare as cmp
+from vqatune.tui.display import accuracy, mean_std
 from vqatune.tui.form import display
 from vqatune.tui.messages import CompareLoaded
 from vqatune.tui.widgets.charts import MetricChart
+
+CURVE_POINTS = 400
 
 
 def short_id(run_id: str) -> str:
@@ -31,17 +36,25 @@ def _value_text(name: str, value) -> str:
     return str(display(BY_NAME[name], value)) if name in BY_NAME else str(value)
 
 
-def _acc(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
+CHARTS = (("#compare-accuracy", "validation accuracy"), ("#compare-loss", "training loss"))
 
 
 class CompareScreen(Screen):
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("a", "analyse", "Analysis"),
+        Binding("m", "cycle_smoothing", "Smoothing"),
+        Binding("right_square_bracket", "factor(1)", "Factor +", show=False),
+        Binding("left_square_bracket", "factor(-1)", "Factor -", show=False),
+        Binding("x", "cycle_x", "X axis"),
+    ]
 
     def __init__(self, run_dirs: list[Path]):
         super().__init__(id="compare")
         self.run_dirs = [Path(d) for d in run_dirs]
-        self.comparison: cmp.Comparison | None = None
+        self.comparison: comparing.Comparison | None = None
+        self.results: list = []  # engine.compare.RunResult: curves on any x axis
+        self.smoothing, self.factor, self.x_axis = "none", 0.0, "step"
 
     def compose(self) -> ComposeResult:
         yield Static(f"Comparing {len(self.run_dirs)} runs", id="compare-title")
@@ -53,6 +66,7 @@ class CompareScreen(Screen):
             with Horizontal(id="compare-charts"):
                 yield MetricChart("val accuracy", id="compare-accuracy")
                 yield MetricChart("loss", id="compare-loss")
+            yield Static("", id="compare-curve-stats")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -60,12 +74,54 @@ class CompareScreen(Screen):
 
     @work(thread=True, exclusive=True)
     def load(self) -> None:
-        self.post_message(CompareLoaded(cmp.compare(self.run_dirs)))
+        try:
+            comparison = comparing.compare(self.run_dirs, curve_points=CURVE_POINTS)
+        except ConfigError as e:
+            self.app.call_from_thread(self.notify, str(e), severity="error")
+            return
+        self.post_message(CompareLoaded(comparison))
+
+    def draw_curves(self) -> None:
+        """Raw points on the chosen x axis; the charts smooth, the stats are of raw points."""
+        per_run = [(short_id(r.info.id), curves.run_curves(r, x=self.x_axis)) for r in self.results]
+        lines = []
+        for chart_id, name in CHARTS:
+            chart = self.query_one(chart_id, MetricChart)
+            chart.clear()
+            chart.xlabel = curves.X_LABELS[self.x_axis]
+            chart.smoothing = (self.smoothing, self.factor)
+            for label, found in per_run:
+                c = found.get(name)
+                if c is not None:
+                    chart.extend(label, c.xs, c.ys)
+                    if c.stats:
+                        lines.append(f"{name[:8]:<8} {label}  {c.stats.text(3)}")
+            chart.redraw()
+        keys = "m smoothing · [ ] factor · x axis · a analysis"
+        self.query_one("#compare-curve-stats", Static).update("\n".join([keys, *lines]))
+
+    def action_cycle_smoothing(self) -> None:
+        order = curves.SMOOTHINGS
+        self.smoothing = order[(order.index(self.smoothing) + 1) % len(order)]
+        self.factor = curves.DEFAULT_FACTORS[self.smoothing]
+        self.draw_curves()
+
+    def action_factor(self, direction: int) -> None:
+        self.factor = curves.next_factor(self.smoothing, self.factor, up=direction > 0)
+        self.draw_curves()
+
+    def action_cycle_x(self) -> None:
+        order = curves.X_AXES
+        self.x_axis = order[(order.index(self.x_axis) + 1) % len(order)]
+        self.draw_curves()
+
+    def action_analyse(self) -> None:
+        self.app.open_analysis(self.run_dirs)
 
     def on_compare_loaded(self, message: CompareLoaded) -> None:
-        c: cmp.Comparison = message.comparison
+        c: comparing.Comparison = message.comparison
         self.comparison = c
-        names = [short_id(r.id) for r in c.runs]
+        names = [short_id(r.info.id) for r in c.runs]
 
         params = self.query_one("#compare-params", DataTable)
         params.clear(columns=True)
@@ -83,21 +139,18 @@ class CompareScreen(Screen):
         metrics = self.query_one("#compare-metrics", DataTable)
         metrics.clear(columns=True)
         metrics.add_columns("", *names)
-        metrics.add_row("state", *[r.state for r in c.runs])
-        metrics.add_row("source", *[r.source or "-" for r in c.runs])
-        metrics.add_row("best val acc", *[_acc(r.best_accuracy) for r in c.runs])
-        metrics.add_row("final val acc", *[_acc(r.final_accuracy) for r in c.runs])
-        metrics.add_row(
-            "final loss", *["-" if r.final_loss is None else f"{r.final_loss:.4f}" for r in c.runs]
-        )
+        metrics.add_row("state", *[r.info.state for r in c.runs])
+        metrics.add_row("source", *[r.info.source or "-" for r in c.runs])
+        for key, label in (("best_accuracy", "best val acc"), ("final_accuracy", "final val acc")):
+            metrics.add_row(label, *[accuracy(r.metrics[key]) for r in c.runs])
+        losses = [r.metrics["final_loss"] for r in c.runs]
+        metrics.add_row("final loss", *["-" if x is None else f"{x:.4f}" for x in losses])
         for g in c.groups:
             label = f"seeds {', '.join(map(str, g.seeds))}"
-            cells = [f"best {cmp.format_mean_std(g.best)}" if r.id in g.ids else "" for r in c.runs]
+            best = mean_std(g.mean["best_accuracy"], g.std["best_accuracy"])
+            members = {m.info.id for m in g.runs}
+            cells = [f"best {best}" if r.info.id in members else "" for r in c.runs]
             metrics.add_row(label, *cells)
 
-        for chart_id, curve in (("#compare-accuracy", "val accuracy"), ("#compare-loss", "loss")):
-            chart = self.query_one(chart_id, MetricChart)
-            chart.clear()
-            for name, r in zip(names, c.runs):
-                if curve in r.curves:
-                    chart.extend(name, *r.curves[curve])
+        self.results = c.runs
+        self.draw_curves()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 from textual import on, work
-from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.app import ComposeResult, SystemCommand
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, ContentSwitcher, Footer, Label, OptionList, Select, Static
@@ -16,6 +17,7 @@ from vqatune.engine.config import ConfigError
 from vqatune.tui import services
 from vqatune.tui.form import BATCH_FIELDS, FormState
 from vqatune.tui.messages import ConfigLoaded, PresetSaved, PresetsListed, RunLaunched, UserError
+from vqatune.tui.palette import PaletteBinding
 from vqatune.tui.screens.dialogs import DiffScreen, LoadFileScreen, SavePresetScreen
 from vqatune.tui.widgets.param_field import ParamField
 
@@ -26,11 +28,42 @@ class ConfigureScreen(Screen):
     """The form is generated from engine/schema.py; FormState holds and checks the values."""
 
     BINDINGS = [
-        Binding("ctrl+l", "launch", "Launch"),
-        Binding("ctrl+t", "diff", "Diff"),
-        Binding("ctrl+s", "save_preset", "Save"),
-        Binding("ctrl+o", "load_file", "Load"),
-        Binding("ctrl+g", "focus_preset", "Preset", show=False),
+        PaletteBinding(
+            "ctrl+l",
+            "launch",
+            "Launch",
+            title="Launch",
+            help="Create the run and start it detached",
+        ),
+        PaletteBinding(
+            "ctrl+t",
+            "diff",
+            "Diff",
+            title="Diff against preset",
+            help="Show the changed parameters",
+        ),
+        PaletteBinding(
+            "ctrl+s",
+            "save_preset",
+            "Save",
+            title="Save as preset",
+            help="Write the current values as a preset TOML",
+        ),
+        PaletteBinding(
+            "ctrl+o",
+            "load_file",
+            "Load",
+            title="Load config file",
+            help="Read a TOML config into the form",
+        ),
+        PaletteBinding(
+            "ctrl+g",
+            "focus_preset",
+            "Preset",
+            show=False,
+            title="Choose preset",
+            help="Focus the preset picker",
+        ),
     ]
 
     def __init__(self):
@@ -296,6 +329,11 @@ class ConfigureScreen(Screen):
     def apply_preset(self, name: str) -> None:
         """Select and apply a preset (the command palette's entry point)."""
         self.load_source(name, name)
+
+    def palette_commands(self) -> Iterable[SystemCommand]:
+        """Beside the bindings' commands: one "Apply preset NAME" per preset."""
+        for name, title in self.presets:  # as last listed by its worker: no I/O here
+            yield SystemCommand(f"Apply preset {name}", title, partial(self.apply_preset, name))
 
 
 def _panel_id(group: str) -> str:

@@ -15,9 +15,11 @@ from vqatune.engine import config as config_mod
 from vqatune.engine import events as ev
 from vqatune.engine import runstore
 from vqatune.engine.config import ConfigError
+from vqatune.tui import display
 from vqatune.tui.messages import RunUpdate, RunUpdated, UserError
+from vqatune.tui.palette import PaletteBinding
+from vqatune.tui.readers import RunWatcher
 from vqatune.tui.widgets.charts import MetricChart
-from vqatune.tui.workers import RunWatcher
 
 POLL_S = 1.0  # how often a live run is read (the charts redraw at most once a second too)
 MIB = 1 << 20
@@ -34,15 +36,6 @@ STATE_TEXT = {
 }
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
 def header_lines(info, effective_batch: int | None) -> tuple[str, str]:
     """The two header lines for a RunInfo: what it is doing, and its state in plain words."""
     st = info.status or {}
@@ -50,7 +43,7 @@ def header_lines(info, effective_batch: int | None) -> tuple[str, str]:
     step = f"step {info.step if info.step is not None else '-'}/{info.total_steps or '-'}"
     parts = [info.id, info.state.upper(), epoch, step]
     if info.state == "running":
-        parts.append(f"ETA {format_duration(st.get('eta_s'))}")
+        parts.append(f"ETA {display.duration(st.get('eta_s'))}")
     sps = st.get("samples_per_s")
     parts.append(f"{sps:.1f} samples/s" if isinstance(sps, (int, float)) else "- samples/s")
     if effective_batch is not None:
@@ -59,9 +52,9 @@ def header_lines(info, effective_batch: int | None) -> tuple[str, str]:
     line1 = "  ".join(parts)
     line2 = STATE_TEXT.get(info.state, info.state.upper())
     if info.state in ("done", "stopped", "diverged", "oom", "failed", "crashed"):
-        line2 += f" · {format_duration(info.duration_s)}"
+        line2 += f" · {display.duration(info.duration_s)}"
         if info.best_accuracy is not None:
-            line2 += f" · best val accuracy {info.best_accuracy:.4f}"
+            line2 += f" · best val accuracy {display.accuracy(info.best_accuracy)}"
     if info.message:
         line2 += f" · {info.message}"
     return line1, line2
@@ -72,9 +65,13 @@ class MonitorScreen(Screen):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("s", "stop", "Stop"),
-        Binding("k", "kill", "Kill"),
-        Binding("r", "resume", "Resume"),
+        PaletteBinding(
+            "s", "stop", "Stop", title="Stop run", help="Graceful: checkpoint, then stopped"
+        ),
+        PaletteBinding("k", "kill", "Kill", title="Kill run", help="SIGKILL the training process"),
+        PaletteBinding(
+            "r", "resume", "Resume", title="Resume run", help="Continue a stopped or crashed run"
+        ),
     ]
 
     def __init__(self, run_dir: Path):

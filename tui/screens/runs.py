@@ -5,20 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from vqatune.engine import config as config_mod
 from vqatune.engine import events as ev
 from vqatune.engine import runstore
 from vqatune.engine.schema import format_float
-from vqatune.tui.messages import RunsListed
-from vqatune.tui.screens.monitor import format_duration
+from vqatune.tui import display
+from vqatune.tui.palette import PaletteBinding
+from vqatune.tui.screens.table import PolledTableScreen
 
-REFRESH_S = 2.0
 SELECTED_MARK = "▶"
 COLUMNS = ("", "run", "state", "best acc", "duration", "preset", "lr", "batch", "epochs", "seed")
 SORTABLE = COLUMNS[1:]
@@ -92,33 +90,40 @@ def load_rows(runs_dir: Path | None) -> list[RunRow]:
     return rows
 
 
-def state_text(state: str) -> Text:
-    styles = {
-        "running": "bold green",
-        "done": "green",
-        "queued": "cyan",
-        "stopped": "yellow",
-        "crashed": "bold red",
-        "failed": "red",
-        "diverged": "red",
-        "oom": "red",
-    }
-    return Text(state, style=styles.get(state, ""))
-
-
-class RunsScreen(Screen):
+class RunsScreen(PolledTableScreen):
+    COLUMNS = COLUMNS
+    FIXED_COLUMNS = 3  # the mark, the run id and its state stay in view at any width
+    TABLE_ID = "runs-table"
     BINDINGS = [
         Binding("enter", "open", "Monitor", priority=True),
         Binding("space", "toggle_select", "Select", key_display="␣"),
-        Binding("c", "compare", "Compare"),
-        Binding("o", "cycle_sort", "Sort", show=False),
-        Binding("slash", "focus_filter", "Filter"),
+        PaletteBinding(
+            "c",
+            "compare",
+            "Compare",
+            title="Compare selected runs",
+            help="Parameters, metrics and curves",
+        ),
+        PaletteBinding(
+            "o",
+            "cycle_sort",
+            "Sort",
+            show=False,
+            title="Sort runs by the next column",
+            help="Or click a column header",
+        ),
+        PaletteBinding(
+            "slash",
+            "focus_filter",
+            "Filter",
+            title="Filter runs",
+            help="By id, state or preset",
+        ),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
     def __init__(self):
         super().__init__(id="runs")
-        self.rows: list[RunRow] = []
         self.selected: set[str] = set()
         self.sort_column = "run"
         self.sort_reverse = True  # newest first
@@ -126,62 +131,32 @@ class RunsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="/ filter by id, state or preset", id="runs-filter", compact=True)
-        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield self.make_table()
         yield Static("", id="runs-status")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
-        table = self.query_one("#runs-table", DataTable)
-        for label in COLUMNS:
-            table.add_column(label, key=label or "mark")
-        table.focus()
-        self.refresh_runs()
-        self.set_interval(REFRESH_S, self.refresh_if_shown)
-
-    def refresh_if_shown(self) -> None:
-        """Under a monitor or compare screen the table is hidden: leave the CPU to training."""
-        if self.is_active:
-            self.refresh_runs()
-
-    def on_screen_resume(self) -> None:
-        self.refresh_runs()  # back from a monitor: show what changed meanwhile at once
-
-    @work(thread=True, exclusive=True, group="list")
-    def refresh_runs(self) -> None:
-        self.post_message(RunsListed(load_rows(getattr(self.app, "runs_dir", None))))
-
-    def on_runs_listed(self, message: RunsListed) -> None:
-        if message.runs == self.rows:  # nothing changed: keep the table (and the UI) still
-            return
-        self.rows = message.runs
-        self.rebuild()
+    def load_rows(self) -> list[RunRow]:
+        return load_rows(getattr(self.app, "runs_dir", None))
 
     def visible_rows(self) -> list[RunRow]:
         rows = [r for r in self.rows if r.matches(self.filter_text)]
         return sorted(rows, key=lambda r: r.sort_key(self.sort_column), reverse=self.sort_reverse)
 
-    def rebuild(self) -> None:
-        table = self.query_one("#runs-table", DataTable)
-        cursor_key = None
-        if table.row_count and table.cursor_row < table.row_count:
-            cursor_key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        table.clear()
-        for r in self.visible_rows():
-            table.add_row(
-                SELECTED_MARK if r.id in self.selected else "",
-                r.id,
-                state_text(r.state),
-                f"{r.best_accuracy:.4f}" if r.best_accuracy is not None else "-",
-                format_duration(r.duration_s),
-                r.source,
-                format_float(r.lr) if r.lr is not None else "-",
-                str(r.batch) if r.batch is not None else "-",
-                str(r.epochs) if r.epochs is not None else "-",
-                str(r.seed) if r.seed is not None else "-",
-                key=r.id,
-            )
-        if cursor_key is not None and cursor_key in table.rows:
-            table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
+    def cells(self, r: RunRow) -> tuple:
+        return (
+            SELECTED_MARK if r.id in self.selected else "",
+            r.id,
+            display.state_text(r.state),
+            display.accuracy(r.best_accuracy),
+            display.duration(r.duration_s),
+            r.source,
+            format_float(r.lr) if r.lr is not None else "-",
+            str(r.batch) if r.batch is not None else "-",
+            str(r.epochs) if r.epochs is not None else "-",
+            str(r.seed) if r.seed is not None else "-",
+        )
+
+    def after_rebuild(self) -> None:
         running = sum(r.state == "running" for r in self.rows)
         direction = "desc" if self.sort_reverse else "asc"
         self.query_one("#runs-status", Static).update(
@@ -190,13 +165,6 @@ class RunsScreen(Screen):
             f"sorted by {self.sort_column} {direction}"
             + (f" · filter {self.filter_text!r}" if self.filter_text else "")
         )
-
-    def current_row(self) -> RunRow | None:
-        table = self.query_one("#runs-table", DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        return next((r for r in self.rows if r.id == key), None)
 
     # ------------------------------------------------------------------------------------------
 
@@ -215,7 +183,7 @@ class RunsScreen(Screen):
 
     def action_open(self) -> None:
         if self.focused is self.query_one("#runs-filter"):
-            self.query_one("#runs-table").focus()
+            self.table.focus()
             return
         row = self.current_row()
         if row is not None:
@@ -246,4 +214,4 @@ class RunsScreen(Screen):
 
     def action_clear_filter(self) -> None:
         self.query_one("#runs-filter", Input).value = ""
-        self.query_one("#runs-table").focus()
+        self.table.focus()

@@ -8,16 +8,14 @@ from pathlib import Path
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
-from vqatune.engine import sweep as sweep_mod
-from vqatune.tui.messages import SweepsListed
+from textual.widgets import Footer, Static
+from vqatune.engine import sweepstore as sweep_mod
+from vqatune.tui import display
+from vqatune.tui.palette import PaletteBinding
+from vqatune.tui.screens.table import PolledTableScreen
 
-REFRESH_S = 2.0
 # No `kind` column: at 80 columns every column must fit, and a search's best is "trial N" anyway.
 COLUMNS = ("sweep", "state", "done", "running", "failed", "best acc", "best")
-STATE_STYLES = {"running": "bold green", "finished": "green", "incomplete": "yellow"}
 
 
 @dataclass
@@ -62,79 +60,60 @@ def progress_text(row: SweepRow) -> str:
     return f"{row.done}/{row.total if row.total is not None else '?'}"
 
 
-class SweepsScreen(Screen):
+class SweepsScreen(PolledTableScreen):
+    COLUMNS = COLUMNS
+    FIXED_COLUMNS = 1  # the sweep id stays in view when the table scrolls right
+    TABLE_ID = "sweeps-table"
     BINDINGS = [
-        Binding("enter", "open_runs", "Its runs", priority=True),
-        Binding("b", "open_best", "Best run"),
+        PaletteBinding(
+            "enter",
+            "open_runs",
+            "Its runs",
+            priority=True,
+            title="Compare the sweep's runs",
+            help="Its runs side by side",
+        ),
+        PaletteBinding(
+            "b", "open_best", "Best run", title="Open the sweep's best run", help="Its monitor"
+        ),
+        PaletteBinding(
+            "a",
+            "analyse",
+            "Analysis",
+            title="Analyse the sweep",
+            help="Importance, parallel coordinates",
+        ),
     ]
 
     def __init__(self):
         super().__init__(id="sweeps")
-        self.rows: list[SweepRow] = []
 
     def compose(self) -> ComposeResult:
         yield Static("Sweeps", id="sweeps-title")
-        yield DataTable(id="sweeps-table", cursor_type="row", zebra_stripes=True)
+        yield self.make_table()
         yield Static("", id="sweeps-status")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
-        table = self.query_one("#sweeps-table", DataTable)
-        for label in COLUMNS:
-            table.add_column(label, key=label)
-        table.focus()
-        self.refresh_sweeps()
-        self.set_interval(REFRESH_S, self.refresh_if_shown)
+    def load_rows(self) -> list[SweepRow]:
+        return load_rows(getattr(self.app, "runs_dir", None))
 
-    def refresh_if_shown(self) -> None:
-        """Hidden (another mode, or under compare/monitor): no polling of the run store."""
-        if self.is_active:
-            self.refresh_sweeps()
+    def cells(self, r: SweepRow) -> tuple:
+        return (
+            r.id,
+            display.state_text(r.state),
+            progress_text(r),
+            str(r.running),
+            Text(str(r.failed), style="red" if r.failed else ""),
+            display.accuracy(r.best_accuracy),
+            r.best_label or "-",
+        )
 
-    def on_screen_resume(self) -> None:
-        self.refresh_sweeps()
-
-    @work(thread=True, exclusive=True, group="sweeps")
-    def refresh_sweeps(self) -> None:
-        self.post_message(SweepsListed(load_rows(getattr(self.app, "runs_dir", None))))
-
-    def on_sweeps_listed(self, message: SweepsListed) -> None:
-        if message.sweeps == self.rows:  # unchanged: keep the table and its cursor still
-            return
-        self.rows = message.sweeps
-        self.rebuild()
-
-    def rebuild(self) -> None:
-        table = self.query_one("#sweeps-table", DataTable)
-        cursor_key = None
-        if table.row_count and table.cursor_row < table.row_count:
-            cursor_key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        table.clear()
-        for r in self.rows:
-            table.add_row(
-                r.id,
-                Text(r.state, style=STATE_STYLES.get(r.state, "")),
-                progress_text(r),
-                str(r.running),
-                Text(str(r.failed), style="red" if r.failed else ""),
-                f"{r.best_accuracy:.4f}" if r.best_accuracy is not None else "-",
-                r.best_label or "-",
-                key=r.id,
-            )
-        if cursor_key is not None and cursor_key in table.rows:
-            table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
+    def after_rebuild(self) -> None:
         active = sum(r.state == "running" for r in self.rows)
         self.query_one("#sweeps-status", Static).update(
             f"{len(self.rows)} sweep{'' if len(self.rows) == 1 else 's'} · {active} running · "
             "enter: compare its runs · b: best run's monitor"
         )
-
-    def current_row(self) -> SweepRow | None:
-        table = self.query_one("#sweeps-table", DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        return next((r for r in self.rows if r.id == key), None)
 
     # ------------------------------------------------------------------------------------------
 
@@ -153,6 +132,11 @@ class SweepsScreen(Screen):
             self.notify(f"sweep {sweep_id} has no runs yet", severity="warning")
             return
         self.app.open_compare(paths)
+
+    def action_analyse(self) -> None:
+        row = self.current_row()
+        if row is not None:
+            self.app.open_analysis(sweep=row.id)
 
     def action_open_best(self) -> None:
         row = self.current_row()

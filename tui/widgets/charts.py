@@ -2,7 +2,8 @@
 
 Points are appended to growing numpy buffers; a redraw downsamples every series to about the
 widget's width (the terminal cannot show more) and redraws happen at most `max_fps` times a
-second, however fast events arrive.
+second, however fast events arrive. A chart can smooth its series (engine.curves: EMA with
+debiasing or a moving window) at redraw time; the buffers keep the raw points.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 import numpy as np
 from textual_plotext import PlotextPlot
+from vqatune.engine import curves
 
 
 def downsample(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +93,7 @@ class MetricChart(PlotextPlot):
         self.max_fps = max_fps
         self.dirty = False
         self.redraws = 0
+        self.smoothing: tuple[str, float] = ("none", 0.0)  # engine.curves method and factor
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -123,12 +126,15 @@ class MetricChart(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(self.title)
+        method, factor = self.smoothing
+        smoothed = method != "none"
+        plt.title(self.title + (f" · {curves.describe(method, factor)}" if smoothed else ""))
         plt.xlabel(self.xlabel)
         width = max(self.size.width, 20)
         for name, s in self.series.items():
             if s.n == 0:
                 continue
-            xs, ys = downsample(s.x, s.y, 2 * width)
+            y = np.asarray(curves.smooth(s.y.tolist(), method, factor)) if smoothed else s.y
+            xs, ys = downsample(s.x, y, 2 * width)
             plt.plot(xs.tolist(), ys.tolist(), label=name, marker="braille")
         self.refresh()

@@ -1,4 +1,5 @@
-"""Incremental readers of a run directory, polled from thread workers.
+"""Incremental readers of a run directory (log tail, chart points, status), called from the
+screens' thread workers.
 
 A RunWatcher remembers byte offsets into metrics.jsonl and train.log, so each poll reads only
 what was appended since the last one (as toolong tails logs); the first poll reads the whole
@@ -14,6 +15,7 @@ import numpy as np
 from vqatune.engine import events, runstore
 from vqatune.engine.gpu import GPUMonitor
 from vqatune.engine.metrics import MetricsTail
+from vqatune.engine.official import breakdown
 from vqatune.tui.messages import RunUpdate
 
 LOG_BACKLOG_BYTES = 64 * 1024  # how much of an existing log to show when attaching
@@ -101,6 +103,8 @@ class ChartPoints:
                 for branch, value in (r.get("accuracy_branch") or {}).items():
                     if _number(value) and branch != "fused":  # fused is the overall "val"
                         add("accuracy", f"val {branch}", step, value)
+                for _, label, value in breakdown(r):  # official per-type figures
+                    add("accuracy", f"val {label}", step, value)
         arrays = {
             key: (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
             for key, (xs, ys) in points.items()
