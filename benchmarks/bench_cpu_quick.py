@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,8 @@ def main() -> int:
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
     )
     wall = time.time() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = usage.ru_utime + usage.ru_stime  # the run's process and its children
     run_dir = next(runs.iterdir())
     with open(run_dir / "metrics.jsonl", encoding="utf-8") as f:
         log = [json.loads(line) for line in f]
@@ -70,7 +73,9 @@ def main() -> int:
     else:
         print(f"no evaluation ({summary.get('message')})")
     print(
-        f"wall time {wall:.0f} s (target < 300 s): training {train_s:.0f} s "
+        f"wall time {wall:.0f} s (target < 300 s), CPU time {cpu_s:.0f} s "
+        f"({cpu_s / max(samples, 1) * 1e3:.2f} ms per training sample, "
+        f"load average {os.getloadavg()[0]:.1f}): training {train_s:.0f} s "
         f"({samples / train_s:.0f} samples/s over {summary['step']} steps), evaluation "
         f"{eval_s:.0f} s, start-up and the rest {wall - train_s - eval_s:.0f} s; "
         f"{start['params']:,} parameters, {os.cpu_count()} CPUs"

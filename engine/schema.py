@@ -480,6 +480,17 @@ PARAMS: tuple[Param, ...] = (
         "Fused SDPA attention and activation checkpointing in the backbone.",
         recommended=None,
     ),
+    _p(
+        "compile",
+        "bool",
+        False,
+        OP,
+        "Memory",
+        "torch.compile the training forward (inductor; CPU or GPU). Compiling takes tens of "
+        "seconds at the start of the run; it pays on long runs.",
+        guide=False,
+        recommended=None,
+    ),
     # 1.6 Fine-tuning
     _p(
         "omega_q",

@@ -50,6 +50,8 @@ from .progress import Progress, Window
 
 log = logging.getLogger("vqatune.train")
 
+EVAL_BATCH_FACTOR = 2  # evaluation batch / training micro-batch
+
 
 class RunEnd(Exception):
     """Ends the run in a final state (events.FINAL_STATES) with a one-line message."""
@@ -150,6 +152,8 @@ class Trainer:
             self.forward_model = distributed.wrap(self.model, self.device)
             if world.rank:  # own dropout noise; rank 0 draws as a single process would
                 seeding.seed_everything(cfg.seed + world.rank)
+        if cfg.compile:  # the training forward only: checkpoints and evaluation use the module
+            self.forward_model = torch.compile(self.forward_model)
 
         # Micro-batch and accumulation: dynamic_batch_size may change them (not their product).
         p.micro_batch = cfg.batch_size
@@ -487,7 +491,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Evaluation, early stopping, checkpoints
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self) -> dict:
         from . import data
 
@@ -499,7 +503,7 @@ class Trainer:
             train=False,
             seed=self.cfg.seed,
             epoch=0,
-            batch_size=self.progress.micro_batch,
+            batch_size=EVAL_BATCH_FACTOR * self.progress.micro_batch,  # nothing kept for backward
         )
         n_types = len(self.meta.answer_types)
         sums = dict(  # float64 sums over this rank's questions, then over every rank

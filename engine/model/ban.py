@@ -193,7 +193,8 @@ class BANBranch(nn.Module):
 
     def forward(self, q, q_mask, v, v_mask, v_boxes, entities, entity_mask, stat_emb, stat_mask):
         q = q + self.omega_q * self.entity_attn(q, entities, entity_mask)
-        v = v + self.omega_v * self.stat_attn(v, self.stat_proj(stat_emb), stat_mask)
+        if stat_emb is not None:  # None: no statistics words in the batch (nothing to fuse)
+            v = v + self.omega_v * self.stat_attn(v, self.stat_proj(stat_emb), stat_mask)
         q, v = self.aoa(q, q_mask, v, v_mask)
         att, logits = self.v_att(v, v_mask, q, q_mask)  # [B,G,Nv,L]
         for g in range(att.shape[1]):

@@ -89,7 +89,9 @@ class VQAModel(nn.Module):
             entity_mask = batch["node_mask"]
         else:
             entities, entity_mask = v, v_mask
-        stat = self.embed_words(batch["stat_words"])  # [B,S,word_dim]
+        # easy-VQA has no statistics words: their fusion would add zeros at full cost
+        has_stats = bool(batch["stat_mask"].any())
+        stat = self.embed_words(batch["stat_words"]) if has_stats else None  # [B,S,word_dim]
         ban = self.ban(
             q, q_mask, v, v_mask, v_boxes, entities, entity_mask, stat, batch["stat_mask"]
         )

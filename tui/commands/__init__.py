@@ -10,6 +10,7 @@ from . import (
     config_cmd,
     data_cmd,
     export_cmd,
+    fit_cmd,
     model_cmd,
     predict_cmd,
     presets_cmd,
@@ -34,6 +35,7 @@ MODULES = (
     alerts_cmd,
     data_cmd,
     model_cmd,
+    fit_cmd,
     predict_cmd,
 )
 

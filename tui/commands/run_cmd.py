@@ -134,6 +134,10 @@ def run(
     report_warnings(
         cfg, resolved.overrides, preset=source if config.find_preset(source) is not None else None
     )
+    from .fit_cmd import warning_for  # does not block: a warning only
+
+    if (too_big := warning_for(source, sets or (), cfg)) is not None:
+        warn(too_big)
     start(
         cfg,
         source=resolved.source,
