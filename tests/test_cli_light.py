@@ -118,8 +118,8 @@ def test_config_show_formats(isolated):
     line = cli("config", "show", "8gb", "-f", "cmdline").stdout.strip()
     assert line == (
         "python main.py --batch_size 16 --gradient_accumulation_steps 4 "
-        "--max_memory_usage 0.7 --mixed_precision"
-    )
+        "--max_memory_usage 0.7 --mixed_precision --vision_encoder swin"
+    )  # the GPU presets build X-VLM's Swin vision encoder
     assert cli("config", "show", "-f", "cmdline").stdout.strip() == "python main.py"
     full = cli("config", "show", "--all", "-f", "cmdline").stdout
     assert full.count(" --") == len(config.Config().to_dict())
