@@ -12,8 +12,7 @@ A queued run is an ordinary run directory whose status is `queued` and which no 
 its meta.json says `"queued": true`. The worker (`python -m vqatune.engine.queue RUNS_DIR`, started
 detached on demand by `ensure_worker`, so it survives SSH) starts the head of the line when enough
 GPUs are free: a GPU is free when no live run of this store holds it and NVML shows at least the
-run's memory need free (its `vqatune fit` estimate where one can be had, else its
-`max_memory_usage` share of the card). It pins the run with CUDA_VISIBLE_DEVICES and records the
+run's memory need free (its `max_memory_usage` share of the card). It pins the run with CUDA_VISIBLE_DEVICES and records the
 GPU ids in meta.json (`gpus`). Without GPUs the line runs `cpu_slots` runs at a time.
 
 Crash guard: a run that fails within CRASH_GUARD_S of its start pauses the queue with a one-line
@@ -232,23 +231,12 @@ def gpus_needed(run_dir: Path) -> int:
 
 
 def memory_need(run_dir: Path, total_bytes: int) -> int:
-    """Bytes the run needs free on each of its GPUs: its `vqatune fit` estimate where the fit
-    module can give one, else the share of the card it may take (max_memory_usage)."""
+    """Bytes the run needs free on each of its GPUs: the share of the card it may take
+    (max_memory_usage). A `vqatune fit` prediction would be tighter, but costs a measuring
+    subprocess per run."""
     from .config import load
 
-    cfg = load(str(Path(run_dir) / CONFIG_FILE))
-    estimate = fit_estimate(cfg)
-    return int(estimate) if estimate else int(cfg.max_memory_usage * total_bytes)
-
-
-def fit_estimate(cfg) -> int | None:
-    """Predicted peak bytes per GPU from engine/fit.py, when that module offers one cheaply."""
-    try:
-        from . import fit
-    except ImportError:
-        return None
-    predict = getattr(fit, "predicted_peak_bytes", None)
-    return predict(cfg) if predict else None
+    return int(load(str(Path(run_dir) / CONFIG_FILE)).max_memory_usage * total_bytes)
 
 
 def held_gpus(runs_dir: Path) -> set[str]:
