@@ -204,10 +204,14 @@ def test_diff_shows_only_differing_parameters(isolated):
         "max_memory_usage",
         "mixed_precision",
     ]
+    # The GPU presets (gqa among them) build X-VLM's Swin; default keeps the ViT.
     assert cli("config", "diff", "default", "gqa").stdout.split() == [
         "parameter",
         "default",
         "gqa",
+        "vision_encoder",
+        "vit",
+        "swin",
         "dataset",
         "easy-vqa",
         "gqa",
