@@ -384,7 +384,9 @@ class ConfigureScreen(Screen):
         except ConfigError:
             self.fit_config = None
             self.workers.cancel_group(self, "fit")
-            self.show_fit(services.FitLine("fit: ?", "fix the invalid fields first"))
+            self.show_fit(
+                services.FitLine("fit: ? (invalid values)", "fix the invalid fields first")
+            )
             return
         if cfg != self.fit_config:  # an edit and its undo before the timer: nothing to judge
             self.fit_config = cfg
