@@ -206,10 +206,10 @@ class RunsScreen(PolledTableScreen):
         direction = "desc" if self.sort_reverse else "asc"
         self.query_one("#runs-status", Static).update(
             f"{len(self.rows)} run{'' if len(self.rows) == 1 else 's'} · {running} running · "
-            f"{len(self.selected)} selected · "
+            + (f"queue: {self.queue_line} · " if self.queue_line else "")  # in view at 80 columns
+            + f"{len(self.selected)} selected · "
             f"sorted by {self.sort_column} {direction}"
             + (f" · filter {self.filter_text!r}" if self.filter_text else "")
-            + (f" · queue: {self.queue_line}" if self.queue_line else "")
         )
 
     def on_queue_listed(self, message: QueueListed) -> None:
