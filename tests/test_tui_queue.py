@@ -178,7 +178,9 @@ def test_launch_with_the_queue_switch_on_creates_a_queued_run(store, monkeypatch
         app.notify = lambda message, **kw: (notes.append(message), notify(message, **kw))
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
-            await pilot.press("ctrl+r")  # the palette's "Queue launches on/off"
+            commands = {c.title for c in app.get_system_commands(app.screen)}
+            assert "Queue launches on/off" in commands
+            await pilot.press("ctrl+r")
             assert app.screen.query_one("#queue-switch", Switch).value
             assert await until(pilot, lambda: str(app.screen.query_one("#launch").label) == "Queue")
             await pilot.press("ctrl+l")
