@@ -1,11 +1,13 @@
 """P2: `vqatune run cpu-quick` on the full easy-VQA test split: accuracy and wall time.
 
-    .venv/bin/python benchmarks/bench_cpu_quick.py [--set k=v]... [--keep]
+    .venv/bin/python benchmarks/bench_cpu_quick.py [--set k=v]... [--keep] [--breakdown-steps N]
 
 Runs the real command (a fresh process, as a user would) into a temporary runs directory and
 prints the final and best accuracy on the evaluated questions (the full test split: 9,673), the
 wall time of the whole command, and where the time went (training steps, evaluations, start-up).
-Targets: accuracy >= 0.98; wall time under 5 minutes on 2 CPU cores.
+Targets: accuracy >= 0.98; wall time under 5 minutes on 2 CPU cores. First, unless
+--breakdown-steps 0, the per-component CPU time of a training step (cpu_breakdown.py: data,
+backbone, question encoder, BAN, AoA, graph, heads, loss, backward, optimiser, evaluation).
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--breakdown-steps", type=int, default=60)
     args = ap.parse_args()
+    if args.breakdown_steps:
+        from cpu_breakdown import breakdown, print_breakdown
+        from vqatune.engine import config
+
+        print_breakdown(breakdown(config.load("cpu-quick", args.sets), args.breakdown_steps))
     runs = Path(tempfile.mkdtemp(prefix="bench-cpu-quick-"))
     cmd = [
         sys.executable,
