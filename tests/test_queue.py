@@ -254,3 +254,98 @@ def test_cli_run_queue_and_listing(real_worker, monkeypatch):
     assert wait_for(lambda: all(state(store / i) == "done" for i in ids), timeout=120)
     first, second = (read_json(store / i / STATUS_FILE) for i in ids)
     assert first["started"] >= second["ended"]  # moved to the head: the second ran first
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps through the queue (engine/executors.py QueueExecutor)
+
+
+def sweep_plan(tmp_path: Path, body: str):
+    from vqatune.engine import plans
+
+    path = tmp_path / "plan.toml"
+    path.write_text('base = "smoke"\n' + body)
+    return plans.load_plan(str(path))
+
+
+def test_a_sweeps_runs_wait_in_the_same_line_as_single_runs(real_worker, tmp_path):
+    from vqatune.engine import executors, sweep
+
+    store = real_worker
+    solo = queued(store, "solo")  # in line before the sweep: it starts first on the one GPU
+    plan = sweep_plan(tmp_path, "seeds = [1]\n[variants.a]\nlr = 1e-4\n[variants.b]\nlr = 5e-4\n")
+    sw = sweep.open_sweep(plan, store)
+    lines: list[str] = []
+    result = sweep.run_variants(
+        sw, plan, executor=executors.QueueExecutor(None, store), echo=lines.append, poll_s=0.05
+    )
+    assert result.states == {"a/seed1": "done", "b/seed1": "done"}
+    assert any("queued a/seed1" in line and "position" in line for line in lines), lines
+    runs = [store / result.run_ids[k] for k in ("a/seed1", "b/seed1")]
+    for r in runs:  # started by the queue's worker, on the GPU it picked
+        meta = read_json(r / "meta.json")
+        assert meta["queued"] and meta["gpus"] == ["0"] and meta["sweep"] == sw.id
+    started = [read_json(r / STATUS_FILE)["started"] for r in [solo, *runs]]
+    ended = [read_json(r / STATUS_FILE)["ended"] for r in [solo, *runs]]
+    assert started[1] >= ended[0] and started[2] >= ended[1]  # one GPU: one run at a time
+
+
+def test_a_search_keeps_at_most_parallel_trials_in_the_queue(real_worker, tmp_path):
+    from vqatune.engine import executors, search, sweep, sweepstore
+
+    store = real_worker
+    plan = sweep_plan(
+        tmp_path,
+        '[search]\nn_trials = 3\nsampler = "random"\npruner = "none"\n'
+        "[search.params.lr]\nlow = 1e-4\nhigh = 5e-4\n",
+    )
+    sw = sweep.open_sweep(plan, store)
+    in_flight: list[int] = []
+
+    def echo(line: str) -> None:  # at every trial the sweep queues: how many are unfinished
+        if ": queued run" in line:
+            in_flight.append(sum(r.active for r in sweepstore.sweep_runs(sw)))
+
+    spec = search.parse_search(plan.search, plan.path)
+    result = search.run_search(
+        sw,
+        plan,
+        spec,
+        storage_url=search.default_storage(sw.path),
+        study_name=sw.id,
+        executor=executors.QueueExecutor(2, store),
+        echo=echo,
+        poll_s=0.05,
+    )
+    assert sorted(result.ran) == [0, 1, 2] and result.best_value is not None
+    assert len(in_flight) == 3 and max(in_flight) <= 2
+    assert all(read_json(r.path / "meta.json").get("queued") for r in sweepstore.sweep_runs(sw))
+
+
+def test_a_finished_job_is_judged_by_state_not_by_a_local_pid(store):
+    from vqatune.engine import slots
+
+    run_dir = queued(store, "waiting")
+    job = slots.Job(run_dir, "waiting", 0)
+    assert not job.finished()  # queued, no process anywhere yet: not over
+    queue.cancel(store, run_dir.name)
+    assert job.finished()
+
+
+def test_stop_of_a_queued_run_takes_it_out_of_the_line(store):
+    run_dir = queued(store, "waiting")
+    info = runstore.stop(run_dir)
+    assert info.state == "stopped" and queue.read(store)["order"] == []
+
+
+def test_sweep_cli_executor_options(store, monkeypatch):
+    monkeypatch.setenv("VQATUNE_RUNS", str(store))
+    out = cli("sweep", "learning-rate", "--executor", "queue", "--gpus", "0")
+    assert out.exit_code == 2 and out.stderr.startswith("error: --gpus: the queue executor")
+    out = cli("sweep", "learning-rate", "--queue", "--executor", "slurm")
+    assert out.exit_code == 2 and "give one of them" in out.stderr
+    out = cli("sweep", "learning-rate", "--partition", "gpu")
+    assert out.exit_code == 2 and "add --executor slurm" in out.stderr
+    out = cli("sweep", "learning-rate", "--executor", "cloud")
+    assert out.exit_code == 2 and "--executor: 'cloud' is not one of" in out.stderr
+    assert not store.exists()
