@@ -42,7 +42,7 @@ def store(tmp_path, monkeypatch):
 
 
 def queued(store: Path, name: str, **values) -> Path:
-    cfg = config.load("smoke").replace(name=name, max_steps=4, **values)
+    cfg = config.load("smoke").replace(**{"name": name, "max_steps": 4, **values})
     run_dir = runstore.create_run(cfg, source="smoke", runs_dir=store)
     queue.enqueue(run_dir, store)
     return run_dir
@@ -349,3 +349,39 @@ def test_sweep_cli_executor_options(store, monkeypatch):
     out = cli("sweep", "learning-rate", "--executor", "cloud")
     assert out.exit_code == 2 and "--executor: 'cloud' is not one of" in out.stderr
     assert not store.exists()
+
+
+def test_sweep_goes_through_the_queue_by_default_while_a_worker_serves_the_store(
+    real_worker, tmp_path, monkeypatch
+):
+    from vqatune.engine import sweeper, sweepstore
+
+    store = real_worker
+    monkeypatch.setenv("VQATUNE_RUNS", str(store))
+    monkeypatch.setenv("FAKE_DELAY", "0.1")
+    long = queued(store, "long", max_steps=300)
+    queue.ensure_worker(store)
+    assert wait_for(lambda: state(long) == "running", timeout=60)
+    monkeypatch.setenv("FAKE_DELAY", "0.02")
+    plan = tmp_path / "plan.toml"
+    plan.write_text('base = "smoke"\nseeds = [1]\n[variants.a]\nlr = 1e-4\n[set]\nmax_steps = 3\n')
+    out = cli("sweep", str(plan), "--detach")
+    assert out.exit_code == 0, out.output
+    assert "a queue worker serves this run store" in out.stderr
+    [sw] = sweepstore.list_sweeps(store)
+    assert wait_for(lambda: len(sweepstore.sweep_runs(sw)) == 1, timeout=60)
+    [trial] = sweepstore.sweep_runs(sw)
+    assert trial.state == "queued" and trial.meta["queued"]  # behind `long` on the one GPU
+    runstore.stop(long)
+    assert wait_for(lambda: not sweeper.is_running(sw), timeout=60)
+    assert state(trial.path) == "done" and sweeper.record(sw)["exit_code"] == 0
+
+
+def test_an_interrupted_sweep_takes_its_waiting_runs_out_of_the_line(store):
+    from vqatune.engine import slots
+
+    run_dir = queued(store, "waiting")
+    stopped: list[str] = []
+    slots.stop_jobs([slots.Job(run_dir, "waiting", 0)], stopped.append, wait_s=30)
+    assert state(run_dir) == "stopped" and queue.read(store)["order"] == []
+    assert stopped == [f"stopped waiting ({run_dir.name})"]
