@@ -439,6 +439,7 @@ def as_json(q: dict[str, Any], entries: list[Entry]) -> dict[str, Any]:
                 "state": e.info.state,
                 "gpus": e.gpus,
                 "gpus_needed": e.need,
+                "sweep": e.info.meta.get("sweep"),
             }
             for e in entries
         ],

@@ -372,6 +372,8 @@ def test_sweep_goes_through_the_queue_by_default_while_a_worker_serves_the_store
     assert wait_for(lambda: len(sweepstore.sweep_runs(sw)) == 1, timeout=60)
     [trial] = sweepstore.sweep_runs(sw)
     assert trial.state == "queued" and trial.meta["queued"]  # behind `long` on the one GPU
+    listing = json.loads(cli("queue", "--json").stdout)["runs"]
+    assert [(r["id"], r["sweep"]) for r in listing] == [(trial.id, sw.id), (long.name, None)]
     runstore.stop(long)
     assert wait_for(lambda: not sweeper.is_running(sw), timeout=60)
     assert state(trial.path) == "done" and sweeper.record(sw)["exit_code"] == 0
