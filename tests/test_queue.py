@@ -348,7 +348,12 @@ def test_sweep_cli_executor_options(store, monkeypatch):
     assert out.exit_code == 2 and "add --executor slurm" in out.stderr
     out = cli("sweep", "learning-rate", "--executor", "cloud")
     assert out.exit_code == 2 and "--executor: 'cloud' is not one of" in out.stderr
-    assert not store.exists()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    out = cli("sweep", "learning-rate", "--executor", "slurm", "--time", "1:00:00")
+    assert out.exit_code == 2 and "sbatch is not on PATH" in out.stderr
+    out = cli("sweep", "learning-rate", "--executor", "slurm", "--time", "soon")
+    assert out.exit_code == 2 and out.stderr.startswith("error: --time: 'soon'")
+    assert not store.exists()  # nothing written for a bad option
 
 
 def test_sweep_goes_through_the_queue_by_default_while_a_worker_serves_the_store(

@@ -281,6 +281,13 @@ def test_variants_sweep_is_one_job_array_and_one_trial_can_be_cancelled(
     log = (sw.path / sweepstore.SWEEP_LOG).read_text()
     assert "submitted a/seed1: run" in log and "(Slurm job 1000_0)" in log
     assert "cancelled b/seed1" in log
+    # The same command again keeps the finished runs and resubmits the cancelled one, alone.
+    monkeypatch.delenv("FAKE_SLURM_HOLD")
+    out = cli("sweep", str(plan), "--executor", "slurm")
+    assert out.exit_code == 0, out.output
+    b_run = sweep_runs(runs)["b/seed1"]
+    assert b_run.state == "done" and b_run.meta["slurm"]["jobs"] == ["1000_1", "1001"]
+    assert {r.state for r in sweep_runs(runs).values()} == {"done"}
 
 
 def test_search_on_slurm_submits_one_job_per_trial(cluster, tmp_path):
