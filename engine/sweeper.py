@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         else None,
         sweep_dir=sweep.path,
     )
+    if sweep.data.get("executor") != executor.kind:  # for `vqatune sweeps`: where it runs
+        sweepstore.update_sweep(sweep, executor=executor.kind)
     log = sweep.path / sweepstore.SWEEP_LOG
     import psutil
 

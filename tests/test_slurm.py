@@ -288,6 +288,8 @@ def test_variants_sweep_is_one_job_array_and_one_trial_can_be_cancelled(
     b_run = sweep_runs(runs)["b/seed1"]
     assert b_run.state == "done" and b_run.meta["slurm"]["jobs"] == ["1000_1", "1001"]
     assert {r.state for r in sweep_runs(runs).values()} == {"done"}
+    [row] = json.loads(cli("sweeps", "--json").stdout)
+    assert (row["executor"], row["state"], row["done"], row["total"]) == ("slurm", "finished", 3, 3)
 
 
 def test_search_on_slurm_submits_one_job_per_trial(cluster, tmp_path):

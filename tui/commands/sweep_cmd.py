@@ -457,6 +457,7 @@ def sweeps(
                 "id": s.id,
                 "title": s.title,
                 "kind": s.kind,
+                "executor": s.data.get("executor", "local"),
                 "base": s.data.get("base"),
                 "state": p.state,
                 "total": p.total,
@@ -478,12 +479,13 @@ def sweeps(
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("sweep", "kind", "state", "progress", "live runs", "best acc", "best"):
+    for col in ("sweep", "kind", "runs on", "state", "progress", "live runs", "best acc", "best"):
         table.add_column(col)
     for r in rows:
         table.add_row(
             r["id"],
             r["kind"],
+            r["executor"],
             r["state"],
             f"{r['done']}/{r['total']}",
             str(r["running"]),
