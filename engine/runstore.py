@@ -15,6 +15,7 @@ Light module: no torch, no textual.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -472,7 +473,7 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     record is recorded as `stopped`."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
-    if info.meta.get("slurm") and info.state in ("queued", "running", "crashed"):
+    if _cancellable_job(info):
         from . import slurm
 
         slurm.cancel(info.meta["slurm"], kill=kill)
@@ -523,6 +524,29 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
                 },
             )
     return run_info(run_dir)
+
+
+def _cancellable_job(info: RunInfo) -> bool:
+    return bool(info.meta.get("slurm")) and info.state in ("queued", "running", "crashed")
+
+
+def stop_many(run_dirs: Iterable[Path], kill: bool = False) -> None:
+    """Ask several runs to stop at once (an interrupted sweep): the Slurm ones with one scancel
+    (a job array's tasks together), the others one by one as `stop` does. Runs that ended
+    meanwhile are left alone."""
+    jobs = []
+    for run_dir in run_dirs:
+        info = run_info(run_dir)
+        if _cancellable_job(info):
+            jobs.append(info.meta["slurm"])
+            continue
+        with contextlib.suppress(ConfigError, OSError):
+            stop(run_dir, kill=kill)
+    if jobs:
+        from . import slurm
+
+        with contextlib.suppress(ConfigError):  # a job that ended meanwhile
+            slurm.cancel_many(jobs, kill=kill)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -97,16 +97,13 @@ class Job:
 
 def stop_jobs(jobs: list[Job], echo: Callable[[str], None], wait_s: float = 60.0) -> None:
     """Ask every live run to stop (checkpoint, `stopped`) and wait for them to end."""
-    for job in jobs:
-        with contextlib.suppress(ConfigError, OSError):
-            runstore.stop(job.run_dir)
+    runstore.stop_many([job.run_dir for job in jobs])
     deadline = time.time() + wait_s
     for job in jobs:
         while not job.finished() and time.time() < deadline:
             time.sleep(0.1)
         if not job.finished():
-            with contextlib.suppress(ConfigError, OSError):
-                runstore.stop(job.run_dir, kill=True)
+            runstore.stop_many([job.run_dir], kill=True)
         if job.proc is not None:
             job.proc.wait()
         echo(f"stopped {job.label} ({job.run_dir.name})")

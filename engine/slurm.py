@@ -340,7 +340,13 @@ def derive_state(status: dict, job: dict, heartbeat_timeout_s: float, now: float
 def cancel(job: dict, kill: bool = False) -> None:
     """scancel the run's job: SIGTERM first (the trainer checkpoints and ends `stopped`), or
     SIGKILL with kill."""
-    cmd = ["scancel", *(["--signal=KILL"] if kill else []), str(job["job_id"])]
+    cancel_many([job], kill)
+
+
+def cancel_many(jobs: list[dict], kill: bool = False) -> None:
+    """One scancel for several runs' jobs (an interrupted sweep's array tasks together)."""
+    ids = [str(job["job_id"]) for job in jobs]
+    cmd = ["scancel", *(["--signal=KILL"] if kill else []), *ids]
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
@@ -348,8 +354,9 @@ def cancel(job: dict, kill: bool = False) -> None:
             "scancel is not on PATH: stop Slurm runs from a Slurm login node"
         ) from None
     except subprocess.CalledProcessError as e:
-        raise ConfigError(f"scancel {job['job_id']}: {_first_line(e.stderr or e)}") from None
-    _cache.pop(str(job["job_id"]), None)
+        raise ConfigError(f"scancel {' '.join(ids)}: {_first_line(e.stderr or e)}") from None
+    for job_id in ids:
+        _cache.pop(job_id, None)
 
 
 def resubmit(run_dir: Path) -> str:

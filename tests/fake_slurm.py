@@ -214,6 +214,8 @@ def sacct(args: list[str]) -> None:
 
 
 def scancel(args: list[str]) -> None:
+    with open(ROOT / "scancel.log", "a") as log:  # one line per call, for the tests to count
+        log.write(" ".join(args) + "\n")
     sig = None
     rest = []
     i = 0

@@ -292,6 +292,29 @@ def test_variants_sweep_is_one_job_array_and_one_trial_can_be_cancelled(
     assert (row["executor"], row["state"], row["done"], row["total"]) == ("slurm", "finished", 3, 3)
 
 
+def test_an_interrupted_slurm_sweep_cancels_its_array_with_one_scancel(
+    cluster, tmp_path, monkeypatch
+):
+    import signal
+
+    from vqatune.engine import exitcodes, sweeper, sweepstore
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("FAKE_SLURM_HOLD", "1")  # every task stays PENDING
+    plan = plan_file(tmp_path, "seeds = [1, 2]\n[variants.a]\nlr = 1e-4\n")
+    out = cli("sweep", str(plan), "--executor", "slurm", "--detach")
+    assert out.exit_code == 0, out.output
+    [sw] = sweepstore.list_sweeps(runs)
+    assert wait_for(
+        lambda: "submitted a/seed2" in (sw.path / sweepstore.SWEEP_LOG).read_text(), timeout=60
+    )
+    os.kill(sweeper.record(sw)["pid"], signal.SIGTERM)  # what Ctrl-C on the follower sends
+    assert wait_for(lambda: not sweeper.is_running(sw), timeout=60)
+    assert sweeper.record(sw)["exit_code"] == exitcodes.INTERRUPTED
+    assert {r.state for r in sweep_runs(runs).values()} == {"cancelled"}
+    assert (cluster / "scancel.log").read_text().splitlines() == ["1000_0 1000_1"]
+
+
 def test_search_on_slurm_submits_one_job_per_trial(cluster, tmp_path):
     from vqatune.engine import search, sweep, sweepstore
     from vqatune.engine.executors import SlurmExecutor
