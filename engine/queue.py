@@ -250,13 +250,16 @@ def memory_need(run_dir: Path, total_bytes: int) -> int:
 
 
 def held_gpus(runs_dir: Path) -> set[str]:
-    """GPU ids that processes of this store's runs hold: those recorded in their meta, else the
-    first nproc_per_node devices (a run started without CUDA_VISIBLE_DEVICES uses cuda:0 up)."""
+    """GPU ids that processes of this store's runs hold: those recorded in their meta (`gpus` by
+    the queue, `gpu` by a local sweep's slot), else the first nproc_per_node devices (a run
+    started without CUDA_VISIBLE_DEVICES uses cuda:0 up)."""
     held: set[str] = set()
     for info in runstore.list_runs(runs_dir):
         if info.pid is None:  # no process: neither live nor hung
             continue
         gpus = info.meta.get("gpus")
+        if gpus is None and info.meta.get("gpu") is not None:
+            gpus = [info.meta["gpu"]]
         if gpus is None:
             gpus = [str(i) for i in range(gpus_needed(info.path))]
         held.update(str(g) for g in gpus)

@@ -116,6 +116,30 @@ def test_a_gpu_busy_with_someone_elses_memory_waits(store):
     assert pinned_to(a) == "0"
 
 
+def test_a_local_sweeps_run_holds_the_gpu_its_slot_pinned(store, tmp_path):
+    from vqatune.engine import slots, sweepstore
+
+    plan = sweep_plan(tmp_path, "seeds = [1]\n[variants.a]\nlr = 1e-4\n")
+    sw = sweepstore.open_sweep(plan, store)
+    pinned = sweepstore.create_sweep_run(
+        sw,
+        config.load("smoke").replace(max_steps=200),
+        name="pinned",
+        overrides={},
+        tags={"sweep_key": "a/seed1", "gpu": "1"},
+    )
+    proc = slots.launch_in_slot(pinned, "1", resume=False)  # as `sweep --gpus 1` starts it
+    try:
+        assert wait_for(lambda: state(pinned) == "running", timeout=60)
+        assert queue.held_gpus(store) == {"1"}  # not GPU 0, which stays free for the queue
+        waiting = queued(store, "waiting")
+        queue.Worker(store, log=lambda line: None, monitor=FakeMonitor({0: 0, 1: 0})).tick()
+        assert pinned_to(waiting) == "0"
+    finally:
+        runstore.stop(pinned, kill=True)
+        proc.wait()
+
+
 def test_worker_gpus_limit(store):
     a, b = queued(store, "a"), queued(store, "b")
     queue.set_gpus(store, ["1"])
