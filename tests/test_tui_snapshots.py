@@ -23,6 +23,7 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(services, "gpu_suggestion", lambda: ("24gb", "NVIDIA A10 (24 GB)"))
+    monkeypatch.setattr(services, "fit_gpus", lambda: [])  # the same picture on a GPU machine
     runs = tmp_path / "runs"
     make_store(runs)
     return runs
@@ -32,6 +33,8 @@ async def settle(pilot):
     for widget in pilot.app.screen.query(Input):
         widget.cursor_blink = False  # a blinking cursor makes two pictures differ
     await pilot.pause()
+    while getattr(pilot.app.screen, "fit_timer", None) is not None:  # Configure's fit debounce
+        await pilot.pause(0.05)
     await pilot.app.workers.wait_for_complete()
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
@@ -51,6 +54,28 @@ def test_configure(snap_compare, store, size):
 
     assert snap_compare(
         VQATuneApp(runs_dir=store, start="configure"), terminal_size=size, run_before=edit
+    )
+
+
+def test_configure_fit_and_queue_at_80x24(snap_compare, store, monkeypatch):
+    """The top bar with a fit verdict on a detected 24 GB GPU, the queue switch on."""
+    measured = {
+        "params": 400_000_000,
+        "trainable_params": 400_000_000,
+        "activation_fixed_bytes": 0.0,
+        "activation_per_sample_bytes": 1 << 30,
+        "measured_at": {},
+    }
+    monkeypatch.setattr(services, "fit_gpus", lambda: [("GPU 0 NVIDIA A10", 24 << 30)])
+    monkeypatch.setattr(services, "measure_fit", lambda cfg, cancelled=None: measured)
+
+    async def queue_on(pilot):
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+
+    assert snap_compare(
+        VQATuneApp(runs_dir=store, start="configure"), terminal_size=(80, 24), run_before=queue_on
     )
 
 
