@@ -96,6 +96,16 @@ def enqueue(run_dir: Path, runs_dir: Path | None = None) -> int:
         return len(q["order"])
 
 
+def requeue(run_dir: Path, runs_dir: Path | None = None) -> int:
+    """Put an unfinished run (stopped, crashed) back at the end of the line; the worker
+    starts it again from its last checkpoint. Returns its position."""
+    run_dir = Path(run_dir)
+    runstore.mark_resuming(run_dir, runstore.run_info(run_dir).state)
+    with edit(runs_dir or run_dir.parent) as q:  # its earlier start, if the worker missed its end
+        q["started"].pop(run_dir.name, None)
+    return enqueue(run_dir, runs_dir)
+
+
 def _position(q: dict[str, Any], run_id: str) -> int:
     try:
         return q["order"].index(run_id)
@@ -240,13 +250,16 @@ def memory_need(run_dir: Path, total_bytes: int) -> int:
 
 
 def held_gpus(runs_dir: Path) -> set[str]:
-    """GPU ids that processes of this store's runs hold: those recorded in their meta, else the
-    first nproc_per_node devices (a run started without CUDA_VISIBLE_DEVICES uses cuda:0 up)."""
+    """GPU ids that processes of this store's runs hold: those recorded in their meta (`gpus` by
+    the queue, `gpu` by a local sweep's slot), else the first nproc_per_node devices (a run
+    started without CUDA_VISIBLE_DEVICES uses cuda:0 up)."""
     held: set[str] = set()
     for info in runstore.list_runs(runs_dir):
         if info.pid is None:  # no process: neither live nor hung
             continue
         gpus = info.meta.get("gpus")
+        if gpus is None and info.meta.get("gpu") is not None:
+            gpus = [info.meta["gpu"]]
         if gpus is None:
             gpus = [str(i) for i in range(gpus_needed(info.path))]
         held.update(str(g) for g in gpus)
@@ -346,6 +359,7 @@ class Worker:
                     free = free_gpus(run_dir, devices, q["gpus"], held)
                 except ConfigError as e:  # its config no longer loads: it cannot run
                     q["order"].pop(0)
+                    _mark_failed(run_dir, str(e))  # out of the line: nobody waits for it
                     self.log(f"{run_id}: not started: {e}")
                     continue
                 need = gpus_needed(run_dir)
@@ -360,25 +374,30 @@ class Worker:
             try:
                 self._launch(run_dir, gpus)
             except ConfigError as e:  # it cannot start: a failure at second 0 (crash guard)
-                status = read_json(run_dir / STATUS_FILE) or {}
-                now = time.time()
-                write_json_atomic(
-                    run_dir / STATUS_FILE,
-                    {**status, "state": "failed", "ended": now, "message": str(e)},
-                )
+                _mark_failed(run_dir, str(e))
             q["started"][run_id] = q["starting"].pop(run_id)
 
     def _launch(self, run_dir: Path, gpus: list[str]) -> None:
         meta = read_json(run_dir / META_FILE) or {}
         write_json_atomic(run_dir / META_FILE, {**meta, "gpus": gpus or None})
         env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if gpus else None
-        runstore.launch(run_dir, detach=True, env=env)
+        # A run put back in line (a sweep's interrupted trial) continues from its checkpoint.
+        resume = runstore.last_checkpoint(run_dir) is not None
+        runstore.launch(run_dir, detach=True, resume=resume, env=env)
         where = f"GPU {','.join(gpus)}" if gpus else "CPU"
         self.log(f"{run_dir.name}: started on {where}")
 
     def _info(self, run_id: str) -> runstore.RunInfo | None:
         run_dir = self.runs_dir / run_id
         return runstore.run_info(run_dir) if run_dir.is_dir() else None
+
+
+def _mark_failed(run_dir: Path, message: str) -> None:
+    status = read_json(run_dir / STATUS_FILE) or {}
+    write_json_atomic(
+        run_dir / STATUS_FILE,
+        {**status, "state": "failed", "ended": time.time(), "message": message},
+    )
 
 
 def work(runs_dir: Path, poll_s: float = POLL_S) -> None:
@@ -423,6 +442,7 @@ def as_json(q: dict[str, Any], entries: list[Entry]) -> dict[str, Any]:
                 "state": e.info.state,
                 "gpus": e.gpus,
                 "gpus_needed": e.need,
+                "sweep": e.info.meta.get("sweep"),
             }
             for e in entries
         ],

@@ -15,6 +15,7 @@ Light module: no torch, no textual.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -259,6 +260,17 @@ class RunInfo:
         with a pid) is not live, but still has to be stopped before the run can resume."""
         return self.state in ("running", "queued") and self.pid is not None
 
+    @property
+    def active(self) -> bool:
+        """The run is not over: a live local process, or no local process yet or ever (it
+        waits in the store's queue, or its Slurm job is pending or running elsewhere). A
+        follower or a sweep waits for an active run; an inactive one will not change unless
+        resumed."""
+        if self.live:
+            return True
+        waiting = self.meta.get("slurm") or (self.meta.get("queued") and self.pid is None)
+        return self.state in ("running", "queued") and bool(waiting)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -461,10 +473,15 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     record is recorded as `stopped`."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
-    if info.meta.get("slurm") and info.state in ("queued", "running", "crashed"):
+    if _cancellable_job(info):
         from . import slurm
 
         slurm.cancel(info.meta["slurm"], kill=kill)
+        return run_info(run_dir)
+    if info.active and info.pid is None:  # waiting in the queue: take it out of the line
+        from . import queue
+
+        queue.cancel(run_dir.parent, run_dir.name)
         return run_info(run_dir)
     if info.pid is None:
         raise ConfigError(f"run {info.id} is not running (state: {info.state})")
@@ -509,10 +526,48 @@ def stop(run_dir: Path, kill: bool = False, wait_s: float = 0.0) -> RunInfo:
     return run_info(run_dir)
 
 
+def _cancellable_job(info: RunInfo) -> bool:
+    return bool(info.meta.get("slurm")) and info.state in ("queued", "running", "crashed")
+
+
+def stop_many(run_dirs: Iterable[Path], kill: bool = False) -> None:
+    """Ask several runs to stop at once (an interrupted sweep): the Slurm ones with one scancel
+    (a job array's tasks together), the others one by one as `stop` does. Runs that ended
+    meanwhile are left alone."""
+    jobs = []
+    for run_dir in run_dirs:
+        info = run_info(run_dir)
+        if _cancellable_job(info):
+            jobs.append(info.meta["slurm"])
+            continue
+        with contextlib.suppress(ConfigError, OSError):
+            stop(run_dir, kill=kill)
+    if jobs:
+        from . import slurm
+
+        with contextlib.suppress(ConfigError):  # a job that ended meanwhile
+            slurm.cancel_many(jobs, kill=kill)
+
+
 # ----------------------------------------------------------------------------------------------
 # Resuming
 
 RESUMABLE_STATES = ("stopped", "crashed", "queued", *SLURM_STATES)
+
+
+def mark_resuming(run_dir: Path, was: str) -> None:
+    """No process owns the run now and one is about to be started (here, by the queue or by
+    Slurm). Mark it queued, so that it reads `queued` (starting) and then `running` rather than
+    its old state while the trainer starts; the summary of the earlier process no longer
+    describes the run, and the earlier launch record no longer names its process."""
+    run_dir = Path(run_dir)
+    status = read_json(run_dir / STATUS_FILE) or {}
+    write_json_atomic(
+        run_dir / STATUS_FILE,
+        {**status, "state": "queued", "ended": None, "message": f"resuming ({was})"},
+    )
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    (run_dir / LAUNCH_FILE).unlink(missing_ok=True)
 
 
 def resume(run_dir: Path) -> subprocess.Popen | str:
@@ -534,15 +589,7 @@ def resume(run_dir: Path) -> subprocess.Popen | str:
         raise ConfigError(
             f"run {info.id} ended as {info.state}; resume continues stopped or crashed runs"
         )
-    # No process owns the run now. Mark it queued, so that it reads `queued` (starting) and
-    # then `running` rather than its old state while the trainer starts; the summary of the
-    # earlier process no longer describes the run.
-    status = read_json(run_dir / STATUS_FILE) or {}
-    write_json_atomic(
-        run_dir / STATUS_FILE,
-        {**status, "state": "queued", "ended": None, "message": f"resuming ({info.state})"},
-    )
-    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    mark_resuming(run_dir, info.state)
     if info.meta.get("slurm"):  # a new job on the cluster, with the same options
         from . import slurm
 

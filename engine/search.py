@@ -29,9 +29,10 @@ from typing import Any
 from . import runstore
 from .config import ConfigError
 from .events import META_FILE, METRICS_FILE
+from .executors import LocalExecutor
 from .plans import Plan, SearchSpec, base_config
 from .plans import parse_search as parse_search  # `vqatune sweep` calls it from here
-from .slots import Job, describe_slots, launch_in_slot, relaunch, run_in_slots
+from .slots import Job, run_in_slots
 from .sweepstore import KEPT_STATES, Sweep, create_sweep_run, sweep_lock, tag_run, update_sweep
 
 OVERFLOW_ATTR = "vqatune_overflow"  # a trial asked after the study was full: never run
@@ -219,11 +220,12 @@ class SearchWorker:
         plan: Plan,
         spec: SearchSpec,
         study_name: str,
-        slots: list[str | None],
+        executor: LocalExecutor,
         echo: Callable[[str], None],
     ):
         self.study, self.sweep, self.plan, self.spec = study, sweep, plan, spec
-        self.study_name, self.slots, self.echo = study_name, slots, echo
+        self.study_name, self.executor, self.echo = study_name, executor, echo
+        self.slots = executor.window(None)
         self.base = base_config(plan)
         self.host = socket.gethostname()
         self.ran: list[int] = []
@@ -252,12 +254,18 @@ class SearchWorker:
         )
 
     def follow(
-        self, trial, number: int, run_dir: Path, slot_index: int, proc, what: str, claim: Claim
+        self,
+        trial,
+        number: int,
+        run_dir: Path,
+        slot_index: int,
+        started: tuple[Any, str, str],
+        claim: Claim,
     ) -> TrialJob:
+        """started: (process, what, where) as the executor's start and restart return it."""
         from .metrics import MetricsTail
 
-        slot = self.slots[slot_index]
-        where = f" on GPU {slot}" if slot is not None else ""
+        proc, what, where = started
         self.echo(
             f"trial {number}: {what} run {run_dir.name}{where} ({format_params(trial.params)})"
         )
@@ -286,14 +294,15 @@ class SearchWorker:
         if not claim.acquire():
             return None  # another worker on this machine follows it
         info = runstore.run_info(run_dir)
-        if info.live:
-            proc, what = None, "following"
+        slot = self.slots[slot_index]
+        if info.active:
+            started = (None, "following", self.executor.where(slot))
         elif info.state in KEPT_STATES or info.meta.get("pruned"):
-            proc, what = None, "collecting"
+            started = (None, "collecting", "")
         else:
-            proc, what = relaunch(run_dir, self.slots[slot_index])
+            started = self.executor.restart(run_dir, slot)
         trial = optuna.trial.Trial(self.study, frozen._trial_id)
-        job = self.follow(trial, frozen.number, run_dir, slot_index, proc, what, claim)
+        job = self.follow(trial, frozen.number, run_dir, slot_index, started, claim)
         job.reported = set(frozen.intermediate_values)
         job.pruned_at = info.meta.get("pruned_at_eval")
         return job
@@ -312,11 +321,12 @@ class SearchWorker:
             return None
         params = trial_params(trial, spec)
         slot = self.slots[slot_index]
+        changes = self.executor.config_changes
         run_dir = create_sweep_run(
             self.sweep,
-            self.base.replace(**params),
+            self.base.replace(**{**params, **changes}),
             name=f"{self.plan.name}-t{trial.number}",
-            overrides={**self.plan.common, **params},
+            overrides={**self.plan.common, **params, **changes},
             tags={
                 "sweep_key": f"trial{trial.number}",
                 "trial": trial.number,
@@ -330,8 +340,8 @@ class SearchWorker:
         trial.set_user_attr("host", self.host)
         claim = Claim(run_dir)
         claim.acquire()
-        proc = launch_in_slot(run_dir, slot, resume=False)
-        return self.follow(trial, trial.number, run_dir, slot_index, proc, "started", claim)
+        started = self.executor.start(run_dir, slot)
+        return self.follow(trial, trial.number, run_dir, slot_index, started, claim)
 
     def job_finished(self, job: TrialJob) -> None:
         from optuna.trial import TrialState
@@ -361,31 +371,35 @@ def run_search(
     *,
     storage_url: str,
     study_name: str,
-    slots: list[str | None],
+    slots: list[str | None] | None = None,
+    executor: LocalExecutor | None = None,
     echo: Callable[[str], None] = print,
     poll_s: float = 0.25,
 ) -> SearchResult:
     """Be one worker of the study until it has n_trials: first finish this machine's
-    interrupted trials (their runs resumed), then ask for new ones, one per free slot."""
+    interrupted trials (their runs resumed), then ask for new ones, one per free slot (with
+    the queue or Slurm: one per trial in flight). `slots` alone means local slots."""
+    executor = executor or LocalExecutor(slots or [None])
     study = load_study(spec, storage_url, study_name)
     update_sweep_search(sweep, spec, storage_url, study_name)
     # Shared with the other workers of this sweep here: tells `vqatune sweeps` it is running.
     with sweep_lock(sweep, shared=True):
-        worker = SearchWorker(study, sweep, plan, spec, study_name, slots, echo)
+        worker = SearchWorker(study, sweep, plan, spec, study_name, executor, echo)
         # Announced once the worker is built: a signal after this line is run_in_slots' own.
         echo(
             f"sweep {sweep.id}: {plan.title} on {plan.base}: study {study_name!r} in "
             f"{safe_url(storage_url)}, {spec.n_trials} trials "
-            f"({describe_slots(slots)}; runs in {sweep.runs_dir})"
+            f"({executor.describe(worker.slots)}; runs in {sweep.runs_dir})"
         )
         run_in_slots(
-            slots,
+            worker.slots,
             worker.next_job,
             worker.job_finished,
             echo=echo,
             interrupted=f"sweep {sweep.id} interrupted; its open trials are resumed when the "
             f"same command runs again",
             poll_s=poll_s,
+            tick=lambda: executor.tick(echo),
         )
     best = _best_trial(study)
     return SearchResult(

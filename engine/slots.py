@@ -84,7 +84,9 @@ class Job:
     def finished(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is not None
-        return not runstore.run_info(self.run_dir).live
+        # Judged by the run directory: a run waiting in the queue or in a Slurm job has no
+        # pid here, yet it is not over until it reaches a final state.
+        return not runstore.run_info(self.run_dir).active
 
     def watch(self) -> None:
         """Called at every poll while the run is live (a trial reports its evaluations)."""
@@ -95,16 +97,13 @@ class Job:
 
 def stop_jobs(jobs: list[Job], echo: Callable[[str], None], wait_s: float = 60.0) -> None:
     """Ask every live run to stop (checkpoint, `stopped`) and wait for them to end."""
-    for job in jobs:
-        with contextlib.suppress(ConfigError, OSError):
-            runstore.stop(job.run_dir)
+    runstore.stop_many([job.run_dir for job in jobs])
     deadline = time.time() + wait_s
     for job in jobs:
         while not job.finished() and time.time() < deadline:
             time.sleep(0.1)
         if not job.finished():
-            with contextlib.suppress(ConfigError, OSError):
-                runstore.stop(job.run_dir, kill=True)
+            runstore.stop_many([job.run_dir], kill=True)
         if job.proc is not None:
             job.proc.wait()
         echo(f"stopped {job.label} ({job.run_dir.name})")
@@ -118,14 +117,18 @@ def run_in_slots(
     echo: Callable[[str], None],
     interrupted: str,
     poll_s: float = 0.25,
+    tick: Callable[[], None] | None = None,
 ) -> None:
     """Fill free slots from `next_job(free slot indices)` (None: nothing to start now) until
-    it has nothing left and every job has finished; `job_finished(job)` sees each one end.
+    it has nothing left and every job has finished; `job_finished(job)` sees each one end;
+    `tick()` runs at every poll (the queue executor keeps its worker alive).
     Ctrl-C stops the live runs and raises SweepInterrupted(interrupted)."""
     free = list(range(len(slots)))
     jobs: dict[int, Job] = {}
     try:
         while True:
+            if tick is not None:
+                tick()
             for slot_index, job in list(jobs.items()):
                 job.watch()
                 if job.finished():

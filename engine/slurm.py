@@ -135,19 +135,50 @@ def submit(run_dir: Path, options: Options, resume: bool = False) -> str:
     folder = run_dir / SLURM_DIR
     try:
         job = executor(folder, options).submit(TrainJob(str(run_dir), resume=resume))
-    except (FileNotFoundError, subprocess.CalledProcessError, RuntimeError) as e:
+    except SUBMIT_ERRORS as e:
         raise ConfigError(f"--slurm: submitting to Slurm failed: {_first_line(e)}") from None
+    _record(run_dir, str(job.job_id), folder, options)
+    return str(job.job_id)
+
+
+def submit_array(
+    run_dirs: list[Path], options: Options, folder: Path, parallel: int | None = None
+) -> list[str]:
+    """Submit the runs as one job array (submitit's batch: `sbatch --array=0-N%P`), its
+    scripts and pickles in `folder`; each run's meta.json records its task's id JOBID_TASK.
+    parallel: at most that many tasks run at once (Slurm's %P)."""
+    if not run_dirs:
+        return []
+    ex = executor(Path(folder), options)
+    if parallel:
+        ex.update_parameters(array_parallelism=parallel)
+    try:
+        with ex.batch():
+            jobs = [ex.submit(TrainJob(str(d))) for d in run_dirs]
+    except SUBMIT_ERRORS as e:
+        raise ConfigError(
+            f"--executor slurm: submitting to Slurm failed: {_first_line(e)}"
+        ) from None
+    ids = [str(job.job_id) for job in jobs]
+    for run_dir, job_id in zip(run_dirs, ids, strict=True):
+        _record(Path(run_dir), job_id, Path(folder), options)
+    return ids
+
+
+SUBMIT_ERRORS = (FileNotFoundError, subprocess.CalledProcessError, RuntimeError)
+
+
+def _record(run_dir: Path, job_id: str, folder: Path, options: Options) -> None:
     meta = read_json(run_dir / META_FILE) or {}
     record = {
-        "job_id": str(job.job_id),
+        "job_id": job_id,
         "folder": str(folder),
         "options": {**options.__dict__},
         "submitted": time.time(),
-        "jobs": [*((meta.get("slurm") or {}).get("jobs") or []), str(job.job_id)],
+        "jobs": [*((meta.get("slurm") or {}).get("jobs") or []), job_id],
     }
     write_json_atomic(run_dir / META_FILE, {**meta, "slurm": record})
-    _cache.pop(str(job.job_id), None)
-    return str(job.job_id)
+    _cache.pop(job_id, None)
 
 
 def _first_line(e: BaseException) -> str:
@@ -245,26 +276,45 @@ _cache: dict[str, tuple[float, str]] = {}
 
 def job_state(job_id: str) -> str:
     """sacct's State of the job ('UNKNOWN' when sacct does not know it, or is missing);
-    cached for STATE_CACHE_S so that listing many runs asks Slurm once per job."""
+    cached for STATE_CACHE_S so that listing many runs asks Slurm once per job. A task of an
+    array (JOBID_TASK) is looked up with its whole array: one sacct call for a sweep."""
     hit = _cache.get(job_id)
     if hit and time.time() - hit[0] < STATE_CACHE_S:
         return hit[1]
-    state = "UNKNOWN"
+    asked = job_id.split("_")[0]
+    now = time.time()
+    states = {}
     try:
         out = subprocess.run(
-            ["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "JobID,State"],
+            ["sacct", "-j", asked, "-X", "-n", "-P", "-o", "JobID,State"],
             capture_output=True,
             text=True,
             timeout=20,
         ).stdout
         for line in out.splitlines():
             jid, _, st = line.partition("|")
-            if jid.strip() == job_id and st.strip():
-                state = st.split()[0].strip()  # "CANCELLED by 1000" -> CANCELLED
+            if st.strip():
+                for one in expand_job_ids(jid.strip()):
+                    states[one] = st.split()[0].strip()  # "CANCELLED by 1000" -> CANCELLED
     except (OSError, subprocess.TimeoutExpired):
         pass
-    _cache[job_id] = (time.time(), state)
-    return state
+    for one, st in states.items():
+        _cache[one] = (now, st)
+    _cache[job_id] = (now, states.get(job_id, "UNKNOWN"))
+    return _cache[job_id][1]
+
+
+def expand_job_ids(text: str) -> list[str]:
+    """sacct's JobID column -> job ids: `1000`, `1000_3`, and the tasks of an array not yet
+    started, `1000_[4-6,9%2]` -> 1000_4, 1000_5, 1000_6, 1000_9."""
+    m = re.fullmatch(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]", text)
+    if not m:
+        return [text]
+    ids = []
+    for part in m.group(2).split(","):
+        first, _, last = part.partition("-")
+        ids += [f"{m.group(1)}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return ids
 
 
 def derive_state(status: dict, job: dict, heartbeat_timeout_s: float, now: float | None = None):
@@ -290,7 +340,13 @@ def derive_state(status: dict, job: dict, heartbeat_timeout_s: float, now: float
 def cancel(job: dict, kill: bool = False) -> None:
     """scancel the run's job: SIGTERM first (the trainer checkpoints and ends `stopped`), or
     SIGKILL with kill."""
-    cmd = ["scancel", *(["--signal=KILL"] if kill else []), str(job["job_id"])]
+    cancel_many([job], kill)
+
+
+def cancel_many(jobs: list[dict], kill: bool = False) -> None:
+    """One scancel for several runs' jobs (an interrupted sweep's array tasks together)."""
+    ids = [str(job["job_id"]) for job in jobs]
+    cmd = ["scancel", *(["--signal=KILL"] if kill else []), *ids]
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
@@ -298,8 +354,9 @@ def cancel(job: dict, kill: bool = False) -> None:
             "scancel is not on PATH: stop Slurm runs from a Slurm login node"
         ) from None
     except subprocess.CalledProcessError as e:
-        raise ConfigError(f"scancel {job['job_id']}: {_first_line(e.stderr or e)}") from None
-    _cache.pop(str(job["job_id"]), None)
+        raise ConfigError(f"scancel {' '.join(ids)}: {_first_line(e.stderr or e)}") from None
+    for job_id in ids:
+        _cache.pop(job_id, None)
 
 
 def resubmit(run_dir: Path) -> str:

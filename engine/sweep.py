@@ -18,15 +18,13 @@ from pathlib import Path
 from . import runstore
 from .compare import compare_sweep as compare
 from .events import META_FILE, read_json
+from .executors import LocalExecutor, SlurmExecutor
 from .plans import Plan, PlannedRun, expand, list_plans, load_plan, make_sweep_id
 from .slots import (
     Job,
     SweepInterrupted,
-    describe_slots,
     interrupts_as_keyboard,
-    launch_in_slot,
     make_slots,
-    relaunch,
     run_in_slots,
 )
 from .sweepstore import (
@@ -103,10 +101,10 @@ class VariantsRunner:
         sweep: Sweep,
         plan: Plan,
         items: list[SweepItem],
-        slots: list[str | None],
+        executor: LocalExecutor,
         echo: Callable[[str], None],
     ):
-        self.sweep, self.plan, self.slots, self.echo = sweep, plan, slots, echo
+        self.sweep, self.plan, self.executor, self.echo = sweep, plan, executor, echo
         self.total = len(items)
         self.states = {it.planned.key: it.state for it in items}
         self.run_ids = {it.planned.key: it.run_dir.name for it in items if it.run_dir}
@@ -119,6 +117,8 @@ class VariantsRunner:
             key=lambda it: not _still_running(it),
         )
         self.items: dict[Path, SweepItem] = {}  # by run directory, for job_finished
+        self.slots = executor.window(len(self.pending))
+        self.submitted: dict[Path, str] = {}  # runs of a job array already submitted: what
 
     def pick_slot(self, item: SweepItem, free: list[int]) -> int:
         if item.run_dir is not None:
@@ -135,28 +135,50 @@ class VariantsRunner:
         slot_index = self.pick_slot(item, free)
         slot = self.slots[slot_index]
         p = item.planned
-        if item.run_dir is None:
-            item.run_dir = create_sweep_run(
-                self.sweep,
-                p.config,
-                name=f"{self.plan.name}-{p.variant}-s{p.seed}",
-                overrides=p.overrides,
-                tags={"sweep_key": p.key, "variant": p.variant, "seed": p.seed, "gpu": slot},
-            )
-            self.run_ids[p.key] = item.run_dir.name
-            what = "started"
-            proc = launch_in_slot(item.run_dir, slot, resume=False)
-        elif _still_running(item) and runstore.run_info(item.run_dir).live:
-            what, proc = "waiting for", None  # still running from an earlier invocation
+        if item.run_dir in self.submitted:
+            proc, what, where = None, "submitted", self.submitted.pop(item.run_dir)
+        elif item.run_dir is None:
+            self.create(item, slot)
+            proc, what, where = self.executor.start(item.run_dir, slot)
+        elif _still_running(item) and runstore.run_info(item.run_dir).active:
+            # still going from an earlier invocation
+            proc, what, where = None, "waiting for", self.executor.where(slot)
         else:
-            proc, what = relaunch(item.run_dir, slot)
-        where = f" on GPU {slot}" if slot is not None else ""
+            proc, what, where = self.executor.restart(item.run_dir, slot)
         self.live += 1
         self.echo(
             f"[{self.done + self.live}/{self.total}] {what} {p.key}: run {item.run_dir.name}{where}"
         )
         self.items[item.run_dir] = item
         return Job(item.run_dir, p.key, slot_index, proc)
+
+    def create(self, item: SweepItem, slot: str | None) -> None:
+        p = item.planned
+        changes = self.executor.config_changes
+        item.run_dir = create_sweep_run(
+            self.sweep,
+            p.config.replace(**changes) if changes else p.config,
+            name=f"{self.plan.name}-{p.variant}-s{p.seed}",
+            overrides={**p.overrides, **changes},
+            tags={"sweep_key": p.key, "variant": p.variant, "seed": p.seed, "gpu": slot},
+        )
+        self.run_ids[p.key] = item.run_dir.name
+
+    def submit_array(self) -> None:
+        """Slurm: every run left to start, new or unfinished, goes out in one job array."""
+        batch = [
+            it
+            for it in self.pending
+            if not (_still_running(it) and runstore.run_info(it.run_dir).active)
+        ]
+        for it in batch:
+            if it.run_dir is None:
+                self.create(it, None)
+            else:
+                runstore.mark_resuming(it.run_dir, it.state)
+        ids = self.executor.submit_array([it.run_dir for it in batch])
+        for it, job_id in zip(batch, ids, strict=True):
+            self.submitted[it.run_dir] = f" (Slurm job {job_id})"
 
     def job_finished(self, job: Job) -> None:
         item = self.items.pop(job.run_dir)
@@ -175,29 +197,35 @@ def run_variants(
     sweep: Sweep,
     plan: Plan,
     *,
-    slots: list[str | None],
+    slots: list[str | None] | None = None,
+    executor: LocalExecutor | None = None,
     echo: Callable[[str], None] = print,
     poll_s: float = 0.25,
 ) -> SweepResult:
     """Run every planned run that has not finished; keep finished ones, resume unfinished ones,
-    wait for ones still running from an earlier invocation. Ctrl-C stops the live runs."""
+    wait for ones still running from an earlier invocation. Ctrl-C stops the live runs.
+    executor: where the runs run (executors.py); `slots` alone means local slots."""
+    executor = executor or LocalExecutor(slots or [None])
     planned = expand(plan)
     with sweep_lock(sweep):
-        runner = VariantsRunner(sweep, plan, match_runs(sweep, planned), slots, echo)
+        runner = VariantsRunner(sweep, plan, match_runs(sweep, planned), executor, echo)
         # Announced once the runner is built: a signal after this line is run_in_slots' own.
         echo(
-            f"sweep {sweep.id}: {plan.title} on {plan.base} ({describe_slots(slots)}; "
-            f"runs in {sweep.runs_dir})"
+            f"sweep {sweep.id}: {plan.title} on {plan.base} "
+            f"({executor.describe(runner.slots)}; runs in {sweep.runs_dir})"
         )
         if runner.kept:
             echo(f"sweep {sweep.id}: {runner.kept} of {runner.total} runs already finished, kept")
+        if isinstance(executor, SlurmExecutor):
+            runner.submit_array()
         run_in_slots(
-            slots,
+            runner.slots,
             runner.next_job,
             runner.job_finished,
             echo=echo,
             interrupted=f"sweep {sweep.id} interrupted; run the same command again to resume it",
             poll_s=poll_s,
+            tick=lambda: executor.tick(echo),
         )
     update_sweep(sweep, finished=time.time())
     return SweepResult(sweep, runner.states, runner.run_ids, runner.kept)

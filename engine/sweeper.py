@@ -17,6 +17,7 @@ Light module: no torch, no textual (optuna only for a search, inside search.py).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import socket
@@ -25,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import exitcodes, runstore, sweepstore
+from . import executors, exitcodes, runstore, slurm, sweepstore
 from . import search as search_mod
 from . import sweep as sweep_mod
 from .config import ConfigError
@@ -77,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus", help="comma-separated GPU ids")
     parser.add_argument("--storage")
     parser.add_argument("--study")
+    parser.add_argument("--executor", default="local")
+    parser.add_argument("--slurm-options", help="slurm.Options fields as JSON")
     return parser
 
 
@@ -89,8 +92,19 @@ def run(args: argparse.Namespace) -> int:
     plan = sweep_mod.load_plan(
         args.plan, base=args.base, seeds=[int(s) for s in seeds] if seeds else None
     )
-    slots = sweep_mod.make_slots(args.parallel, _split(args.gpus))
     sweep = sweep_mod.open_sweep(plan, args.runs_dir)
+    executor = executors.make_executor(
+        args.executor,
+        parallel=args.parallel,
+        gpus=_split(args.gpus),
+        runs_dir=sweep.runs_dir,
+        slurm_options=slurm.Options(**json.loads(args.slurm_options))
+        if args.slurm_options
+        else None,
+        sweep_dir=sweep.path,
+    )
+    if sweep.data.get("executor") != executor.kind:  # for `vqatune sweeps`: where it runs
+        sweepstore.update_sweep(sweep, executor=executor.kind)
     log = sweep.path / sweepstore.SWEEP_LOG
     import psutil
 
@@ -105,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(sweep.path / SCHEDULER_FILE, me)
     code = 1
     try:
-        code = _schedule(sweep, plan, slots, args)
+        code = _schedule(sweep, plan, executor, args)
     except ConfigError as e:
         print(f"error: {e}")
         code = 2
@@ -116,11 +130,11 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _schedule(sweep, plan, slots, args) -> int:
+def _schedule(sweep, plan, executor, args) -> int:
     with sweep_mod.interrupts_as_keyboard():
         try:
             if plan.kind != "search":
-                sweep_mod.run_variants(sweep, plan, slots=slots, echo=print)
+                sweep_mod.run_variants(sweep, plan, executor=executor, echo=print)
                 return 0
             spec = search_mod.parse_search(plan.search, plan.path)
             result = search_mod.run_search(
@@ -129,7 +143,7 @@ def _schedule(sweep, plan, slots, args) -> int:
                 spec,
                 storage_url=args.storage or search_mod.default_storage(sweep.path),
                 study_name=args.study or sweep.id,
-                slots=slots,
+                executor=executor,
                 echo=print,
             )
         except (sweep_mod.SweepInterrupted, KeyboardInterrupt) as e:

@@ -247,7 +247,7 @@ def progress(sweep: Sweep, runs: list[runstore.RunInfo] | None = None) -> SweepP
     return SweepProgress(
         total=total,
         done=sum(is_finished(r) for r in runs),
-        running=sum(r.state in ("running", "queued") and r.live for r in runs),
+        running=sum(r.active for r in runs),
         failed=sum(r.state in ("diverged", "oom", "failed", "crashed") for r in runs),
         best_accuracy=best.best_accuracy if best else None,
         best_run=best.id if best else None,

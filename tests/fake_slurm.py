@@ -6,6 +6,11 @@ command is chosen by the name it is called by. Jobs live in $FAKE_SLURM_DIR/jobs
 batch script (bash, in its own process group, with the SLURM_* variables of a one-node job),
 and again after `scontrol requeue`. With FAKE_SLURM_HOLD=1 a job stays PENDING until
 jobs/<id>.release exists.
+
+Job arrays (`#SBATCH --array=0-N%P`): one job file per task, <id>_<task>.json, each task run
+by its own runner with SLURM_ARRAY_JOB_ID / SLURM_ARRAY_TASK_ID set, at most P RUNNING at
+once; sacct -j <id> lists the tasks (those not started yet as one `<id>_[a-b]` line, as Slurm
+does), scancel <id> cancels every task, scancel <id>_<task> one.
 """
 
 import contextlib
@@ -45,24 +50,60 @@ def update(job_id: str, **changes) -> dict:
 
 def sbatch(args: list[str]) -> None:
     script = Path(args[-1]).absolute()
+    array = re.search(r"^#SBATCH --array=0-(\d+)(?:%(\d+))?$", script.read_text(), re.M)
     JOBS.mkdir(parents=True, exist_ok=True)
     with open(ROOT / "lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         counter = ROOT / "next_id"
         job_id = str(int(counter.read_text()) if counter.exists() else 1000)
         counter.write_text(str(int(job_id) + 1))
-        job_file(job_id).write_text(
-            json.dumps({"state": "PENDING", "script": str(script), "pgid": None, "restarts": 0})
+        if array:
+            limit = int(array.group(2) or 0)
+            keys = [f"{job_id}_{t}" for t in range(int(array.group(1)) + 1)]
+        else:
+            limit, keys = 0, [job_id]
+        for key in keys:
+            job_file(key).write_text(
+                json.dumps(
+                    {
+                        "state": "PENDING",
+                        "script": str(script),
+                        "pgid": None,
+                        "restarts": 0,
+                        "limit": limit,
+                    }
+                )
+            )
+    for key in keys:
+        subprocess.Popen(
+            [sys.executable, __file__, "_run", key],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(ROOT / f"runner-{key}.log", "ab"),
+            env={**os.environ, "FAKE_SLURM_COMMAND": "_run"},
         )
-    subprocess.Popen(
-        [sys.executable, __file__, "_run", job_id],
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=open(ROOT / f"runner-{job_id}.log", "ab"),
-        env={**os.environ, "FAKE_SLURM_COMMAND": "_run"},
-    )
     print(f"Submitted batch job {job_id}")
+
+
+def array_tasks(array_id: str) -> list[str]:
+    keys = [p.stem for p in JOBS.glob(f"{array_id}_*.json")]
+    return sorted(keys, key=lambda k: int(k.split("_")[1]))
+
+
+def take_array_slot(key: str) -> bool:
+    """Mark the task RUNNING if fewer than its array's limit are (always, without a limit)."""
+    with open(ROOT / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        job = load(key)
+        if job["limit"] and "_" in key:
+            running = [k for k in array_tasks(key.split("_")[0]) if load(k)["state"] == "RUNNING"]
+            if len(running) >= job["limit"]:
+                return False
+        tmp = job_file(key).with_suffix(".tmp")
+        tmp.write_text(json.dumps({**job, "state": "RUNNING"}))
+        os.replace(tmp, job_file(key))
+        return True
 
 
 def run_job(job_id: str) -> None:
@@ -71,16 +112,23 @@ def run_job(job_id: str) -> None:
             if load(job_id)["state"] == "CANCELLED":
                 return
             time.sleep(0.05)
+    while not take_array_slot(job_id):
+        if load(job_id)["state"] == "CANCELLED":
+            return
+        time.sleep(0.05)
     while True:
         job = load(job_id)
         if job["state"] == "CANCELLED":
             return
         text = Path(job["script"]).read_text()
         out = re.search(r"^#SBATCH --output=(.+)$", text, re.M)
-        log = out.group(1).replace("%j", job_id) if out else os.devnull
+        array_id, _, task = job_id.partition("_")
+        log = out.group(1) if out else os.devnull
+        log = log.replace("%j", job_id).replace("%A", array_id).replace("%a", task)
         env = {
             **os.environ,
             "SLURM_JOB_ID": job_id,
+            **({"SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": task} if task else {}),
             "SLURM_JOB_NUM_NODES": "1",
             "SLURM_NODEID": "0",
             "SLURM_PROCID": "0",
@@ -111,7 +159,13 @@ def srun(args: list[str]) -> None:
     while i < len(args) and args[i].startswith("-"):
         flag = args[i]
         if flag in ("--output", "--error"):
-            path = args[i + 1].replace("%j", os.environ["SLURM_JOB_ID"]).replace("%t", "0")
+            path = (
+                args[i + 1]
+                .replace("%j", os.environ["SLURM_JOB_ID"])
+                .replace("%A", os.environ.get("SLURM_ARRAY_JOB_ID", ""))
+                .replace("%a", os.environ.get("SLURM_ARRAY_TASK_ID", ""))
+                .replace("%t", "0")
+            )
             out, err = (path, err) if flag == "--output" else (out, path)
             i += 2
         else:
@@ -142,15 +196,26 @@ def sacct(args: list[str]) -> None:
         i += 1
     if header:
         print("|".join(fields))
+    rows = []
     for job_id in ids:
-        if not job_file(job_id).exists():
-            continue
-        job = load(job_id)
-        values = {"JobID": job_id, "State": job["state"], "NodeList": "localhost"}
+        if job_file(job_id).exists():
+            rows.append((job_id, load(job_id)["state"]))
+        elif "_" not in job_id:  # an array: its tasks, the ones not started yet collapsed
+            tasks = [(k, load(k)["state"]) for k in array_tasks(job_id)]
+            waiting = [k.split("_")[1] for k, st in tasks if st == "PENDING"]
+            rows += [(k, st) for k, st in tasks if st != "PENDING"]
+            if waiting:
+                limit = load(tasks[0][0])["limit"]
+                limit = f"%{limit}" if limit else ""
+                rows.append((f"{job_id}_[{','.join(waiting)}{limit}]", "PENDING"))
+    for job_id, st in rows:
+        values = {"JobID": job_id, "State": st, "NodeList": "localhost"}
         print("|".join(values.get(f, "") for f in fields))
 
 
 def scancel(args: list[str]) -> None:
+    with open(ROOT / "scancel.log", "a") as log:  # one line per call, for the tests to count
+        log.write(" ".join(args) + "\n")
     sig = None
     rest = []
     i = 0
@@ -164,7 +229,9 @@ def scancel(args: list[str]) -> None:
         else:
             rest.append(a)
         i += 1
-    for job_id in rest:
+    for job_id in [
+        k for arg in rest for k in ([arg] if job_file(arg).exists() else array_tasks(arg))
+    ]:
         job = load(job_id)
         name = sig or "TERM"
         signum = getattr(signal, name if name.startswith("SIG") else "SIG" + name)

@@ -42,7 +42,7 @@ def store(tmp_path, monkeypatch):
 
 
 def queued(store: Path, name: str, **values) -> Path:
-    cfg = config.load("smoke").replace(name=name, max_steps=4, **values)
+    cfg = config.load("smoke").replace(**{"name": name, "max_steps": 4, **values})
     run_dir = runstore.create_run(cfg, source="smoke", runs_dir=store)
     queue.enqueue(run_dir, store)
     return run_dir
@@ -114,6 +114,30 @@ def test_a_gpu_busy_with_someone_elses_memory_waits(store):
     monitor.used[0] = 2.0  # the other job ended
     until_settled(worker, lambda: state(a) == "done")
     assert pinned_to(a) == "0"
+
+
+def test_a_local_sweeps_run_holds_the_gpu_its_slot_pinned(store, tmp_path):
+    from vqatune.engine import slots, sweepstore
+
+    plan = sweep_plan(tmp_path, "seeds = [1]\n[variants.a]\nlr = 1e-4\n")
+    sw = sweepstore.open_sweep(plan, store)
+    pinned = sweepstore.create_sweep_run(
+        sw,
+        config.load("smoke").replace(max_steps=200),
+        name="pinned",
+        overrides={},
+        tags={"sweep_key": "a/seed1", "gpu": "1"},
+    )
+    proc = slots.launch_in_slot(pinned, "1", resume=False)  # as `sweep --gpus 1` starts it
+    try:
+        assert wait_for(lambda: state(pinned) == "running", timeout=60)
+        assert queue.held_gpus(store) == {"1"}  # not GPU 0, which stays free for the queue
+        waiting = queued(store, "waiting")
+        queue.Worker(store, log=lambda line: None, monitor=FakeMonitor({0: 0, 1: 0})).tick()
+        assert pinned_to(waiting) == "0"
+    finally:
+        runstore.stop(pinned, kill=True)
+        proc.wait()
 
 
 def test_worker_gpus_limit(store):
@@ -254,3 +278,141 @@ def test_cli_run_queue_and_listing(real_worker, monkeypatch):
     assert wait_for(lambda: all(state(store / i) == "done" for i in ids), timeout=120)
     first, second = (read_json(store / i / STATUS_FILE) for i in ids)
     assert first["started"] >= second["ended"]  # moved to the head: the second ran first
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps through the queue (engine/executors.py QueueExecutor)
+
+
+def sweep_plan(tmp_path: Path, body: str):
+    from vqatune.engine import plans
+
+    path = tmp_path / "plan.toml"
+    path.write_text('base = "smoke"\n' + body)
+    return plans.load_plan(str(path))
+
+
+def test_a_sweeps_runs_wait_in_the_same_line_as_single_runs(real_worker, tmp_path):
+    from vqatune.engine import executors, sweep
+
+    store = real_worker
+    solo = queued(store, "solo")  # in line before the sweep: it starts first on the one GPU
+    plan = sweep_plan(tmp_path, "seeds = [1]\n[variants.a]\nlr = 1e-4\n[variants.b]\nlr = 5e-4\n")
+    sw = sweep.open_sweep(plan, store)
+    lines: list[str] = []
+    result = sweep.run_variants(
+        sw, plan, executor=executors.QueueExecutor(None, store), echo=lines.append, poll_s=0.05
+    )
+    assert result.states == {"a/seed1": "done", "b/seed1": "done"}
+    assert any("queued a/seed1" in line and "position" in line for line in lines), lines
+    runs = [store / result.run_ids[k] for k in ("a/seed1", "b/seed1")]
+    for r in runs:  # started by the queue's worker, on the GPU it picked
+        meta = read_json(r / "meta.json")
+        assert meta["queued"] and meta["gpus"] == ["0"] and meta["sweep"] == sw.id
+    started = [read_json(r / STATUS_FILE)["started"] for r in [solo, *runs]]
+    ended = [read_json(r / STATUS_FILE)["ended"] for r in [solo, *runs]]
+    assert started[1] >= ended[0] and started[2] >= ended[1]  # one GPU: one run at a time
+
+
+def test_a_search_keeps_at_most_parallel_trials_in_the_queue(real_worker, tmp_path):
+    from vqatune.engine import executors, search, sweep, sweepstore
+
+    store = real_worker
+    plan = sweep_plan(
+        tmp_path,
+        '[search]\nn_trials = 3\nsampler = "random"\npruner = "none"\n'
+        "[search.params.lr]\nlow = 1e-4\nhigh = 5e-4\n",
+    )
+    sw = sweep.open_sweep(plan, store)
+    in_flight: list[int] = []
+
+    def echo(line: str) -> None:  # at every trial the sweep queues: how many are unfinished
+        if ": queued run" in line:
+            in_flight.append(sum(r.active for r in sweepstore.sweep_runs(sw)))
+
+    spec = search.parse_search(plan.search, plan.path)
+    result = search.run_search(
+        sw,
+        plan,
+        spec,
+        storage_url=search.default_storage(sw.path),
+        study_name=sw.id,
+        executor=executors.QueueExecutor(2, store),
+        echo=echo,
+        poll_s=0.05,
+    )
+    assert sorted(result.ran) == [0, 1, 2] and result.best_value is not None
+    assert len(in_flight) == 3 and max(in_flight) <= 2
+    assert all(read_json(r.path / "meta.json").get("queued") for r in sweepstore.sweep_runs(sw))
+
+
+def test_a_finished_job_is_judged_by_state_not_by_a_local_pid(store):
+    from vqatune.engine import slots
+
+    run_dir = queued(store, "waiting")
+    job = slots.Job(run_dir, "waiting", 0)
+    assert not job.finished()  # queued, no process anywhere yet: not over
+    queue.cancel(store, run_dir.name)
+    assert job.finished()
+
+
+def test_stop_of_a_queued_run_takes_it_out_of_the_line(store):
+    run_dir = queued(store, "waiting")
+    info = runstore.stop(run_dir)
+    assert info.state == "stopped" and queue.read(store)["order"] == []
+
+
+def test_sweep_cli_executor_options(store, monkeypatch):
+    monkeypatch.setenv("VQATUNE_RUNS", str(store))
+    out = cli("sweep", "learning-rate", "--executor", "queue", "--gpus", "0")
+    assert out.exit_code == 2 and out.stderr.startswith("error: --gpus: the queue executor")
+    out = cli("sweep", "learning-rate", "--queue", "--executor", "slurm")
+    assert out.exit_code == 2 and "give one of them" in out.stderr
+    out = cli("sweep", "learning-rate", "--partition", "gpu")
+    assert out.exit_code == 2 and "add --executor slurm" in out.stderr
+    out = cli("sweep", "learning-rate", "--executor", "cloud")
+    assert out.exit_code == 2 and "--executor: 'cloud' is not one of" in out.stderr
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    out = cli("sweep", "learning-rate", "--executor", "slurm", "--time", "1:00:00")
+    assert out.exit_code == 2 and "sbatch is not on PATH" in out.stderr
+    out = cli("sweep", "learning-rate", "--executor", "slurm", "--time", "soon")
+    assert out.exit_code == 2 and out.stderr.startswith("error: --time: 'soon'")
+    assert not store.exists()  # nothing written for a bad option
+
+
+def test_sweep_goes_through_the_queue_by_default_while_a_worker_serves_the_store(
+    real_worker, tmp_path, monkeypatch
+):
+    from vqatune.engine import sweeper, sweepstore
+
+    store = real_worker
+    monkeypatch.setenv("VQATUNE_RUNS", str(store))
+    monkeypatch.setenv("FAKE_DELAY", "0.1")
+    long = queued(store, "long", max_steps=300)
+    queue.ensure_worker(store)
+    assert wait_for(lambda: state(long) == "running", timeout=60)
+    monkeypatch.setenv("FAKE_DELAY", "0.02")
+    plan = tmp_path / "plan.toml"
+    plan.write_text('base = "smoke"\nseeds = [1]\n[variants.a]\nlr = 1e-4\n[set]\nmax_steps = 3\n')
+    out = cli("sweep", str(plan), "--detach")
+    assert out.exit_code == 0, out.output
+    assert "a queue worker serves this run store" in out.stderr
+    [sw] = sweepstore.list_sweeps(store)
+    assert wait_for(lambda: len(sweepstore.sweep_runs(sw)) == 1, timeout=60)
+    [trial] = sweepstore.sweep_runs(sw)
+    assert trial.state == "queued" and trial.meta["queued"]  # behind `long` on the one GPU
+    listing = json.loads(cli("queue", "--json").stdout)["runs"]
+    assert [(r["id"], r["sweep"]) for r in listing] == [(trial.id, sw.id), (long.name, None)]
+    runstore.stop(long)
+    assert wait_for(lambda: not sweeper.is_running(sw), timeout=60)
+    assert state(trial.path) == "done" and sweeper.record(sw)["exit_code"] == 0
+
+
+def test_an_interrupted_sweep_takes_its_waiting_runs_out_of_the_line(store):
+    from vqatune.engine import slots
+
+    run_dir = queued(store, "waiting")
+    stopped: list[str] = []
+    slots.stop_jobs([slots.Job(run_dir, "waiting", 0)], stopped.append, wait_s=30)
+    assert state(run_dir) == "stopped" and queue.read(store)["order"] == []
+    assert stopped == [f"stopped waiting ({run_dir.name})"]

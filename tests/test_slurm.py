@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -224,3 +225,168 @@ def test_multi_node_job_starts_torchrun_with_slurms_rendezvous(tmp_path, monkeyp
     at = {flag: cmd[cmd.index(flag) + 1] for flag in ("--nnodes", "--node_rank", "--rdzv_endpoint")}
     assert at == {"--nnodes": "2", "--node_rank": "1", "--rdzv_endpoint": "gpu07:29721"}
     assert cmd[cmd.index("--nproc_per_node") + 1] == "4" and cmd[-1] == str(run_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps on Slurm (`vqatune sweep --executor slurm`): an array for a variants sweep, one job per
+# trial for a search; attach and logs -f of a run whose job runs elsewhere
+
+
+def plan_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "plan.toml"
+    path.write_text('base = "smoke"\n' + body + "\n[set]\nmax_steps = 4\n")
+    return path
+
+
+def sweep_runs(runs: Path) -> dict[str, runstore.RunInfo]:
+    return {r.meta["sweep_key"]: r for r in runstore.list_runs(runs) if r.meta.get("sweep")}
+
+
+def test_variants_sweep_is_one_job_array_and_one_trial_can_be_cancelled(
+    cluster, tmp_path, monkeypatch
+):
+    from vqatune.engine import sweeper, sweepstore
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("FAKE_SLURM_HOLD", "1")  # each task waits for its release
+    plan = plan_file(
+        tmp_path,
+        "seeds = [1]\n[variants.a]\nlr = 1e-4\n[variants.b]\nlr = 2e-4\n[variants.c]\nlr = 5e-4\n",
+    )
+    out = cli("sweep", str(plan), "--executor", "slurm", "--parallel", "2", "--detach")
+    assert out.exit_code == 0, out.output
+    assert wait_for(
+        lambda: (
+            len(sweep_runs(runs)) == 3
+            and all(r.meta.get("slurm") for r in sweep_runs(runs).values())
+        ),
+        timeout=60,
+    )
+    by_key = sweep_runs(runs)
+    ids = {k: r.meta["slurm"]["job_id"] for k, r in by_key.items()}
+    assert sorted(ids.values()) == ["1000_0", "1000_1", "1000_2"]
+    script = Path(job(cluster, by_key["a/seed1"].path)["script"]).read_text()
+    assert "#SBATCH --array=0-2%2" in script
+    assert all(r.state == "queued" for r in by_key.values())
+    [sw] = sweepstore.list_sweeps(runs)
+    assert sweepstore.progress(sw).running == 3  # pending jobs are the sweep's, not over
+    out = cli("stop", by_key["b/seed1"].id)  # one trial: scancel of its task alone
+    assert out.exit_code == 0, out.output
+    for key in ("a/seed1", "c/seed1"):
+        (cluster / "jobs" / f"{ids[key]}.release").touch()
+    assert wait_for(lambda: not sweeper.is_running(sw), timeout=120)
+    states = {k: r.state for k, r in sweep_runs(runs).items()}
+    assert states == {"a/seed1": "done", "b/seed1": "cancelled", "c/seed1": "done"}
+    assert sweeper.record(sw)["exit_code"] == 0
+    log = (sw.path / sweepstore.SWEEP_LOG).read_text()
+    assert "submitted a/seed1: run" in log and "(Slurm job 1000_0)" in log
+    assert "cancelled b/seed1" in log
+    # The same command again keeps the finished runs and resubmits the cancelled one, alone.
+    monkeypatch.delenv("FAKE_SLURM_HOLD")
+    out = cli("sweep", str(plan), "--executor", "slurm")
+    assert out.exit_code == 0, out.output
+    b_run = sweep_runs(runs)["b/seed1"]
+    assert b_run.state == "done" and b_run.meta["slurm"]["jobs"] == ["1000_1", "1001"]
+    assert {r.state for r in sweep_runs(runs).values()} == {"done"}
+    [row] = json.loads(cli("sweeps", "--json").stdout)
+    assert (row["executor"], row["state"], row["done"], row["total"]) == ("slurm", "finished", 3, 3)
+
+
+def test_an_interrupted_slurm_sweep_cancels_its_array_with_one_scancel(
+    cluster, tmp_path, monkeypatch
+):
+    import signal
+
+    from vqatune.engine import exitcodes, sweeper, sweepstore
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("FAKE_SLURM_HOLD", "1")  # every task stays PENDING
+    plan = plan_file(tmp_path, "seeds = [1, 2]\n[variants.a]\nlr = 1e-4\n")
+    out = cli("sweep", str(plan), "--executor", "slurm", "--detach")
+    assert out.exit_code == 0, out.output
+    [sw] = sweepstore.list_sweeps(runs)
+    assert wait_for(
+        lambda: "submitted a/seed2" in (sw.path / sweepstore.SWEEP_LOG).read_text(), timeout=60
+    )
+    os.kill(sweeper.record(sw)["pid"], signal.SIGTERM)  # what Ctrl-C on the follower sends
+    assert wait_for(lambda: not sweeper.is_running(sw), timeout=60)
+    assert sweeper.record(sw)["exit_code"] == exitcodes.INTERRUPTED
+    assert {r.state for r in sweep_runs(runs).values()} == {"cancelled"}
+    assert (cluster / "scancel.log").read_text().splitlines() == ["1000_0 1000_1"]
+
+
+def test_search_on_slurm_submits_one_job_per_trial(cluster, tmp_path):
+    from vqatune.engine import search, sweep, sweepstore
+    from vqatune.engine.executors import SlurmExecutor
+
+    plan = sweep.load_plan(
+        str(
+            plan_file(
+                tmp_path,
+                '[search]\nn_trials = 2\nsampler = "random"\npruner = "none"\n'
+                "[search.params.lr]\nlow = 1e-4\nhigh = 5e-4\n",
+            )
+        )
+    )
+    sw = sweep.open_sweep(plan, tmp_path / "runs")
+    spec = search.parse_search(plan.search, plan.path)
+    lines: list[str] = []
+    result = search.run_search(
+        sw,
+        plan,
+        spec,
+        storage_url=search.default_storage(sw.path),
+        study_name=sw.id,
+        executor=SlurmExecutor(1, slurm.Options(gpus_per_node=1), sw.path / "slurm"),
+        echo=lines.append,
+        poll_s=0.05,
+    )
+    assert sorted(result.ran) == [0, 1] and result.best_value is not None
+    jobs = sorted(r.meta["slurm"]["job_id"] for r in sweepstore.sweep_runs(sw))
+    assert jobs == ["1000", "1001"]  # separate jobs: the second asked once the first ended
+    assert any("submitted run" in line and "(Slurm job 1000)" in line for line in lines), lines
+
+
+def follower(*args: str) -> subprocess.Popen:
+    """`vqatune ARGS` in a child process (the fake trainer and fake Slurm from the env)."""
+    code = (
+        "import sys; from vqatune.engine import runstore; "
+        f"runstore.TRAINER = {runstore.TRAINER!r}; "
+        "from vqatune.tui.cli import main; sys.argv = ['vqatune'] + sys.argv[1:]; main()"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_attach_follows_a_pending_job_and_ends_when_it_is_cancelled(cluster, monkeypatch):
+    monkeypatch.setenv("FAKE_SLURM_HOLD", "1")
+    run_dir = submit(steps=6)
+    proc = follower("attach", run_dir.name)
+    # Pending, no pid anywhere: attach waits for the job instead of ending at once.
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=3)
+    write_json_atomic(  # what sacct says once an administrator cancelled it
+        cluster / "jobs" / "1000.json", {**job(cluster, run_dir), "state": "CANCELLED"}
+    )
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert f"run {run_dir.name}: cancelled (the Slurm job was cancelled" in out
+
+
+def test_logs_follow_reads_the_shared_log_until_the_job_times_out(cluster, monkeypatch):
+    monkeypatch.setenv("FAKE_DELAY", "0.1")
+    run_dir = submit(steps=400)
+    assert wait_for(lambda: state(run_dir) == "running", timeout=120)
+    proc = follower("logs", run_dir.name, "-f")
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=2)  # the job is running on its node: logs -f goes on
+    # Slurm ends the job at its time limit; the trainer on the node leaves no end record.
+    subprocess.run(["scancel", "--signal=KILL", "1000"], check=True)
+    write_json_atomic(cluster / "jobs" / "1000.json", {**job(cluster, run_dir), "state": "TIMEOUT"})
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "fake trainer start" in out
+    assert state(run_dir) == "timeout"

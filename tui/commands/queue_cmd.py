@@ -60,7 +60,8 @@ def show(
     for e in entries:
         where = f"GPU {','.join(e.gpus)}" if e.gpus else f"needs {e.need} GPU{'s' * (e.need > 1)}"
         place = f"{e.position:>3}" if e.position is not None else "  -"
-        typer.echo(f"{place}  {e.info.id}  {e.info.state:<8}  {where}")
+        sweep = f"  sweep {e.info.meta['sweep']}" if e.info.meta.get("sweep") else ""
+        typer.echo(f"{place}  {e.info.id}  {e.info.state:<8}  {where}{sweep}")
 
 
 def _runs_dir(ctx: typer.Context) -> Path | None:

@@ -305,7 +305,7 @@ def attach(
     run: str | None = typer.Argument(
         None,
         metavar="[RUN]",
-        help="Run id, id prefix, name or directory (default: the newest running run).",
+        help="Run id, id prefix, name or directory (default: the newest run going).",
     ),
     sweep: str | None = typer.Option(
         None, "--sweep", metavar="ID", help="Follow a sweep instead: its log and its end."
@@ -325,7 +325,7 @@ def attach(
         return
     with user_errors():
         if run is None:
-            live = [r for r in runstore.list_runs(runs_dir) if r.live]
+            live = [r for r in runstore.list_runs(runs_dir) if r.active]
             if not live:
                 fail("no run is running (`vqatune runs` lists them all)")
             run_dir = live[-1].path
@@ -339,15 +339,17 @@ def attach(
 
 
 def follow(run_dir: Path, proc=None) -> int:
-    """Progress bar until the run's process ends (proc: the one we started; None: whatever
-    process the run store finds), then a summary. Returns the exit code. Reads metrics.jsonl
-    from the start, so a late follower shows what happened meanwhile."""
+    """Progress bar until the run's process ends (proc: the one we started; None: until the
+    run store says the run is over, which for a queued or Slurm run is judged by the queue or
+    the job's state and heartbeat, never by a local pid), then a summary. Returns the exit
+    code. Reads metrics.jsonl from the start, so a late follower shows what happened
+    meanwhile."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from vqatune.engine import events, runstore
     from vqatune.engine.metrics import MetricsTail
 
     def running() -> bool:
-        return proc.poll() is None if proc is not None else runstore.run_info(run_dir).live
+        return proc.poll() is None if proc is not None else runstore.run_info(run_dir).active
 
     def ask_to_stop() -> None:
         if proc is not None:
@@ -402,6 +404,8 @@ def follow(run_dir: Path, proc=None) -> int:
                 return exitcodes.INTERRUPTED
         refresh()
     summary = events.read_json(run_dir / events.SUMMARY_FILE) or {}
+    if not summary and proc is None:  # no end record (a cancelled or timed-out Slurm job)
+        summary = _summary_from_state(runstore.run_info(run_dir))
     print_summary(run_dir, summary, proc.returncode if proc is not None else None)
     if interrupted:
         return exitcodes.INTERRUPTED
@@ -440,6 +444,17 @@ class _View:
             parts.append(f"ETA {display.duration(s['eta_s'])}")
         epoch = f"epoch {s.get('epoch') or 1}/{s['epochs']}" if s.get("epochs") else "starting"
         return {"description": epoch, "total": total, "completed": step, "info": "  ".join(parts)}
+
+
+def _summary_from_state(info) -> dict:
+    """What a summary would say, from the run store's derived state."""
+    return {
+        "state": info.state,
+        "message": info.message,
+        "step": info.step,
+        "total_steps": info.total_steps,
+        "duration_s": info.duration_s,
+    }
 
 
 def print_summary(run_dir: Path, summary: dict, returncode: int | None) -> None:

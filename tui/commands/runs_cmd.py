@@ -377,7 +377,8 @@ def logs(
     sys.stdout.write(data.decode("utf-8", "replace"))
     sys.stdout.flush()
     if follow:
-        _follow(path, offset, lambda: runstore.run_info(run_dir).live)
+        # Until the run is over: a Slurm run by its job's state, a queued one once it ran.
+        _follow(path, offset, lambda: runstore.run_info(run_dir).active)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,8 +18,10 @@ def options(
     time_limit: str | None,
     account: str | None,
     slurm_args: list[str] | None,
+    switch: str = "--slurm",
 ):
-    """The Slurm options given, or None without --slurm (then none of them may be given)."""
+    """The Slurm options given, or None without --slurm (then none of them may be given);
+    switch: the option that asks for Slurm (`sweep --executor slurm`)."""
     from vqatune.engine import slurm as slurm_mod
     from vqatune.engine.config import ConfigError
 
@@ -37,7 +39,7 @@ def options(
     ]
     if not slurm:
         if given:
-            fail(f"{given[0]}: a Slurm option; add --slurm to submit the run to Slurm")
+            fail(f"{given[0]}: a Slurm option; add {switch} to submit to Slurm")
         return None
     try:
         if time_limit:

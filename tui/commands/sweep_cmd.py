@@ -6,13 +6,16 @@ search engine, inside its functions.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import typer
 from vqatune.engine import exitcodes
 from vqatune.tui import display
 
+from . import run_cmd, slurm_cmd
 from .common import (
     RunsDirOption,
     console,
@@ -63,7 +66,8 @@ def sweep(
         "--parallel",
         "-p",
         metavar="N",
-        help="Runs at a time (default 1; with --gpus, one per GPU).",
+        help="Runs at a time (default 1; with --gpus, one per GPU). Queue and Slurm: runs in "
+        "flight at once (default: every run of a variants sweep, one trial of a search).",
     ),
     gpus: str | None = typer.Option(
         None,
@@ -86,6 +90,21 @@ def sweep(
         "storage on several machines share one study.",
     ),
     runs_dir: Path | None = RunsDirOption,
+    executor: str | None = typer.Option(
+        None,
+        "--executor",
+        "-x",
+        metavar="local|queue|slurm",
+        help="Where the runs run: this sweep's own slots (local), the run queue shared with "
+        "single runs (queue; the default while a queue worker serves the store), or Slurm.",
+    ),
+    queued: bool = typer.Option(False, "--queue", "-q", help="Same as --executor queue."),
+    partition: str | None = run_cmd.PartitionOption,
+    gpus_per_node: int | None = run_cmd.GpusPerNodeOption,
+    nodes: int | None = run_cmd.NodesOption,
+    time_limit: str | None = run_cmd.TimeOption,
+    account: str | None = run_cmd.AccountOption,
+    slurm_args: list[str] | None = run_cmd.SlurmArgOption,
     detach: bool = typer.Option(
         False,
         "--detach",
@@ -100,12 +119,32 @@ def sweep(
 ) -> None:
     """Run a plan: every variant x seed as ordinary runs, or an Optuna study. Re-running the same
     command resumes it: finished runs are kept, unfinished ones resumed, none duplicated."""
+    from vqatune.engine import executors
     from vqatune.engine import sweep as sweep_mod
 
+    executor = _executor_kind(executor, queued, gpus, runs_dir)
+    slurm_options = slurm_cmd.options(
+        executor == "slurm",
+        partition,
+        gpus_per_node,
+        nodes,
+        time_limit,
+        account,
+        slurm_args,
+        switch="--executor slurm",
+    )
     with user_errors():
         plan = sweep_mod.load_plan(plan_source, base=base, seeds=_seeds(seeds))
         # Every option is checked here, before anything is written or started.
-        sweep_mod.make_slots(parallel, _split_list(gpus, "--gpus"))
+        executors.make_executor(
+            executor,
+            parallel=parallel,
+            gpus=_split_list(gpus, "--gpus"),
+            runs_dir=runs_dir or Path("."),
+            slurm_options=slurm_options,
+        )
+        if executor == "slurm" and shutil.which("sbatch") is None:
+            fail("--executor slurm: sbatch is not on PATH (submit from a Slurm login node)")
         if plan.kind == "variants" and (storage or study):
             fail(f"{plan.path}: --storage and --study are for plans with a [search] table")
         if dry_run:
@@ -131,6 +170,8 @@ def sweep(
         ("--gpus", gpus),
         ("--storage", storage),
         ("--study", study),
+        ("--executor", executor),
+        ("--slurm-options", json.dumps(slurm_options.__dict__) if slurm_options else None),
     ):
         if value is not None:
             args += [flag, str(value)]
@@ -150,6 +191,27 @@ def sweep(
         err=True,
     )
     raise typer.Exit(follow_sweep(sweep_obj, offset, proc, as_json=as_json))
+
+
+def _executor_kind(
+    executor: str | None, queued: bool, gpus: str | None, runs_dir: Path | None
+) -> str:
+    """--executor, or --queue; by default the queue while a worker serves the store (its
+    runs and the sweep's would otherwise compete for the same GPUs), unless --gpus pins."""
+    from vqatune.engine import queue
+
+    if queued and executor not in (None, "queue"):
+        fail(f"--queue and --executor {executor}: give one of them")
+    if queued or executor is not None:
+        return "queue" if queued else executor
+    if gpus is None and queue.worker_alive(runs_dir):
+        typer.echo(
+            "a queue worker serves this run store: the sweep's runs go through the queue "
+            "(--executor local runs them in the sweep's own slots)",
+            err=True,
+        )
+        return "queue"
+    return "local"
 
 
 def attach_sweep(query: str, runs_dir: Path | None) -> None:
@@ -395,6 +457,7 @@ def sweeps(
                 "id": s.id,
                 "title": s.title,
                 "kind": s.kind,
+                "executor": s.data.get("executor", "local"),
                 "base": s.data.get("base"),
                 "state": p.state,
                 "total": p.total,
@@ -416,12 +479,13 @@ def sweeps(
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("sweep", "kind", "state", "progress", "live runs", "best acc", "best"):
+    for col in ("sweep", "kind", "runs on", "state", "progress", "live runs", "best acc", "best"):
         table.add_column(col)
     for r in rows:
         table.add_row(
             r["id"],
             r["kind"],
+            r["executor"],
             r["state"],
             f"{r['done']}/{r['total']}",
             str(r["running"]),
