@@ -69,7 +69,32 @@ SWIN_B = {
 }
 
 
+SIZE_PARAMS = (
+    "image_res",
+    "patch_size",
+    "vision_width",
+    "vision_layers",
+    "text_width",
+    "text_layers",
+    "fusion_layers",
+    "backbone_heads",
+    "vision_encoder",
+)  # the schema parameters BackboneSizes holds (an X-VLM YAML sets some of them)
 SIZE_OF = {"backbone_heads": "heads"}  # schema parameter -> BackboneSizes field
+# the text encoder's settings its fusion layers share
+FUSION_SHARES = (
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "layer_norm_eps",
+)
+
+
+def size_fields(values: dict) -> dict:
+    """{schema parameter: value} -> {BackboneSizes field: value}."""
+    return {SIZE_OF.get(k, k): v for k, v in values.items()}
 
 
 def xvlm_files(cfg) -> XVLMFiles | None:
@@ -77,23 +102,11 @@ def xvlm_files(cfg) -> XVLMFiles | None:
 
 
 def backbone_sizes(cfg, files: XVLMFiles | None = None) -> BackboneSizes:
-    sizes = dict(
-        image_res=cfg.image_res,
-        patch_size=cfg.patch_size,
-        vision_width=cfg.vision_width,
-        vision_layers=cfg.vision_layers,
-        text_width=cfg.text_width,
-        text_layers=cfg.text_layers,
-        fusion_layers=cfg.fusion_layers,
-        heads=cfg.backbone_heads,
-        source="schema",
-        vision_encoder=cfg.vision_encoder,
-    )
+    sizes = dict(size_fields({n: getattr(cfg, n) for n in SIZE_PARAMS}), source="schema")
     files = files or xvlm_files(cfg)
     if files is not None:
         applied, overridden = yaml_values(files, cfg)
-        yaml_sizes = {SIZE_OF.get(k, k): v for k, v in applied.items()}
-        sizes.update(yaml_sizes, source=str(files.yaml_path), swin=files.swin)
+        sizes.update(size_fields(applied), source=str(files.yaml_path), swin=files.swin)
         sizes["given"] = tuple(overridden)
         if files.max_tokens:
             sizes["max_tokens"] = files.max_tokens
@@ -372,13 +385,8 @@ class XVLMBackbone(nn.Module):
             else nn.Identity()
         )
         fusion_config = BertConfig(
-            hidden_size=tc.hidden_size,
-            num_attention_heads=tc.num_attention_heads,
-            intermediate_size=tc.intermediate_size,
+            **{k: getattr(tc, k) for k in FUSION_SHARES},
             num_hidden_layers=sizes.fusion_layers,
-            hidden_dropout_prob=tc.hidden_dropout_prob,
-            attention_probs_dropout_prob=tc.attention_probs_dropout_prob,
-            layer_norm_eps=tc.layer_norm_eps,
             is_decoder=True,
             add_cross_attention=True,
         )  # BertLayer needs is_decoder for cross-attention
