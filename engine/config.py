@@ -100,7 +100,7 @@ class Config:
     def override(self, **changes: Any) -> Config:
         """Values given on the command line (--set, flags, a sweep's variant): replaced and
         marked given, so that they win over an X-VLM YAML."""
-        return Config(self.replace(**changes)._values, self._given.union(changes))
+        return Config({**self._values, **changes}, self._given.union(changes))
 
     def changed_from(self, base: Config) -> dict[str, Any]:
         return {
@@ -134,8 +134,23 @@ class Resolved:
     title: str = ""
     description: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
-    # where each value that is not a default came from: "FILE:LINE", "preset NAME:LINE", "--set"
-    origins: dict[str, str] = field(default_factory=dict)
+    # the files read, base first, each with {parameter: its table} of the values it sets
+    layers: list[tuple[Path, dict[str, str | None]]] = field(default_factory=list, repr=False)
+
+    @property
+    def origins(self) -> dict[str, str]:
+        """Where each value that is not a default came from: "FILE:LINE", "preset NAME:LINE"
+        or "--set" (worked out when asked: loading a config does not pay for it)."""
+        out = {}
+        for path, tables in self.layers:
+            in_presets = path.resolve().parent in {d.resolve() for d in preset_dirs()}
+            where = f"preset {path.stem}" if in_presets else str(path)
+            lines = _key_lines(path)
+            for name, table in tables.items():
+                line = lines.get((table, name)) or lines.get((None, table))  # or inline table
+                out[name] = f"{where}:{line}" if line else where
+        out.update(dict.fromkeys(self.overrides, "--set"))
+        return out
 
 
 def unknown_message(key: str, where: str = "") -> str:
@@ -288,8 +303,9 @@ def _key_lines(path: Path) -> dict[tuple[str | None, str], int]:
     found: dict[tuple[str | None, str], int] = {}
     table = None
     for number, line in enumerate(text.splitlines(), 1):
-        if h := _HEADER.match(line):
-            table = h.group(1).strip()
+        if line.lstrip().startswith("["):
+            if h := _HEADER.match(line):
+                table = h.group(1).strip()
         elif k := _KEY.match(line):
             found.setdefault((k.group(1) or table, k.group(2)), number)
     return found
@@ -366,14 +382,14 @@ def _resolve_source(source: str) -> Path:
 def _load_file(
     path: Path, chain: tuple[Path, ...] = ()
 ) -> tuple[Config, Config, dict, dict[str, str]]:
-    """Load one file with its extends chain -> (config, base it extends, raw meta, origins)."""
+    """Load one file with its extends chain -> (config, base it extends, raw meta, layers)."""
     resolved_path = path.resolve()
     if resolved_path in chain:
         cycle = " -> ".join(str(p) for p in chain + (resolved_path,))
         raise ConfigError(f"{path}: extends cycle: {cycle}")
     data = parse_toml(path)
     chain = chain + (resolved_path,)
-    base, origins = Config(), {}
+    base, layers = Config(), []
     extends = data.get("extends")
     if extends is not None:
         if not isinstance(extends, str) or not extends:
@@ -381,7 +397,7 @@ def _load_file(
                 f"{file_line(path, None, 'extends')}extends: expected a preset name or path"
             )
         base_path = _resolve_extends(extends, path)
-        base, _, _, origins = _load_file(base_path, chain)
+        base, _, _, layers = _load_file(base_path, chain)
     errors = [
         f"{file_line(path, None, meta)}{meta}: expected a string"
         for meta in ("title", "description")
@@ -389,31 +405,28 @@ def _load_file(
     ]
     values = base.to_dict()
     flat = _flatten(path, data, errors)
-    where = f"preset {path.stem}" if find_preset(path.stem) == path else str(path)
-    lines = _key_lines(path)
     for name, (raw, table) in flat.items():
         try:
             values[name] = coerce(BY_NAME[name], _toml_value(BY_NAME[name], raw))
         except ParamError as e:
             errors.append(f"{file_line(path, table, name)}{e}")
-        line = lines.get((table, name)) or lines.get((None, table))  # or its inline table
-        origins[name] = f"{where}:{line}" if line else where
     # a value the file sets itself is the file's, whatever the file it extends was given
     given = base.given.difference(flat).union(_given_keys(path, data, errors))
     if errors:  # every mistake of the file at once, one line each, in file order
         raise ConfigError("\n".join(sorted(errors, key=_line_of)))
-    return Config(values, given), base, data, origins
+    layers = [*layers, (path, {name: table for name, (_, table) in flat.items()})]
+    return Config(values, given), base, data, layers
 
 
 def _given_keys(path: Path, data: dict, errors: list[str]) -> set[str]:
     """The file's GIVEN_KEY list (a run directory's config.toml writes one)."""
     names = data.get(GIVEN_KEY, [])
-    where = file_line(path, None, GIVEN_KEY)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        errors.append(f"{where}{GIVEN_KEY}: expected a list of parameter names")
+        errors.append(f"{file_line(path, None, GIVEN_KEY)}{GIVEN_KEY}: expected a list of names")
         return set()
-    errors.extend(unknown_message(n, where) for n in names if n not in BY_NAME)
-    return {n for n in names if n in BY_NAME}
+    unknown = [n for n in names if n not in BY_NAME]
+    errors.extend(unknown_message(n, file_line(path, None, GIVEN_KEY)) for n in unknown)
+    return set(names).difference(unknown)
 
 
 def _line_of(message: str) -> int:
@@ -490,21 +503,20 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 def apply_sets(config: Config, sets: Iterable[str]) -> tuple[Config, dict[str, Any]]:
     overrides = dict(parse_set(s) for s in sets)
-    return config.override(**overrides), overrides
+    return (config.override(**overrides) if overrides else config), overrides
 
 
 def resolve(source: str | None = None, sets: Iterable[str] = ()) -> Resolved:
     """A preset name or file (None: the defaults) plus `--set` overrides -> a resolved config."""
     if source:
         path = _resolve_source(source)
-        config, base, data, origins = _load_file(path)
+        config, base, data, layers = _load_file(path)
         label = source if find_preset(source) == path else str(path)
         title, description = data.get("title", ""), data.get("description", "")
     else:
-        config, base, label, title, description, origins = Config(), Config(), "", "", "", {}
+        config, base, label, title, description, layers = Config(), Config(), "", "", "", []
     config, overrides = apply_sets(config, sets)
-    origins.update(dict.fromkeys(overrides, "--set"))
-    return Resolved(config, label, base, title, description, overrides, origins)
+    return Resolved(config, label, base, title, description, overrides, layers)
 
 
 def load(source: str | None = None, sets: Iterable[str] = ()) -> Config:
