@@ -49,7 +49,9 @@ def plain_samples_per_s(cfg) -> float:
     model = build_model(cfg, bundle.meta).to(device)
     groups = model.param_groups()
     heads = torch.optim.Adamax(groups["heads"], lr=cfg.lr)
-    backbone = torch.optim.AdamW(groups["backbone"], lr=cfg.xvlm_lr, weight_decay=0.01)
+    backbone = torch.optim.AdamW(
+        groups["backbone"], lr=cfg.xvlm_lr, weight_decay=0.01, fused=device.type in ("cpu", "cuda")
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     dtype = torch.bfloat16 if cfg.mixed_precision else None
     loader = data.make_loader(bundle.train, cfg, train=True, seed=cfg.seed, epoch=0)

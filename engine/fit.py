@@ -218,24 +218,71 @@ class FitError(Exception):
     """The measurement could not run (a config error, or the measuring process failed)."""
 
 
-def run_measure(source: str | None, sets=(), timeout: float = 600) -> dict:
+class FitCancelled(FitError):
+    """The caller gave up on the measurement (a newer config to judge); its process is gone."""
+
+
+CANCEL_POLL_S = 0.2
+
+# What only the verdict reads (or measure() replaces): a config that differs from another only
+# in these needs no new measurement (the TUI re-judges a batch_size edit at once).
+VERDICT_ONLY = (
+    "batch_size",
+    "gradient_accumulation_steps",
+    "update_freq",
+    "max_memory_usage",
+    "nproc_per_node",
+    "nnodes",
+    "node_rank",
+    "rdzv_endpoint",
+    "device",
+    "num_workers",
+    "epochs",
+    "max_steps",
+    "name",
+    "output",
+)
+
+
+def measure_input(cfg):
+    """The config measure() sees: the verdict-only parameters at their defaults, so that two
+    configs with equal measure_input have equal measurements (a cache key)."""
+    from .config import Config
+
+    defaults = Config()
+    return cfg.replace(**{name: getattr(defaults, name) for name in VERDICT_ONLY})
+
+
+def run_measure(source: str | None, sets=(), timeout: float = 600, cancelled=None) -> dict:
     """measure() in a fresh process (torch stays out of the caller): the CLI's and the TUI's
-    way in. Raises FitError with a one-line reason."""
+    way in. Raises FitError with a one-line reason; FitCancelled (the process killed) as soon as
+    `cancelled()` holds."""
     import subprocess
+    import time
 
     cmd = [sys.executable, "-m", "vqatune.engine.fit"]
     cmd += [source] if source else []
     for item in sets:
         cmd += ["--set", item]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise FitError(f"measuring the config took over {timeout:.0f} s") from None
-    lines = proc.stdout.strip().splitlines()
+    deadline = time.monotonic() + timeout
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=CANCEL_POLL_S)
+            break
+        except subprocess.TimeoutExpired:
+            gave_up = cancelled is not None and cancelled()
+            if gave_up or time.monotonic() > deadline:
+                proc.kill()
+                proc.communicate()
+                if gave_up:
+                    raise FitCancelled("measurement cancelled") from None
+                raise FitError(f"measuring the config took over {timeout:.0f} s") from None
+    lines = stdout.strip().splitlines()
     try:
         result = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
         raise FitError(f"measuring the config failed: {tail}") from None
     if "error" in result:
         raise FitError(result["error"])

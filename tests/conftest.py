@@ -37,3 +37,17 @@ def one_thread():
         mp.setenv("OMP_NUM_THREADS", "1")
         yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_fit_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Configure screen measures its config for the fit verdict (a torch subprocess of
+    10-90 CPU-seconds) whenever a GPU run is judged; in tests it fails at once instead, unless a
+    test puts its own measurement in place (tests/test_tui_configure.py does)."""
+    from vqatune.engine.fit import FitError
+    from vqatune.tui import services
+
+    def unmeasured(cfg, cancelled=None):
+        raise FitError("not measured in tests (tests/conftest.py)")
+
+    monkeypatch.setattr(services, "measure_fit", unmeasured)

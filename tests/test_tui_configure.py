@@ -186,7 +186,8 @@ def test_applying_the_8gb_preset_updates_every_panel():
             assert screen.query_one("#param-dropout", Input).value == str(want.dropout)
             assert not any(f.has_class("-changed") for f in screen.query(ParamField))
             batch = str(screen.query_one("#effective-batch").render())
-            assert batch.startswith(f"effective batch {want.effective_batch_size} ")
+            assert batch == f"eff. batch {want.effective_batch_size}"
+            assert str(screen.query_one("#batch-parts").render()) == "= 16×4×4"
             assert "effective batch 256" in message_text(app, "update_freq")
 
     asyncio.run(run())

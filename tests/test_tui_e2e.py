@@ -120,7 +120,7 @@ def test_through_tmux_at_80x24(env):
     command = f"env VQATUNE_RUNS={env / 'runs'} XDG_CONFIG_HOME={env / 'xdg'} {vqatune} tui"
     _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", command)
     try:
-        _wait_for(session, "effective batch 128", "Training basics", "^l Launch")
+        _wait_for(session, "eff. batch 128", "Training basics", "^l Launch")
         for attempt in range(3):  # keys typed while the app starts may be discarded: retype
             _tmux("send-keys", "-t", session, "End", "BSpace", "BSpace", "BSpace")  # epochs
             _tmux("send-keys", "-t", session, "-l", "--", "-1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from tui_fixtures import make_store, screen_store, settle
+from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
 
 SIZES = [(80, 24), (120, 40)]
@@ -30,6 +31,28 @@ def test_configure(snap_compare, store, size):
 
     assert snap_compare(
         VQATuneApp(runs_dir=store, start="configure"), terminal_size=size, run_before=edit
+    )
+
+
+def test_configure_fit_and_queue_at_80x24(snap_compare, store, monkeypatch):
+    """The top bar with a fit verdict on a detected 24 GB GPU, the queue switch on."""
+    measured = {
+        "params": 400_000_000,
+        "trainable_params": 400_000_000,
+        "activation_fixed_bytes": 0.0,
+        "activation_per_sample_bytes": 1 << 30,
+        "measured_at": {},
+    }
+    monkeypatch.setattr(services, "fit_gpus", lambda: [("GPU 0 NVIDIA A10", 24 << 30)])
+    monkeypatch.setattr(services, "measure_fit", lambda cfg, cancelled=None: measured)
+
+    async def queue_on(pilot):
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        await settle(pilot)
+
+    assert snap_compare(
+        VQATuneApp(runs_dir=store, start="configure"), terminal_size=(80, 24), run_before=queue_on
     )
 
 

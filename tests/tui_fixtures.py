@@ -15,13 +15,14 @@ T0 = 1_790_000_000.0  # a fixed creation time
 
 def screen_store(tmp_path: Path, monkeypatch, fill) -> Path:
     """A runs store filled by fill(runs_dir) in a stable environment for screens: no user
-    config, UTC times, a fixed GPU suggestion."""
+    config, UTC times, a fixed GPU suggestion and no GPU to fit on."""
     from vqatune.tui import services
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("TZ", "UTC")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(services, "gpu_suggestion", lambda: ("24gb", "NVIDIA A10 (24 GB)"))
+    monkeypatch.setattr(services, "fit_gpus", lambda: [])  # the same picture on a GPU machine
     runs = tmp_path / "runs"
     fill(runs)
     return runs
@@ -35,6 +36,8 @@ async def settle(pilot) -> None:
     for widget in pilot.app.screen.query(Input):
         widget.cursor_blink = False  # a blinking cursor makes two pictures differ
     await pilot.pause()
+    while getattr(pilot.app.screen, "fit_timer", None) is not None:  # Configure's fit debounce
+        await pilot.pause(0.05)
     await pilot.app.workers.wait_for_complete()
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()

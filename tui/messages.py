@@ -44,9 +44,22 @@ class PresetSaved(Message):
 
 
 class RunLaunched(Message):
-    def __init__(self, run_dir: Path):
+    """A run was created and started, or queued at `position` (for `reason`)."""
+
+    def __init__(self, run_dir: Path, position: int | None = None, reason: str | None = None):
         super().__init__()
         self.run_dir = run_dir
+        self.position = position
+        self.reason = reason
+
+
+class FitJudged(Message):
+    """The Configure top bar's fit verdict (a services.FitLine) for `config`."""
+
+    def __init__(self, line: Any, config: Any):
+        super().__init__()
+        self.line = line
+        self.config = config
 
 
 class RowsListed(Message):
@@ -55,6 +68,14 @@ class RowsListed(Message):
     def __init__(self, rows: list):
         super().__init__()
         self.rows = rows
+
+
+class QueueListed(Message):
+    """The run queue's one-line state (engine.queue.describe; None while the queue is idle)."""
+
+    def __init__(self, line: str | None):
+        super().__init__()
+        self.line = line
 
 
 @dataclass
@@ -68,6 +89,7 @@ class RunUpdate:
     log_lines: list[str] = field(default_factory=list)
     gpu: Any = None  # engine.gpu.Snapshot while the run is live
     start: dict | None = None  # the `start` event, when read in this poll
+    queue_position: int | None = None  # its place in the run queue while it waits there
 
 
 class RunUpdated(Message):

@@ -1,5 +1,5 @@
-"""Incremental readers of a run directory (log tail, chart points, status), called from the
-screens' thread workers.
+"""Incremental readers of a run directory (log tail, chart points, status) and of the run
+queue's line, called from the screens' thread workers.
 
 A RunWatcher remembers byte offsets into metrics.jsonl and train.log, so each poll reads only
 what was appended since the last one (as toolong tails logs); the first poll reads the whole
@@ -9,10 +9,11 @@ history, which is how a restarted TUI re-attaches to a run with its full curves.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from vqatune.engine import events, runstore
+from vqatune.engine import events, queue, runstore
 from vqatune.engine.gpu import GPUMonitor
 from vqatune.engine.metrics import MetricsTail
 from vqatune.engine.official import breakdown
@@ -52,6 +53,39 @@ class LogTail:
         if skip_first and lines:
             lines = lines[1:]  # started mid-line
         return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where a run stands in the store's queue (engine/queue.py's listing)."""
+
+    position: int | None  # 1-based place in line; None once the queue started it
+    gpus: tuple[str, ...] | None  # the GPUs the queue started it on
+    need: int  # GPUs it needs (nproc_per_node)
+
+    def text(self) -> str:
+        """`#2`, `#2 · 2 GPUs` while waiting; `GPU 0,1` once started (nothing on CPU)."""
+        if self.position is not None:
+            return f"#{self.position}" + (f" · {self.need} GPUs" if self.need > 1 else "")
+        return f"GPU {','.join(self.gpus)}" if self.gpus else ""
+
+
+def queue_places(runs_dir: Path | None) -> tuple[str | None, dict[str, QueuePlace]]:
+    """The queue's one-line state (None while it is idle: nothing waits, started or paused)
+    and each of its runs' places, by run id."""
+    q, entries = queue.listing(runs_dir)
+    places = {
+        e.info.id: QueuePlace(e.position, tuple(e.gpus) if e.gpus else None, e.need)
+        for e in entries
+    }
+    idle = not (q["order"] or q["starting"] or q["started"] or q["paused"])
+    return (None if idle else queue.describe(q)), places
+
+
+def queue_position(run_dir: Path) -> int | None:
+    """The run's place in its store's line (1 = next to start), None when it is not waiting."""
+    order = queue.read(Path(run_dir).parent)["order"]
+    return order.index(run_dir.name) + 1 if run_dir.name in order else None
 
 
 def _number(x) -> bool:
@@ -133,8 +167,10 @@ class RunWatcher:
             snapshot = self.gpus.sample(info.pid)
             self.has_gpu = bool(snapshot.gpus)  # without a GPU there is nothing to chart: stop
             snapshot = snapshot if snapshot.gpus else None
+        waiting = info.state == "queued" and info.pid is None and info.meta.get("queued")
         return RunUpdate(
             status=info,
+            queue_position=queue_position(self.run_dir) if waiting else None,
             new_events=len(records),
             points=points,
             steps=steps,

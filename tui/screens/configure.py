@@ -1,4 +1,5 @@
-"""Configure: every parameter in the guide's panels, presets, diff, save, load, launch."""
+"""Configure: every parameter in the guide's panels, presets, diff, save, load, launch (or
+queue), and whether the config fits on the GPU (`vqatune fit`, judged in a worker)."""
 
 from __future__ import annotations
 
@@ -10,30 +11,61 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, ContentSwitcher, Footer, Label, OptionList, Select, Static
+from textual.timer import Timer
+from textual.widgets import (
+    Button,
+    ContentSwitcher,
+    Footer,
+    Label,
+    OptionList,
+    Select,
+    Static,
+    Switch,
+)
 from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
 from vqatune.engine import schema
-from vqatune.engine.config import ConfigError
+from vqatune.engine.config import Config, ConfigError
+from vqatune.engine.fit import FitCancelled
 from vqatune.tui import services
 from vqatune.tui.form import BATCH_FIELDS, FormState
-from vqatune.tui.messages import ConfigLoaded, PresetSaved, PresetsListed, RunLaunched, UserError
+from vqatune.tui.messages import (
+    ConfigLoaded,
+    FitJudged,
+    PresetSaved,
+    PresetsListed,
+    RunLaunched,
+    UserError,
+)
 from vqatune.tui.palette import PaletteBinding
 from vqatune.tui.screens.dialogs import DiffScreen, LoadFileScreen, SavePresetScreen
 from vqatune.tui.widgets.param_field import ParamField
 
 SUGGESTED_MARK = "★"
+FIT_DELAY_S = 0.8  # after the last edit: typing "768" into num_hid measures once, not thrice
+FIT_MEASURING = services.FitLine("fit: …", "measuring the config in a subprocess (vqatune fit)")
+FIT_CLASSES = {"fits": "-fits", "tight": "-tight", "does not fit": "-no-fit"}
 
 
 class ConfigureScreen(Screen):
     """The form is generated from engine/schema.py; FormState holds and checks the values."""
 
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # app.tcss trims the top bar
     BINDINGS = [
         PaletteBinding(
             "ctrl+l",
             "launch",
             "Launch",
             title="Launch",
-            help="Create the run and start it detached",
+            help="Create the run and start it detached (or queue it)",
+        ),
+        PaletteBinding(
+            "ctrl+r",
+            "toggle_queue",
+            "Queue",
+            show=False,
+            title="Queue launches on/off",
+            help="Launch into the run queue: it starts when a GPU is free",
         ),
         PaletteBinding(
             "ctrl+t",
@@ -72,6 +104,9 @@ class ConfigureScreen(Screen):
         self.presets: list[tuple[str, str]] = []
         self.built_panels: set[str] = set()
         self.panel_marks: dict[str, str] = {}
+        self.fit_cache: dict[str, dict] = {}  # measure_input TOML -> measured (engine/fit.py)
+        self.fit_timer: Timer | None = None
+        self.fit_config: Config | None = None  # the config the bar shows (or is judging)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="config-bar"):
@@ -84,6 +119,8 @@ class ConfigureScreen(Screen):
                 id="preset",
             )
             yield Static("", id="effective-batch")
+            yield Static("", id="batch-parts")
+            yield Static(FIT_MEASURING.text, id="fit")
             yield Button("Launch", id="launch", variant="primary", compact=True)
         with Horizontal(id="config-body"):
             yield OptionList(*[Option(g, id=g) for g in schema.GROUPS], id="panels")
@@ -92,13 +129,17 @@ class ConfigureScreen(Screen):
                 # Only the first panel is built now; the others on first view (show_panel).
                 with VerticalScroll(id=_panel_id(first), classes="panel"):
                     yield from self.panel_widgets(first)
-        yield Static("", id="form-status")
+        with Horizontal(id="config-status"):
+            yield Static("", id="form-status")
+            yield Label("queue", id="queue-label")
+            yield Switch(False, id="queue-switch", tooltip="Launch into the run queue (ctrl+r)")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(ParamField).focus_control()
         self.refresh_summary()
         self.list_presets()
+        self.schedule_fit()
 
     def panel_widgets(self, group: str) -> list:
         self.built_panels.add(group)
@@ -157,17 +198,39 @@ class ConfigureScreen(Screen):
         self.post_message(PresetSaved(path.stem, path))
 
     @work(thread=True, exclusive=True, group="launch")
-    def start_run(self) -> None:
+    def start_run(self, queue_it: bool) -> None:
+        """Start the run now, or queue it (`vqatune run --queue`'s path) when the switch is on
+        or its GPU is taken."""
+        runs_dir = getattr(self.app, "runs_dir", None)
         try:
             cfg = self.form.config()
             overrides = {name: value for name, _, value in self.form.changed()}
-            run_dir = services.launch(
-                cfg, self.form.source, overrides, getattr(self.app, "runs_dir", None)
-            )
+            reason = "the queue switch is on" if queue_it else services.queue_reason(cfg, runs_dir)
+            if reason is not None:
+                run_dir, position = services.enqueue(cfg, self.form.source, overrides, runs_dir)
+                self.post_message(RunLaunched(run_dir, position, reason))
+                return
+            run_dir = services.launch(cfg, self.form.source, overrides, runs_dir)
         except (ConfigError, OSError) as e:
             self.post_message(UserError(f"cannot launch: {e}"))
             return
         self.post_message(RunLaunched(run_dir))
+
+    @work(thread=True, exclusive=True, group="fit")
+    def judge_fit(self, cfg: Config) -> None:
+        """The fit verdict (a measuring subprocess unless cached); a newer config cancels this
+        worker, which kills its subprocess: one measurement at a time."""
+        worker = get_current_worker()
+        try:
+            line = services.judge_fit(
+                cfg,
+                self.fit_cache,
+                cancelled=lambda: worker.is_cancelled,
+                measuring=lambda: self.post_message(FitJudged(FIT_MEASURING, cfg)),
+            )
+        except FitCancelled:
+            return
+        self.post_message(FitJudged(line, cfg))
 
     # ------------------------------------------------------------------------------------------
     # Messages from workers
@@ -199,6 +262,7 @@ class ConfigureScreen(Screen):
             with self.prevent(Select.Changed):
                 select.value = message.select_preset
         self.refresh_all_fields()
+        self.schedule_fit()
         self.notify(f"applied {resolved.source or 'the defaults'}", timeout=3)
 
     def on_user_error(self, message: UserError) -> None:
@@ -212,8 +276,20 @@ class ConfigureScreen(Screen):
         self.refresh_all_fields()
 
     def on_run_launched(self, message: RunLaunched) -> None:
-        self.notify(f"launched {message.run_dir.name}", timeout=4)
+        name = message.run_dir.name
+        if message.position is None:
+            self.notify(f"launched {name}", timeout=4)
+        else:
+            self.notify(
+                f"queued {name} at position {message.position} ({message.reason}): it starts "
+                "when a GPU is free; F3 lists the line",
+                timeout=8,
+            )
         self.app.open_monitor(message.run_dir)
+
+    def on_fit_judged(self, message: FitJudged) -> None:
+        if message.config == self.fit_config:  # not a late answer about an older config
+            self.show_fit(message.line)
 
     # ------------------------------------------------------------------------------------------
     # Widget events
@@ -235,6 +311,11 @@ class ConfigureScreen(Screen):
         else:
             self.refresh_field(event.field)
             self.refresh_summary()
+        self.schedule_fit()
+
+    @on(Switch.Changed, "#queue-switch")
+    def queue_switched(self, event: Switch.Changed) -> None:
+        self.query_one("#launch", Button).label = "Queue" if event.value else "Launch"
 
     @on(OptionList.OptionSelected, "#panels")
     @on(OptionList.OptionHighlighted, "#panels")
@@ -267,13 +348,14 @@ class ConfigureScreen(Screen):
         changed = self.form.changed()
         ebs = self.form.effective_batch_size()
         f = self.form
-        batch = (
-            f"effective batch {ebs} = {f.raw['batch_size']}×{f.raw['update_freq']}"
-            f"×{f.raw['gradient_accumulation_steps']}"
-            if ebs is not None
-            else "effective batch ?"
+        self.query_one("#effective-batch", Static).update(
+            f"eff. batch {ebs if ebs is not None else '?'}"
         )
-        self.query_one("#effective-batch", Static).update(batch)
+        self.query_one("#batch-parts", Static).update(
+            f"= {f.raw['batch_size']}×{f.raw['update_freq']}×{f.raw['gradient_accumulation_steps']}"
+            if ebs is not None
+            else ""
+        )
         status = f"{len(changed)} changed vs {f.source}"
         if errors:
             status += f" · {len(errors)} invalid"
@@ -289,6 +371,34 @@ class ConfigureScreen(Screen):
                 self.panel_marks[group] = mark
                 panels.replace_option_prompt(group, group + mark)
 
+    def schedule_fit(self) -> None:
+        """Judge the fit FIT_DELAY_S after the last change (one timer, restarted by each edit)."""
+        if self.fit_timer is not None:
+            self.fit_timer.stop()
+        self.fit_timer = self.set_timer(FIT_DELAY_S, self.start_fit)
+
+    def start_fit(self) -> None:
+        self.fit_timer = None
+        try:
+            cfg = self.form.config()
+        except ConfigError:
+            self.fit_config = None
+            self.workers.cancel_group(self, "fit")
+            self.show_fit(
+                services.FitLine("fit: ? (invalid values)", "fix the invalid fields first")
+            )
+            return
+        if cfg != self.fit_config:  # an edit and its undo before the timer: nothing to judge
+            self.fit_config = cfg
+            self.judge_fit(cfg)
+
+    def show_fit(self, line: services.FitLine) -> None:
+        fit = self.query_one("#fit", Static)
+        fit.update(line.text)
+        fit.tooltip = line.detail
+        for verdict, css_class in FIT_CLASSES.items():
+            fit.set_class(line.verdict == verdict, css_class)
+
     # ------------------------------------------------------------------------------------------
     # Actions
 
@@ -300,7 +410,11 @@ class ConfigureScreen(Screen):
             await self.show_panel(schema.BY_NAME[name].group)
             self.query_one(f"#field-{name}", ParamField).focus_control()
             return
-        self.start_run()
+        self.start_run(self.query_one("#queue-switch", Switch).value)
+
+    def action_toggle_queue(self) -> None:
+        switch = self.query_one("#queue-switch", Switch)
+        switch.value = not switch.value
 
     def action_diff(self) -> None:
         self.app.push_screen(DiffScreen(self.form.source, self.form.changed(), self.form.errors()))

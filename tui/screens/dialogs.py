@@ -1,4 +1,5 @@
-"""Modal dialogs of the Configure screen: diff against the preset, save as preset, load a file."""
+"""Modal dialogs: diff against the preset, save as preset, load a file (Configure), and a yes/no
+confirmation (cancelling a queued run on Runs)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,39 @@ class LoadFileScreen(ModalScreen[str | None]):
     @on(Button.Pressed, "#cancel")
     def cancel(self) -> None:
         self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question about something that cannot be undone here; returns True for yes."""
+
+    BINDINGS = [
+        Binding("escape,n", "dismiss(False)", "No"),
+        Binding("y", "dismiss(True)", "Yes"),
+    ]
+
+    def __init__(self, title: str, text: str, yes: str = "Yes", no: str = "No"):
+        super().__init__()
+        self.title_text = title
+        self.text = text
+        self.yes = yes
+        self.no = no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.text, id="confirm-text")
+            yield Static("y / enter: yes · n / esc: no", classes="dialog-hint")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.yes, id="yes", variant="error", compact=True)
+                yield Button(self.no, id="no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#yes", Button).focus()
+
+    @on(Button.Pressed, "#yes")
+    def confirmed(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#no")
+    def refused(self) -> None:
+        self.dismiss(False)

@@ -48,9 +48,13 @@ def pretrained_text(start: dict) -> str | None:
 
 
 def header_lines(
-    info, effective_batch: int | None, pretrained: str | None = None
+    info,
+    effective_batch: int | None,
+    pretrained: str | None = None,
+    queue_position: int | None = None,
 ) -> tuple[str, str]:
-    """The two header lines for a RunInfo: what it is doing, and its state in plain words."""
+    """The two header lines for a RunInfo: what it is doing, and its state in plain words
+    (for a run waiting in the queue, its place in line)."""
     st = info.status or {}
     epoch = f"epoch {info.epoch if info.epoch is not None else '-'}/{info.epochs or '-'}"
     step = f"step {info.step if info.step is not None else '-'}/{info.total_steps or '-'}"
@@ -66,6 +70,11 @@ def header_lines(
         parts.append(pretrained)
     line1 = "  ".join(parts)
     line2 = STATE_TEXT.get(info.state, info.state.upper())
+    if queue_position is not None:
+        line2 = (
+            f"QUEUED: position {queue_position} in the run queue; it starts when a GPU is free "
+            "(F3 lists the line, x there cancels it)"
+        )
     if info.state in ("done", "stopped", "diverged", "oom", "failed", "crashed"):
         line2 += f" · {display.duration(info.duration_s)}"
         if info.best_accuracy is not None:
@@ -139,7 +148,9 @@ class MonitorScreen(Screen):
         self.info = update.status
         if update.start is not None:
             self.pretrained = pretrained_text(update.start)
-        lines = header_lines(update.status, self.effective_batch, self.pretrained)
+        lines = header_lines(
+            update.status, self.effective_batch, self.pretrained, update.queue_position
+        )
         if lines != self.header:  # repaint only what changed: the monitor must stay light
             self.header = lines
             self.query_one("#run-header", Static).update(lines[0])
