@@ -27,31 +27,43 @@ else:  # pragma: no cover
 from . import schema
 from .schema import BY_NAME, DEFAULTS, PARAMS, ConfigError, ParamError, coerce
 
-META_KEYS = ("extends", "title", "description")
+# Run directories record the parameters given on the command line (--set, `vqatune train` flags)
+# under GIVEN_KEY: those win over an X-VLM YAML (cfg.config), which wins over files and defaults.
+GIVEN_KEY = "given_on_command_line"
+META_KEYS = ("extends", "title", "description", GIVEN_KEY)
 PRESET_SUFFIX = ".toml"
 
 
 class Config:
-    """A fully resolved set of parameter values, read as attributes (cfg.lr)."""
+    """A fully resolved set of parameter values, read as attributes (cfg.lr).
 
-    __slots__ = ("_values",)
+    `given` names the parameters given on the command line: where an X-VLM YAML sets one of
+    them, the given value wins (xvlm_files.yaml_values). It is where values came from, not a
+    value: equality compares the values only.
+    """
 
-    def __init__(self, values: Mapping[str, Any] | None = None):
+    __slots__ = ("_values", "_given")
+
+    def __init__(self, values: Mapping[str, Any] | None = None, given: Iterable[str] = ()):
         merged = dict(DEFAULTS)
         for name, value in (values or {}).items():
             if name not in BY_NAME:
                 raise ConfigError(unknown_message(name))
             # Typed values pass through unchanged; a wrong type or bound raises ParamError.
             merged[name] = coerce(BY_NAME[name], value)
+        for name in given:
+            if name not in BY_NAME:
+                raise ConfigError(unknown_message(name, f"{GIVEN_KEY}: "))
         object.__setattr__(self, "_values", merged)
+        object.__setattr__(self, "_given", frozenset(given))
 
     def __reduce__(self):
         # Pickle/copy through __init__: the default protocol would set the slot through the
         # blocked __setattr__ (DataLoader workers and multiprocessing pickle configs).
-        return (Config, (self._values,))
+        return (Config, (self._values, self._given))
 
     def __getattr__(self, name: str) -> Any:
-        if name == "_values":  # not set yet (mid-unpickling): no recursion
+        if name in self.__slots__:  # not set yet (mid-unpickling): no recursion
             raise AttributeError(name)
         try:
             return self._values[name]
@@ -66,18 +78,29 @@ class Config:
 
     def __repr__(self) -> str:
         changed = {k: v for k, v in self._values.items() if v != DEFAULTS[k]}
-        return f"Config({changed})"
+        given = f", given={sorted(self._given)}" if self._given else ""
+        return f"Config({changed}{given})"
+
+    @property
+    def given(self) -> frozenset[str]:
+        return self._given
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
 
     def replace(self, **changes: Any) -> Config:
+        """New values; which were given on the command line stays as it was."""
         values = self.to_dict()
         for name, value in changes.items():
             if name not in BY_NAME:
                 raise ConfigError(unknown_message(name))
             values[name] = coerce(BY_NAME[name], value)
-        return Config(values)
+        return Config(values, self._given)
+
+    def override(self, **changes: Any) -> Config:
+        """Values given on the command line (--set, flags, a sweep's variant): replaced and
+        marked given, so that they win over an X-VLM YAML."""
+        return Config({**self._values, **changes}, self._given.union(changes))
 
     def changed_from(self, base: Config) -> dict[str, Any]:
         return {
@@ -111,6 +134,23 @@ class Resolved:
     title: str = ""
     description: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
+    # the files read, base first, each with {parameter: its table} of the values it sets
+    layers: list[tuple[Path, dict[str, str | None]]] = field(default_factory=list, repr=False)
+
+    @property
+    def origins(self) -> dict[str, str]:
+        """Where each value that is not a default came from: "FILE:LINE", "preset NAME:LINE"
+        or "--set" (worked out when asked: loading a config does not pay for it)."""
+        out = {}
+        for path, tables in self.layers:
+            in_presets = path.resolve().parent in {d.resolve() for d in preset_dirs()}
+            where = f"preset {path.stem}" if in_presets else str(path)
+            lines = _key_lines(path)
+            for name, table in tables.items():
+                line = lines.get((table, name)) or lines.get((None, table))  # or inline table
+                out[name] = f"{where}:{line}" if line else where
+        out.update(dict.fromkeys(self.overrides, "--set"))
+        return out
 
 
 def unknown_message(key: str, where: str = "") -> str:
@@ -250,6 +290,27 @@ def key_line(path: Path, table: str | None, key: str) -> int | None:
     return None
 
 
+_HEADER = re.compile(r"""^\s*\[\s*["']?([^\]"']+?)["']?\s*\]""")
+_KEY = re.compile(r"""^\s*(?:["']?([\w-]+)["']?\s*\.\s*)?["']?([\w-]+)["']?\s*=""")
+
+
+def _key_lines(path: Path) -> dict[tuple[str | None, str], int]:
+    """{(table, key): line} of every `key = ...` of a file in one pass (key_line finds one)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    found: dict[tuple[str | None, str], int] = {}
+    table = None
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("["):
+            if h := _HEADER.match(line):
+                table = h.group(1).strip()
+        elif k := _KEY.match(line):
+            found.setdefault((k.group(1) or table, k.group(2)), number)
+    return found
+
+
 def file_line(path: Path | None, table: str | None, key: str) -> str:
     """The `FILE:LINE: ` prefix of an error about `key` in [table] ("" when there is no file)."""
     if path is None:
@@ -318,15 +379,17 @@ def _resolve_source(source: str) -> Path:
     raise ConfigError(f"{source}: no such preset or file{hint}")
 
 
-def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Config, Config, dict]:
-    """Load one file with its extends chain -> (config, base it extends, raw meta)."""
+def _load_file(
+    path: Path, chain: tuple[Path, ...] = ()
+) -> tuple[Config, Config, dict, dict[str, str]]:
+    """Load one file with its extends chain -> (config, base it extends, raw meta, layers)."""
     resolved_path = path.resolve()
     if resolved_path in chain:
         cycle = " -> ".join(str(p) for p in chain + (resolved_path,))
         raise ConfigError(f"{path}: extends cycle: {cycle}")
     data = parse_toml(path)
     chain = chain + (resolved_path,)
-    base = Config()
+    base, layers = Config(), []
     extends = data.get("extends")
     if extends is not None:
         if not isinstance(extends, str) or not extends:
@@ -334,21 +397,36 @@ def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[Config, Config
                 f"{file_line(path, None, 'extends')}extends: expected a preset name or path"
             )
         base_path = _resolve_extends(extends, path)
-        base, _, _ = _load_file(base_path, chain)
+        base, _, _, layers = _load_file(base_path, chain)
     errors = [
         f"{file_line(path, None, meta)}{meta}: expected a string"
         for meta in ("title", "description")
         if meta in data and not isinstance(data[meta], str)
     ]
     values = base.to_dict()
-    for name, (raw, table) in _flatten(path, data, errors).items():
+    flat = _flatten(path, data, errors)
+    for name, (raw, table) in flat.items():
         try:
             values[name] = coerce(BY_NAME[name], _toml_value(BY_NAME[name], raw))
         except ParamError as e:
             errors.append(f"{file_line(path, table, name)}{e}")
+    # a value the file sets itself is the file's, whatever the file it extends was given
+    given = base.given.difference(flat).union(_given_keys(path, data, errors))
     if errors:  # every mistake of the file at once, one line each, in file order
         raise ConfigError("\n".join(sorted(errors, key=_line_of)))
-    return Config(values), base, data
+    layers = [*layers, (path, {name: table for name, (_, table) in flat.items()})]
+    return Config(values, given), base, data, layers
+
+
+def _given_keys(path: Path, data: dict, errors: list[str]) -> set[str]:
+    """The file's GIVEN_KEY list (a run directory's config.toml writes one)."""
+    names = data.get(GIVEN_KEY, [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        errors.append(f"{file_line(path, None, GIVEN_KEY)}{GIVEN_KEY}: expected a list of names")
+        return set()
+    unknown = [n for n in names if n not in BY_NAME]
+    errors.extend(unknown_message(n, file_line(path, None, GIVEN_KEY)) for n in unknown)
+    return set(names).difference(unknown)
 
 
 def _line_of(message: str) -> int:
@@ -425,22 +503,20 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 def apply_sets(config: Config, sets: Iterable[str]) -> tuple[Config, dict[str, Any]]:
     overrides = dict(parse_set(s) for s in sets)
-    values = config.to_dict()
-    values.update(overrides)
-    return Config(values), overrides
+    return (config.override(**overrides) if overrides else config), overrides
 
 
 def resolve(source: str | None = None, sets: Iterable[str] = ()) -> Resolved:
     """A preset name or file (None: the defaults) plus `--set` overrides -> a resolved config."""
     if source:
         path = _resolve_source(source)
-        config, base, data = _load_file(path)
+        config, base, data, layers = _load_file(path)
         label = source if find_preset(source) == path else str(path)
         title, description = data.get("title", ""), data.get("description", "")
     else:
-        config, base, label, title, description = Config(), Config(), "", "", ""
+        config, base, label, title, description, layers = Config(), Config(), "", "", "", []
     config, overrides = apply_sets(config, sets)
-    return Resolved(config, label, base, title, description, overrides)
+    return Resolved(config, label, base, title, description, overrides, layers)
 
 
 def load(source: str | None = None, sets: Iterable[str] = ()) -> Config:
@@ -467,6 +543,8 @@ def to_toml_dict(
         out["title"] = title
     if description:
         out["description"] = description
+    if config.given:
+        out[GIVEN_KEY] = [p.name for p in PARAMS if p.name in config.given]
     base = base or Config()
     values = config.to_dict()
     for p in PARAMS:

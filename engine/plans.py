@@ -257,7 +257,7 @@ def expand(plan: Plan) -> list[PlannedRun]:
                     f"{variant.name}/seed{seed}",
                     variant.name,
                     seed,
-                    base.replace(**variant.overrides, seed=seed),
+                    base.override(**variant.overrides).replace(seed=seed),
                     overrides,
                 )
             )

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import events
+from . import events, exitcodes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: {args.run_dir}: no {events.CONFIG_FILE} (not a run directory)", file=sys.stderr
         )
-        return 2
+        return exitcodes.BAD_INPUT
     from .trainer import Trainer
 
     trainer = Trainer(args.run_dir, resume=args.resume)

@@ -205,6 +205,7 @@ class Trainer:
             train_size=len(self.train_set),
             eval_size=len(self.eval_set),
             params=n_params,
+            backbone_sizes=self.model.backbone.sizes.to_dict(),  # the YAML's or the given ones
             trainable_params=sum(x.numel() for x in self.params),
             statistics_words=self.meta.counts.get("sources", {}).get("statistics_words", "none"),
             inactive=inactive_params(self.meta),

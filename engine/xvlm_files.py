@@ -38,6 +38,15 @@ class XVLMFiles:
         return None if self.bert is None else int(self.bert.get("fusion_layer", 0)) or None
 
 
+def yaml_values(files: XVLMFiles, cfg) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The YAML's parameters split by the rule (applied, overridden): a value given on the
+    command line (cfg.given) wins over the YAML, which wins over files, presets and defaults
+    (the sizes X-VLM's checkpoints were trained with)."""
+    applied = {k: v for k, v in files.from_yaml.items() if k not in cfg.given}
+    overridden = {k: v for k, v in files.from_yaml.items() if k in cfg.given}
+    return applied, overridden
+
+
 def resolve_beside(yaml_path: Path, ref: str) -> Path | None:
     """A path named in an X-VLM YAML: beside the YAML, from the repository root, as given."""
     ref_path = Path(str(ref)).expanduser()

@@ -470,3 +470,41 @@ def test_config_objects():
         ("gradient_accumulation_steps", 1, 3),
     ]
     assert "lr = 1.0 is outside" in Config({"lr": 1.0}).warnings()[0]
+
+
+# ------------------------------------------------------------------------------------------
+# Where values came from; which were given on the command line
+
+
+def test_origins_name_the_file_line_preset_or_set(isolated):
+    write(Path("base.toml"), 'extends = "24gb"\n[training]\nlr = 1e-4\n')
+    child = write(Path("child.toml"), 'extends = "base.toml"\n[model]\ndropout = 0.3\n')
+    r = config.resolve(str(child), ["seed=7"])
+    assert r.origins["dropout"] == f"{child}:3"
+    assert r.origins["lr"] == "base.toml:3"  # from the file it extends
+    assert r.origins["batch_size"].startswith("preset 24gb:")
+    assert r.origins["seed"] == "--set" and "epochs" not in r.origins  # a default
+    assert r.config.given == {"seed"}
+
+
+def test_given_values_are_written_and_read_back(isolated):
+    cfg, _ = config.apply_sets(config.load("smoke").override(vision_width=64), ["seed=3"])
+    assert cfg.given == {"vision_width", "seed"}
+    assert cfg.replace(lr=1e-3).given == cfg.given  # replace() keeps them; it gives nothing
+    assert pickle.loads(pickle.dumps(cfg)).given == cfg.given
+    saved = Path("run.toml")
+    saved.write_text(config.dumps(cfg, full=True))
+    loaded = config.load(str(saved))
+    assert loaded == cfg and loaded.given == {"vision_width", "seed"}
+    # a file extending it keeps what it was given, except what the file sets itself
+    write(Path("more.toml"), 'extends = "run.toml"\n[training]\nseed = 4\n')
+    assert config.load("more.toml").given == {"vision_width"}
+
+
+def test_a_bad_given_list_is_a_file_line_error(isolated):
+    write(Path("bad.toml"), 'given_on_command_line = ["vision_widht"]\n')
+    assert error_of("bad.toml") == (
+        "bad.toml:1: unknown parameter 'vision_widht'; did you mean 'vision_width'?"
+    )
+    write(Path("bad2.toml"), 'given_on_command_line = "lr"\n[training]\nlr = 1e-3\n')
+    assert error_of("bad2.toml") == ("bad2.toml:1: given_on_command_line: expected a list of names")

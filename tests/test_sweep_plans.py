@@ -87,6 +87,8 @@ def test_plan_without_seeds_uses_the_base_seed_and_set_applies_to_all(tmp_path):
     assert [r.key for r in runs] == ["a/seed1204", "b/seed1204"]
     assert all(r.config.epochs == 2 for r in runs)
     assert runs[1].overrides == {"epochs": 2, "lr": 2e-4, "seed": 1204}
+    # what a variant varies wins over an X-VLM YAML, as a value given on the command line
+    assert all(r.config.given == {"lr"} for r in runs)
 
 
 def test_plan_base_file_is_relative_to_the_plan(tmp_path):

@@ -9,9 +9,8 @@ import json
 import pytest
 from analysis_fixtures import make_search_store
 from test_tui_sweeps import make_sweep, tag
-from tui_fixtures import make_store
+from tui_fixtures import make_store, screen_store, settle
 from vqatune.engine import alerts
-from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
 from vqatune.tui.screens.analysis import AnalysisScreen
 from vqatune.tui.screens.compare import CompareScreen
@@ -23,23 +22,7 @@ SIZES = [(80, 24), (120, 40)]
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("TZ", "UTC")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(services, "gpu_suggestion", lambda: ("24gb", "NVIDIA A10 (24 GB)"))
-    runs = tmp_path / "runs"
-    make_search_store(runs)
-    return runs
-
-
-async def settle(pilot):
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    for chart in pilot.app.screen.query(MetricChart):
-        chart.redraw_if_dirty()
-    await pilot.pause()
+    return screen_store(tmp_path, monkeypatch, make_search_store)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

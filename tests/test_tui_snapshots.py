@@ -8,39 +8,16 @@ the SVGs in tests/__snapshots__/.
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Input
-from tui_fixtures import make_store
+from tui_fixtures import make_store, screen_store, settle
 from vqatune.tui import services
 from vqatune.tui.app import VQATuneApp
-from vqatune.tui.widgets.charts import MetricChart
 
 SIZES = [(80, 24), (120, 40)]
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("TZ", "UTC")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(services, "gpu_suggestion", lambda: ("24gb", "NVIDIA A10 (24 GB)"))
-    monkeypatch.setattr(services, "fit_gpus", lambda: [])  # the same picture on a GPU machine
-    runs = tmp_path / "runs"
-    make_store(runs)
-    return runs
-
-
-async def settle(pilot):
-    for widget in pilot.app.screen.query(Input):
-        widget.cursor_blink = False  # a blinking cursor makes two pictures differ
-    await pilot.pause()
-    while getattr(pilot.app.screen, "fit_timer", None) is not None:  # Configure's fit debounce
-        await pilot.pause(0.05)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    for chart in pilot.app.screen.query(MetricChart):
-        chart.redraw_if_dirty()  # what the throttle would draw within a second
-    await pilot.pause()
+    return screen_store(tmp_path, monkeypatch, make_store)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

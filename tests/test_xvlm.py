@@ -518,19 +518,81 @@ def test_unsupported_xvlm_options_are_named(tmp_path):
         summary(xvlm_cfg(yaml_path), make_meta("pixels"))
 
 
-def test_config_show_names_what_the_yaml_sets(tmp_path, isolated):
+def test_config_show_says_which_yaml_values_apply_and_which_the_command_line_overrides(
+    tmp_path, isolated
+):
     from typer.testing import CliRunner
     from vqatune.tui.cli import app
 
     yaml_path = write_xvlm(tmp_path)
-    result = CliRunner().invoke(app, ["config", "show", "smoke", "--set", f"config={yaml_path}"])
+    show = ["config", "show", "smoke", "--set", f"config={yaml_path}"]
+    result = CliRunner().invoke(app, show)
     assert result.exit_code == 0, result.output
     assert f"# from the X-VLM YAML {yaml_path}" in result.output
-    assert "vision_encoder = swin" in result.output and "image_res = 128" in result.output
-    shown = CliRunner().invoke(
-        app, ["config", "show", "smoke", "--set", f"config={yaml_path}", "--format", "json"]
+    assert "#   vision_encoder = swin: applies (over vit from the defaults)" in result.output
+    assert "#   vision_width = 32: applies (over 32 from preset smoke:" in result.output
+    assert "#   image_res = 128: applies (over 32 from preset smoke:" in result.output
+    result = CliRunner().invoke(app, [*show, "--set", "vision_width=64"])
+    assert "#   vision_width = 32: overridden by --set vision_width=64" in result.output
+    assert "#   text_width = 24: applies" in result.output
+    shown = json.loads(
+        CliRunner().invoke(app, [*show, "-s", "vision_width=64", "-f", "json"]).stdout
     )
-    assert json.loads(shown.stdout)["from_xvlm_yaml"]["text_width"] == BERT["hidden_size"]
+    yaml_rows = shown["from_xvlm_yaml"]
+    assert yaml_rows["text_width"] == {
+        "value": BERT["hidden_size"],
+        "applies": True,
+        "origin": shown["origins"]["text_width"],
+    }
+    assert shown["origins"]["text_width"].startswith("preset smoke:")
+    assert yaml_rows["vision_width"] == {
+        "value": 32,
+        "applies": False,
+        "overridden_by": "--set",
+        "given": 64,
+    }
+
+
+WIDE_SWIN = {**SWIN, "vision_width": 64, "embed_dim": 8}  # SWIN at the given vision_width 64
+
+
+@pytest.mark.parametrize("given", [["--set", "vision_width=64"], ["--vision_width", "64"]])
+def test_a_value_given_on_the_command_line_wins_over_the_yaml(tmp_path, isolated, given):
+    from typer.testing import CliRunner
+    from vqatune.tui.cli import app
+
+    yaml_path = write_xvlm(tmp_path)
+    train = ["train", "--config", str(yaml_path), "--dataset", "easy-vqa", "--dry-run"]
+    model = CliRunner().invoke(app, [*train, *given]).output.split("# model summary")[-1]
+    assert "#     embed_dim: 8" in model and "#   given: vision_width" in model
+    assert f"xvlm_backbone: {derived_xvlm_count(WIDE_SWIN, {**BERT, 'encoder_width': 64}):,}" in (
+        model
+    )
+    model = CliRunner().invoke(app, train).output.split("# model summary")[-1]
+    assert "#     embed_dim: 4" in model
+    assert f"xvlm_backbone: {derived_xvlm_count(SWIN, BERT):,}" in model
+    # a preset's or a file's value does not: the YAML's sizes are what its checkpoints fit
+    assert summary(xvlm_cfg(yaml_path, vision_width=64))["backbone_sizes"]["vision_width"] == 32
+
+
+def test_a_resumed_run_keeps_the_given_values_over_the_yaml(tmp_path):
+    from vqatune.engine import runstore
+    from vqatune.engine.trainer import Trainer
+
+    cfg = xvlm_cfg(write_xvlm(tmp_path / "xvlm"), max_steps=1, train_limit=8, eval_limit=4)
+    given = cfg.override(vision_width=64, image_res=64)  # the images follow image_res
+    run_dir = runstore.create_run(given, runs_dir=tmp_path / "runs")
+    assert {"vision_width", "image_res"} <= config.load(str(run_dir / events.CONFIG_FILE)).given
+    assert Trainer(run_dir).run() == 0
+    assert Trainer(run_dir, resume=True).run() == 0
+    lines = [json.loads(x) for x in (run_dir / events.METRICS_FILE).read_text().splitlines()]
+    announced = [e for e in lines if e["event"] in ("start", "resumed")]
+    assert [e["event"] for e in announced] == ["start", "resumed"]
+    for event in announced:
+        sizes = event["backbone_sizes"]
+        assert sizes["vision_width"] == 64 and sizes["image_res"] == 64
+        assert sizes["swin"]["embed_dim"] == 8 and sizes["swin"]["window_size"] == 2
+        assert sizes["given"] == ["vision_width", "image_res"]
 
 
 def test_monitor_header_and_data_inspect_say_what_was_loaded(tmp_path, isolated):

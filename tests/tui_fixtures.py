@@ -13,6 +13,39 @@ from vqatune.engine import events as ev
 T0 = 1_790_000_000.0  # a fixed creation time
 
 
+def screen_store(tmp_path: Path, monkeypatch, fill) -> Path:
+    """A runs store filled by fill(runs_dir) in a stable environment for screens: no user
+    config, UTC times, a fixed GPU suggestion and no GPU to fit on."""
+    from vqatune.tui import services
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(services, "gpu_suggestion", lambda: ("24gb", "NVIDIA A10 (24 GB)"))
+    monkeypatch.setattr(services, "fit_gpus", lambda: [])  # the same picture on a GPU machine
+    runs = tmp_path / "runs"
+    fill(runs)
+    return runs
+
+
+async def settle(pilot) -> None:
+    """Until the screen is still: workers done, charts drawn, no blinking cursor."""
+    from textual.widgets import Input
+    from vqatune.tui.widgets.charts import MetricChart
+
+    for widget in pilot.app.screen.query(Input):
+        widget.cursor_blink = False  # a blinking cursor makes two pictures differ
+    await pilot.pause()
+    while getattr(pilot.app.screen, "fit_timer", None) is not None:  # Configure's fit debounce
+        await pilot.pause(0.05)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    for chart in pilot.app.screen.query(MetricChart):
+        chart.redraw_if_dirty()  # what the throttle would draw within a second
+    await pilot.pause()
+
+
 def make_run(
     runs_dir: Path,
     run_id: str,

@@ -22,6 +22,7 @@ from .common import (
     one_hot,
     save_npy_atomic,
 )
+from .images import image_res
 from .vocab import build_vocab, encode, tfidf_init
 
 NATIVE_RES = 64
@@ -140,7 +141,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         labels = np.array([index.get(a, -1) for a in ans], np.int64)
         types = np.array([answer_type(a) for a in ans], np.int64)
         ds = EasyVQADataset(
-            load_images(split, cfg.image_res),
+            load_images(split, image_res(cfg)),  # the X-VLM YAML's, as the model's
             img_ids,
             tokens,
             labels,

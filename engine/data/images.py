@@ -23,13 +23,13 @@ COCO_SPLITS = {"train": "train2014", "val": "val2014", "test": "test2015", "test
 
 
 def image_res(cfg) -> int:
-    """The resolution the vision encoder sees: the X-VLM YAML's image_res, else the schema's."""
+    """The resolution the vision encoder sees: the X-VLM YAML's image_res, else the schema's
+    (an image_res given on the command line wins over the YAML's)."""
     if cfg.config:
-        from vqatune.engine.xvlm_files import read
+        from vqatune.engine.xvlm_files import read, yaml_values
 
-        files = read(Path(cfg.config).expanduser())
-        if files.image_res:
-            return files.image_res
+        applied, _ = yaml_values(read(Path(cfg.config).expanduser()), cfg)
+        return int(applied.get("image_res", cfg.image_res))
     return int(cfg.image_res)
 
 

@@ -31,7 +31,7 @@ from transformers import BertConfig, BertModel, SwinConfig, SwinModel, ViTConfig
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.bert.modeling_bert import BertLayer
 from vqatune.engine.config import ConfigError
-from vqatune.engine.xvlm_files import SWIN_KEYS, XVLMFiles
+from vqatune.engine.xvlm_files import SWIN_KEYS, XVLMFiles, yaml_values
 from vqatune.engine.xvlm_files import read as read_xvlm
 
 from .wordpiece import WordPieces
@@ -54,6 +54,7 @@ class BackboneSizes:
     swin: dict | None = None  # X-VLM's Swin JSON fields (embed_dim, depths, num_heads, ...)
     encoder_width: int = 0  # width the cross-attention keys/values are projected from
     max_tokens: int = 0  # WordPiece ids per question ([CLS] and [SEP] included)
+    given: tuple[str, ...] = ()  # the YAML's parameters a value given on the command line beats
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,7 +69,32 @@ SWIN_B = {
 }
 
 
+SIZE_PARAMS = (
+    "image_res",
+    "patch_size",
+    "vision_width",
+    "vision_layers",
+    "text_width",
+    "text_layers",
+    "fusion_layers",
+    "backbone_heads",
+    "vision_encoder",
+)  # the schema parameters BackboneSizes holds (an X-VLM YAML sets some of them)
 SIZE_OF = {"backbone_heads": "heads"}  # schema parameter -> BackboneSizes field
+# the text encoder's settings its fusion layers share
+FUSION_SHARES = (
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "layer_norm_eps",
+)
+
+
+def size_fields(values: dict) -> dict:
+    """{schema parameter: value} -> {BackboneSizes field: value}."""
+    return {SIZE_OF.get(k, k): v for k, v in values.items()}
 
 
 def xvlm_files(cfg) -> XVLMFiles | None:
@@ -76,22 +102,12 @@ def xvlm_files(cfg) -> XVLMFiles | None:
 
 
 def backbone_sizes(cfg, files: XVLMFiles | None = None) -> BackboneSizes:
-    sizes = dict(
-        image_res=cfg.image_res,
-        patch_size=cfg.patch_size,
-        vision_width=cfg.vision_width,
-        vision_layers=cfg.vision_layers,
-        text_width=cfg.text_width,
-        text_layers=cfg.text_layers,
-        fusion_layers=cfg.fusion_layers,
-        heads=cfg.backbone_heads,
-        source="schema",
-        vision_encoder=cfg.vision_encoder,
-    )
+    sizes = dict(size_fields({n: getattr(cfg, n) for n in SIZE_PARAMS}), source="schema")
     files = files or xvlm_files(cfg)
     if files is not None:
-        yaml_sizes = {SIZE_OF.get(k, k): v for k, v in files.from_yaml.items()}
-        sizes.update(yaml_sizes, source=str(files.yaml_path), swin=files.swin)
+        applied, overridden = yaml_values(files, cfg)
+        sizes.update(size_fields(applied), source=str(files.yaml_path), swin=files.swin)
+        sizes["given"] = tuple(overridden)
         if files.max_tokens:
             sizes["max_tokens"] = files.max_tokens
         if files.bert and "encoder_width" in files.bert:
@@ -100,7 +116,10 @@ def backbone_sizes(cfg, files: XVLMFiles | None = None) -> BackboneSizes:
         swin = sizes.get("swin") or dict(
             SWIN_B, image_res=sizes["image_res"], window_size=sizes["image_res"] // 32
         )
-        sizes["swin"] = swin = {k: swin[k] for k in SWIN_KEYS}
+        swin = {k: swin[k] for k in SWIN_KEYS}
+        sizes["swin"] = swin = given_swin_sizes(swin, cfg)
+        if "vision_width" in cfg.given:  # the cross-attention reads the given width
+            sizes["encoder_width"] = swin["vision_width"]
         sizes["image_res"], sizes["patch_size"] = int(swin["image_res"]), 32
         sizes["vision_width"] = int(swin["vision_width"])
         sizes["vision_layers"] = int(sum(swin["depths"]))
@@ -121,6 +140,23 @@ def backbone_sizes(cfg, files: XVLMFiles | None = None) -> BackboneSizes:
     if s.image_res % s.patch_size:
         raise ConfigError(f"patch_size: {s.patch_size} does not divide image_res {s.image_res}")
     return s
+
+
+def given_swin_sizes(swin: dict, cfg) -> dict:
+    """Swin sizes with image_res and vision_width given on the command line: the window follows
+    the image as in X-VLM's files (image_res / 32), embed_dim the last stage's width."""
+    swin = dict(swin)
+    if "image_res" in cfg.given:
+        swin.update(image_res=cfg.image_res, window_size=cfg.image_res // 32)
+    if "vision_width" in cfg.given:
+        doublings = 2 ** (len(swin["depths"]) - 1)
+        if cfg.vision_width % doublings:
+            raise ConfigError(
+                f"vision_width: {cfg.vision_width} is not a multiple of {doublings} (Swin "
+                f"doubles embed_dim over its {len(swin['depths'])} stages)"
+            )
+        swin.update(vision_width=cfg.vision_width, embed_dim=cfg.vision_width // doublings)
+    return swin
 
 
 def check_swin(swin: dict, source: str) -> None:
@@ -349,13 +385,8 @@ class XVLMBackbone(nn.Module):
             else nn.Identity()
         )
         fusion_config = BertConfig(
-            hidden_size=tc.hidden_size,
-            num_attention_heads=tc.num_attention_heads,
-            intermediate_size=tc.intermediate_size,
+            **{k: getattr(tc, k) for k in FUSION_SHARES},
             num_hidden_layers=sizes.fusion_layers,
-            hidden_dropout_prob=tc.hidden_dropout_prob,
-            attention_probs_dropout_prob=tc.attention_probs_dropout_prob,
-            layer_norm_eps=tc.layer_norm_eps,
             is_decoder=True,
             add_cross_attention=True,
         )  # BertLayer needs is_decoder for cross-attention

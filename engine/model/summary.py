@@ -4,54 +4,32 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+
 # Vocabulary sizes assumed when no data is loaded: easy-VQA's question words and 13 answers; GQA's
 # balanced answer set and scene-graph vocabularies (1,702 objects, 617 attributes, 310 relations);
 # VQA v2's answers seen >= 9 times. Counts of the vocabulary-sized layers depend on them.
+def _nominal(vocab, answers, visual="regions", feature_dim=2048, graph=(0, 0, 0), soft=False):
+    """One data set's nominal sizes; graph = (objects, attributes, relations) of its scene
+    graphs, none when it has no graphs."""
+    objects, attrs, rels = graph
+    return dict(
+        vocab=vocab,
+        answers=answers,
+        visual=visual,
+        feature_dim=feature_dim,
+        has_graph=any(graph),
+        soft=soft,
+        objects=objects,
+        attrs=attrs,
+        rels=rels,
+    )
+
+
 NOMINAL = {
-    "easy-vqa": dict(
-        vocab=30,
-        answers=13,
-        visual="pixels",
-        feature_dim=0,
-        has_graph=False,
-        soft=False,
-        objects=0,
-        attrs=0,
-        rels=0,
-    ),
-    "gqa": dict(
-        vocab=3000,
-        answers=1842,
-        visual="regions",
-        feature_dim=2048,
-        has_graph=True,
-        soft=False,
-        objects=1702,
-        attrs=617,
-        rels=310,
-    ),
-    "vqa": dict(
-        vocab=20000,
-        answers=3129,
-        visual="regions",
-        feature_dim=2048,
-        has_graph=False,
-        soft=True,
-        objects=0,
-        attrs=0,
-        rels=0,
-    ),
-    "synthetic": dict(
-        vocab=60,
-        answers=40,
-        visual="regions",
-        feature_dim=64,
-        has_graph=True,
-        soft=False,
-        objects=20,
-        attrs=12,
-        rels=8,
-    ),
+    "easy-vqa": _nominal(30, 13, visual="pixels", feature_dim=0),
+    "gqa": _nominal(3000, 1842, graph=(1702, 617, 310)),
+    "vqa": _nominal(20000, 3129, soft=True),
+    "synthetic": _nominal(60, 40, feature_dim=64, graph=(20, 12, 8)),
 }
 
 

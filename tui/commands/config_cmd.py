@@ -35,11 +35,12 @@ def show(
 ) -> None:
     """Print the fully resolved configuration."""
     from vqatune.engine import cmdline, config
+    from vqatune.engine.cmdline import format_value
 
     with user_errors():
         resolved = config.resolve(source, sets or ())
         cfg = resolved.config
-        from_yaml = xvlm_values(cfg)
+        from_yaml = xvlm_report(cfg, resolved.origins)
     for w in cfg.warnings():
         warn(w)
     if fmt is Format.json:
@@ -52,6 +53,7 @@ def show(
                 "overrides": resolved.overrides,
                 "warnings": cfg.warnings(),
                 "config": cfg.to_dict(),
+                "origins": resolved.origins,
                 "from_xvlm_yaml": from_yaml,
             }
         )
@@ -66,20 +68,50 @@ def show(
         typer.echo(header + config.dumps(cfg, full=True), nl=False)
         if from_yaml:
             typer.echo(
-                f"# from the X-VLM YAML {cfg.config} (these win over the values above): "
-                + ", ".join(f"{k} = {v}" for k, v in from_yaml.items())
+                f"# from the X-VLM YAML {cfg.config}: its values win over the file's and the "
+                f"defaults, a value given on the command line wins over it"
             )
+        for name, row in from_yaml.items():
+            shown = f"{name} = {format_value(row['value'])}"
+            if row["applies"]:
+                typer.echo(
+                    f"#   {shown}: applies (over {format_value(cfg.to_dict()[name])} from "
+                    f"{row['origin']})"
+                )
+            else:
+                typer.echo(
+                    f"#   {shown}: overridden by {row['overridden_by']} "
+                    f"{name}={format_value(row['given'])}"
+                )
 
 
-def xvlm_values(cfg) -> dict:
-    """The backbone parameters cfg.config (an X-VLM YAML) sets, read without torch (none while
-    the file is not on this machine: a config is shown wherever it is)."""
+def xvlm_report(cfg, origins: dict[str, str]) -> dict[str, dict]:
+    """What cfg.config (an X-VLM YAML) sets, per parameter: its value and whether it applies or
+    a value given on the command line overrides it. Read without torch; empty while the file is
+    not on this machine (a config is shown wherever it is)."""
     from pathlib import Path
 
-    from vqatune.engine.xvlm_files import read
+    from vqatune.engine.xvlm_files import read, yaml_values
 
     path = Path(cfg.config).expanduser()
-    return read(path).from_yaml if cfg.config and path.is_file() else {}
+    if not (cfg.config and path.is_file()):
+        return {}
+    files = read(path)
+    applied, _ = yaml_values(files, cfg)
+    report = {}
+    for name, value in files.from_yaml.items():
+        origin = origins.get(name, "the defaults")
+        if name in applied:
+            report[name] = {"value": value, "applies": True, "origin": origin}
+        else:
+            given = cfg.to_dict()[name]
+            report[name] = {
+                "value": value,
+                "applies": False,
+                "overridden_by": origin,
+                "given": given,
+            }
+    return report
 
 
 @config_app.command("validate")

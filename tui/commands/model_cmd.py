@@ -57,6 +57,8 @@ def summary_cmd(
         f"attention {info['attn_implementation']}"
         f"{', activation checkpointing' if info['activation_checkpointing'] else ''}"
     )
+    if s["given"]:
+        out.print(f"given on the command line over the X-VLM YAML: {', '.join(s['given'])}")
     out.print(f"X-VLM branch input: {info['xvlm_input']}; {checkpoint_words(info['checkpoint'])}")
     table = Table(box=None, pad_edge=False)
     table.add_column("branch", style="bold")

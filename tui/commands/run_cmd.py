@@ -184,8 +184,7 @@ def config_from_flags(words: list[str], sets=()) -> tuple:
     from vqatune.engine import cmdline, config
 
     given = cmdline.parse_flags(cmdline.strip_program(list(words)))
-    values = {**config.load("default").to_dict(), **given}
-    cfg, overrides = config.apply_sets(config.Config(values), sets)
+    cfg, overrides = config.apply_sets(config.load("default").override(**given), sets)
     return cfg, {**given, **overrides}
 
 
@@ -252,7 +251,8 @@ def _echo_tree(data: dict, prefix: str) -> None:
             typer.echo(f"{prefix}{key}: {value:,}")
         else:
             typer.echo(
-                f"{prefix}{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+                f"{prefix}{key}: "
+                f"{', '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
             )
 
 
