@@ -19,7 +19,8 @@ import tomllib
 run_dir = sys.argv[1]
 resume = "--resume" in sys.argv
 with open(os.path.join(run_dir, "config.toml"), "rb") as f:
-    cfg = {k: v for table in tomllib.load(f).values() for k, v in table.items()}
+    tables = [t for t in tomllib.load(f).values() if isinstance(t, dict)]  # not the given list
+    cfg = {k: v for table in tables for k, v in table.items()}
 total = cfg["max_steps"] or 6
 eval_every = cfg["eval_every"] or total
 delay = float(os.environ.get("FAKE_DELAY", "0.02"))
