@@ -168,14 +168,20 @@ def test_monitor_of_a_waiting_run_says_its_place(store):
 # Configure: Launch queues
 
 
+def configure_app_noting(store, notes: list[str]) -> VQATuneApp:
+    """The app on its Configure screen, every notification's message also kept in notes."""
+    app = VQATuneApp(runs_dir=store, start="configure")
+    notify = app.notify
+    app.notify = lambda message, **kw: (notes.append(message), notify(message, **kw))
+    return app
+
+
 def test_launch_with_the_queue_switch_on_creates_a_queued_run(store, monkeypatch):
     monkeypatch.setattr(runstore, "launch", lambda *a, **kw: pytest.fail("started, not queued"))
     notes = []
 
     async def run():
-        app = VQATuneApp(runs_dir=store, start="configure")
-        notify = app.notify
-        app.notify = lambda message, **kw: (notes.append(message), notify(message, **kw))
+        app = configure_app_noting(store, notes)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
             commands = {c.title for c in app.get_system_commands(app.screen)}
@@ -231,9 +237,7 @@ def test_launch_is_queued_when_its_gpu_is_held(store, monkeypatch):
     notes = []
 
     async def run():
-        app = VQATuneApp(runs_dir=store, start="configure")
-        notify = app.notify
-        app.notify = lambda message, **kw: (notes.append(message), notify(message, **kw))
+        app = configure_app_noting(store, notes)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
             assert not app.screen.query_one("#queue-switch", Switch).value
