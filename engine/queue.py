@@ -96,6 +96,14 @@ def enqueue(run_dir: Path, runs_dir: Path | None = None) -> int:
         return len(q["order"])
 
 
+def submit(run_dir: Path, runs_dir: Path | None = None) -> int:
+    """`vqatune run --queue` and the TUI's queued Launch: put the new run in line and make sure a
+    worker serves the store. Returns its position."""
+    position = enqueue(run_dir, runs_dir)
+    ensure_worker(runs_dir or Path(run_dir).parent)
+    return position
+
+
 def requeue(run_dir: Path, runs_dir: Path | None = None) -> int:
     """Put an unfinished run (stopped, crashed) back at the end of the line; the worker
     starts it again from its last checkpoint. Returns its position."""

@@ -86,9 +86,7 @@ def enqueue(
     from vqatune.engine import queue
 
     run_dir = _create_run(cfg, source, overrides, runs_dir)
-    position = queue.enqueue(run_dir, runs_dir)
-    queue.ensure_worker(runs_dir or run_dir.parent)
-    return run_dir, position
+    return run_dir, queue.submit(run_dir, runs_dir)
 
 
 def queue_reason(cfg: Config, runs_dir: Path | None = None) -> str | None:

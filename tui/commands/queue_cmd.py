@@ -124,8 +124,7 @@ def enqueue(run_dir: Path, runs_dir: Path | None) -> None:
     """`vqatune run --queue`: put the new run in line, make sure a worker serves it."""
     from vqatune.engine import queue
 
-    position = queue.enqueue(run_dir, runs_dir)
-    queue.ensure_worker(runs_dir or run_dir.parent)
+    position = queue.submit(run_dir, runs_dir)
     typer.echo(run_dir.name)
     typer.echo(
         f"queued at position {position}: it starts when a GPU is free "
