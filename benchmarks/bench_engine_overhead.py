@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from vqatune.engine import config, data, events, precision, seeding
+from vqatune.engine import config, data, events, optim, precision, seeding
 from vqatune.engine.model import build_model
 from vqatune.engine.trainer import Trainer
 
@@ -50,7 +50,10 @@ def plain_samples_per_s(cfg) -> float:
     groups = model.param_groups()
     heads = torch.optim.Adamax(groups["heads"], lr=cfg.lr)
     backbone = torch.optim.AdamW(
-        groups["backbone"], lr=cfg.xvlm_lr, weight_decay=0.01, fused=device.type in ("cpu", "cuda")
+        groups["backbone"],
+        lr=cfg.xvlm_lr,
+        weight_decay=0.01,
+        fused=device.type in optim.FUSED_DEVICES,
     )
     params = [p for p in model.parameters() if p.requires_grad]
     dtype = torch.bfloat16 if cfg.mixed_precision else None

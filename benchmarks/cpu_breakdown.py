@@ -21,6 +21,7 @@ from collections import defaultdict
 import torch
 from vqatune.engine import config, data, optim, seeding
 from vqatune.engine.model import build_model
+from vqatune.engine.trainer import EVAL_BATCH_FACTOR
 
 WARMUP_STEPS = 10
 
@@ -46,6 +47,14 @@ class Timer:
         module.register_forward_hook(lambda *_: self.stop(label))
 
 
+def epochs_of_batches(dataset, cfg):
+    """Training batches, epoch after epoch (a small preset's epoch is shorter than the steps)."""
+    epoch = 0
+    while True:
+        yield from data.make_loader(dataset, cfg, train=True, seed=cfg.seed, epoch=epoch)
+        epoch += 1
+
+
 def breakdown(cfg, steps: int, eval_questions: int = 2000) -> list[tuple[str, float]]:
     """[(component, CPU ms per training sample)], evaluation per evaluated question last."""
     seeding.seed_everything(cfg.seed)
@@ -61,7 +70,7 @@ def breakdown(cfg, steps: int, eval_questions: int = 2000) -> list[tuple[str, fl
     timer.hook(model.ban.aoa, "AoA")
     timer.hook(model.graph, "graph")
     timer.hook(model, "forward")
-    loader = iter(data.make_loader(bundle.train, cfg, train=True, seed=cfg.seed, epoch=0))
+    loader = epochs_of_batches(bundle.train, cfg)
     samples = 0
     model.train()
     for step in range(1, steps + WARMUP_STEPS + 1):
@@ -105,9 +114,14 @@ def breakdown(cfg, steps: int, eval_questions: int = 2000) -> list[tuple[str, fl
 
 
 def evaluation_ms(model, bundle, cfg, questions: int) -> float:
-    """CPU ms per evaluated question, as the trainer evaluates (inference_mode, 2x batch)."""
+    """CPU ms per evaluated question, as the trainer evaluates (inference_mode, its larger batch)."""
     loader = data.make_loader(
-        bundle.eval, cfg, train=False, seed=cfg.seed, epoch=0, batch_size=2 * cfg.batch_size
+        bundle.eval,
+        cfg,
+        train=False,
+        seed=cfg.seed,
+        epoch=0,
+        batch_size=EVAL_BATCH_FACTOR * cfg.batch_size,
     )
     model.eval()
     done = 0
