@@ -324,7 +324,7 @@ class SearchWorker:
         changes = self.executor.config_changes
         run_dir = create_sweep_run(
             self.sweep,
-            self.base.replace(**{**params, **changes}),
+            self.base.override(**params).replace(**changes),  # params win over a YAML
             name=f"{self.plan.name}-t{trial.number}",
             overrides={**self.plan.common, **params, **changes},
             tags={

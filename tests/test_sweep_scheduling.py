@@ -427,6 +427,8 @@ def test_search_prunes_on_the_trainers_evals(tmp_path, fake, monkeypatch):
     for t in trials:
         run = runs[t.number]
         assert t.user_attrs["run_id"] == run.id and run.meta["params"] == t.params
+        # a trial's values count as given: they win over an X-VLM YAML, as a variant's do
+        assert config.load(str(run.path / "config.toml")).given >= {"lr"}
         evals = [
             json.loads(line)["accuracy"]
             for line in (run.path / "metrics.jsonl").read_text().splitlines()
