@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,13 @@ def test_predict_errors_are_one_line_exit_2(gqa_run, tmp_path):
     result = predict(run_dir, "--split", "nosuch", "--out", str(tmp_path / "x.json"))
     assert result.exit_code == 2 and "nosuch_balanced_questions.json" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+    # ... said before torch and the model code are imported (~10 s)
+    probe = (
+        "import sys; from vqatune.engine.predict import main; "
+        f"code = main([{str(run_dir)!r}, '--split', 'nosuch', '--out', 'x.json']); "
+        "sys.exit(code + 10 * ('torch' in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 2
     empty = make_run(tmp_path, "untrained", ["dataset=gqa"])
     result = predict(empty, "--split", "val", "--out", str(tmp_path / "y.json"))
     assert result.exit_code == 2 and "no best checkpoint" in result.output
