@@ -25,11 +25,8 @@ def emit(**fields) -> None:
 
 
 def predict(run_dir: Path, split: str, out: Path, which: str = "best") -> int:
-    import torch
-
-    from . import checkpoint, data, precision
+    from . import data
     from .config import load as load_config
-    from .model import build_model
 
     cfg = load_config(str(run_dir / events.CONFIG_FILE))
     fmt = submission.format_for(cfg.dataset)
@@ -39,6 +36,12 @@ def predict(run_dir: Path, split: str, out: Path, which: str = "best") -> int:
     questions = bundle.eval
     if len(questions) == 0:
         raise ConfigError(f"--split: {split} has no questions")
+    # torch and the model code (~10 s to import) only now: a wrong split is said at once
+    import torch
+
+    from . import checkpoint, precision
+    from .model import build_model
+
     device = precision.pick_device(cfg)
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")

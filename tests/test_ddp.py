@@ -127,6 +127,7 @@ def test_shard_splits_each_global_batch_between_ranks():
 # the subgraph sampler's Gumbel noise), and rank 1 draws it from its own generator: no longer the
 # noise a single process would draw for those samples. For the loss comparison both set-ups run
 # with train mode off (exact top-k, no dropout), so what differs is only what DDP changes.
+# The one process is this one (the Trainer in-process: a torchrun of one saves nothing to test).
 NO_TRAIN_MODE = """
 import torch.nn
 _train = torch.nn.Module.train
@@ -141,18 +142,25 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     # 2 ranks x micro-batch 4 x 2 accumulated (no_sync on the first) = one process x 16.
     ddp = make_run(tmp_path, "ddp", ["nproc_per_node=2", "batch_size=4", "update_freq=2"])
-    assert torchrun(ddp) == 0, (ddp / events.LOG_FILE).read_text()
+    proc = start(ddp)
     single = make_run(tmp_path, "single", ["batch_size=16"])
-    assert torchrun(single) == 0, (single / events.LOG_FILE).read_text()
+    import torch.nn
+    from vqatune.engine.trainer import Trainer
+
+    train = torch.nn.Module.train
+    monkeypatch.setattr(torch.nn.Module, "train", lambda self, mode=True: train(self, False))
+    assert Trainer(single).run() == 0, (single / events.LOG_FILE).read_text()
+    monkeypatch.undo()
+    assert proc.wait(timeout=120) == 0, (ddp / events.LOG_FILE).read_text()
 
     records = read(ddp)
     # Rank 0 alone writes: one start, one end, one step event per step, one checkpoint.
     kinds = [r["event"] for r in records]
     assert kinds.count("start") == kinds.count("end") == 1
     assert [r["step"] for r in records if r["event"] == "step"] == [1, 2, 3, 4]
-    start = records[0]
-    assert start["world_size"] == 2 and start["effective_batch_size"] == 16
-    assert start["batch_size"] == 4 and start["accumulation"] == 2 and start["total_steps"] == 4
+    began = records[0]
+    assert began["world_size"] == 2 and began["effective_batch_size"] == 16
+    assert began["batch_size"] == 4 and began["accumulation"] == 2 and began["total_steps"] == 4
     step = next(r for r in records if r["event"] == "step")
     assert len(step["memory_ranks"]) == 2 and all(m["rss_mb"] > 0 for m in step["memory_ranks"])
     status = events.read_json(ddp / events.STATUS_FILE)

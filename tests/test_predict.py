@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,13 +84,24 @@ def test_predict_errors_are_one_line_exit_2(gqa_run, tmp_path):
     result = predict(run_dir, "--split", "nosuch", "--out", str(tmp_path / "x.json"))
     assert result.exit_code == 2 and "nosuch_balanced_questions.json" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+    # ... said before torch and the model code are imported (~10 s)
+    probe = (
+        "import sys; from vqatune.engine.predict import main; "
+        f"code = main([{str(run_dir)!r}, '--split', 'nosuch', '--out', 'x.json']); "
+        "sys.exit(code + 10 * ('torch' in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 2
     empty = make_run(tmp_path, "untrained", ["dataset=gqa"])
     result = predict(empty, "--split", "val", "--out", str(tmp_path / "y.json"))
     assert result.exit_code == 2 and "no best checkpoint" in result.output
     assert "error:" in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_predict_vqa_test_dev_round_trip(tmp_path):
+def test_predict_vqa_test_dev_round_trip(tmp_path, capsys):
+    """The prediction process's entry point, in this process (the CLI around it, its progress
+    lines and its result line, are tested on GQA above: one process importing torch less)."""
+    from vqatune.engine import predict as predicting
+
     root = tmp_path / "vqa"
     synth.write(root, "vqa", images=12, seed=6, feature_dim=8, questions_per_image=3, boxes=4)
     # test-dev: questions without annotations, features in test36.hdf5
@@ -107,11 +120,15 @@ def test_predict_vqa_test_dev_round_trip(tmp_path):
     assert set(ev["accuracy_type"]) <= {"yes/no", "number", "other"} and ev["accuracy_type"]
     assert 0 <= ev["accuracy_official"] <= 1
     out = tmp_path / "vqa.json"
-    result = predict(run_dir, "--split", "test-dev", "--out", str(out), "--checkpoint", "last")
-    assert result.exit_code == 0, result.output
+    capsys.readouterr()
+    argv = [str(run_dir), "--split", "test-dev", "--out", str(out), "--checkpoint", "last"]
+    assert predicting.main(argv) == 0
+    progress = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     rows = json.loads(out.read_text())
     questions = json.loads((root / "v2_OpenEnded_mscoco_test-dev2015_questions.json").read_text())
     ids = [q["question_id"] for q in questions["questions"]]
+    assert progress[0] == {"total": len(ids)} and progress[-2] == {"done": len(ids)}
+    assert progress[-1] == {"written": str(out), "questions": len(ids), "format": "vqa"}
     assert all(set(r) == {"question_id", "answer"} for r in rows)
     assert all(type(r["question_id"]) is int and isinstance(r["answer"], str) for r in rows)
     assert sorted(r["question_id"] for r in rows) == sorted(ids)

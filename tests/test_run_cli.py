@@ -153,26 +153,33 @@ def test_follow_exit_code_follows_the_final_state(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# Real runs
+# Real runs. Each costs a training process (~10 s to start), so the two finished runs below are
+# made once per module and read by every test that only reads a finished run.
 
 
-def test_run_trains_to_the_end_with_progress_and_summary(tmp_path):
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A runs directory (and cwd) of the module's finished runs."""
+    root = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.setenv("VQATUNE_RUNS", str(root / "runs"))
+        mp.chdir(root)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def first(store):
+    """`vqatune run smoke` in the foreground, to the end (tfidf on, smoke's default)."""
     result = invoke("run", "smoke", "--name", "first", *QUICK)
-    assert result.exit_code == 0, result.output
-    run_dir = runstore.find_run("first")
-    assert run_dir.parent == tmp_path / "runs"
-    assert f"run {run_dir.name}: done" in result.stdout and "best accuracy" in result.stdout
-    assert "2/2" in result.stdout  # the progress bar reached the last step
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "parameters of preset smoke outside" in warnings[0]
-    assert runstore.run_info(run_dir).state == "done"
-    meta = events.read_json(run_dir / events.META_FILE)
-    assert meta["source"] == "smoke" and meta["overrides"] == {"max_steps": 2, "eval_limit": 8}
+    return result, runstore.find_run("first")
 
 
-def test_train_detach_with_guide_flags_and_output(tmp_path):
+@pytest.fixture(scope="module")
+def detached(store):
+    """`vqatune train --detach` with the guide's flags, --output and tfidf off."""
     smoke_flags = cmdline.to_flags(config.load("smoke"))  # sizes small enough for a test
-    out = tmp_path / "saved_models" / "tiny"
+    out = store / "saved_models" / "tiny"
     result = invoke(
         "train",
         "--detach",
@@ -183,12 +190,33 @@ def test_train_detach_with_guide_flags_and_output(tmp_path):
         "1",
         "--eval_limit",
         "8",
+        "--set",
+        "tfidf=false",
     )
+    info = wait_final(out) if result.exit_code == 0 else None
+    return result, out, info
+
+
+def test_run_trains_to_the_end_with_progress_and_summary(first, store):
+    result, run_dir = first
+    assert result.exit_code == 0, result.output
+    assert run_dir.parent == store / "runs"
+    assert f"run {run_dir.name}: done" in result.stdout and "best accuracy" in result.stdout
+    assert "2/2" in result.stdout  # the progress bar reached the last step
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "parameters of preset smoke outside" in warnings[0]
+    assert runstore.run_info(run_dir).state == "done"
+    meta = events.read_json(run_dir / events.META_FILE)
+    assert meta["source"] == "smoke" and meta["overrides"] == {"max_steps": 2, "eval_limit": 8}
+
+
+def test_train_detach_with_guide_flags_and_output(detached):
+    result, out, info = detached
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "tiny"
-    info = wait_final(out)
     assert info.state == "done"
-    assert config.load(str(out / events.CONFIG_FILE)).max_steps == 1
+    saved = config.load(str(out / events.CONFIG_FILE))
+    assert saved.max_steps == 1 and saved.tfidf is False
 
 
 def test_ctrl_c_stops_the_run_cleanly(tmp_path):
@@ -230,15 +258,17 @@ def test_ctrl_c_stops_the_run_cleanly(tmp_path):
 
 
 @pytest.mark.parametrize("tfidf", ["true", "false"])
-def test_model_summary_counts_the_model_a_run_trains(tfidf):
+def test_model_summary_counts_the_model_a_run_trains(tfidf, first, detached):
+    # the runs: `first` (tfidf on) and `detached` (tfidf off), both smoke's sizes
     sets = ["--set", f"tfidf={tfidf}"]
     result = invoke("model", "summary", "smoke", *sets, "--json")
     assert result.exit_code == 0, result.output
     counted = json.loads(result.stdout)
     assert not counted["nominal_vocabulary"]
-    result = invoke("run", "smoke", "--name", f"tfidf-{tfidf}", *QUICK, *sets)
+    result, run_dir = first if tfidf == "true" else detached[:2]
     assert result.exit_code == 0, result.output
-    metrics = runstore.find_run(f"tfidf-{tfidf}") / events.METRICS_FILE
+    assert config.load(str(run_dir / events.CONFIG_FILE)).tfidf == (tfidf == "true")
+    metrics = run_dir / events.METRICS_FILE
     start = next(
         e for e in map(json.loads, metrics.read_text().splitlines()) if e["event"] == "start"
     )

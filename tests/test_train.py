@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polling
@@ -39,6 +38,47 @@ def train(run_dir: Path, resume=False, faults="", monkeypatch=None) -> int:
     if monkeypatch is not None:
         monkeypatch.setenv(FAULTS_ENV, faults)
     return Trainer(run_dir, resume=resume).run()
+
+
+class Forked:
+    """The trainer in a child forked from this process: a training process of its own (signals,
+    exit codes, kill -9) without the ~10 s of a fresh interpreter importing torch and the model
+    code. The child never returns into pytest."""
+
+    def __init__(self, run_dir: Path, faults: str = ""):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.returncode = None
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 1
+            try:
+                os.environ[FAULTS_ENV] = faults
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+                code = Trainer(run_dir).run()
+            finally:
+                os._exit(code)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, code = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(code)  # -N: killed by signal N
+        return self.returncode
+
+    def wait(self, timeout: float = 60) -> int:
+        assert polling.wait_for(lambda: self.poll() is not None, timeout=timeout, every=0.02)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            self.send_signal(signal.SIGKILL)
+            self.wait()
 
 
 def read(run_dir: Path) -> list[dict]:
@@ -191,9 +231,7 @@ def test_stop_mid_epoch_then_resume_matches_uninterrupted(tmp_path, monkeypatch,
 
 def test_crash_after_an_eval_checkpoint_then_resume_matches(tmp_path, monkeypatch, reference):
     run_dir = make_run(tmp_path, "crashed", RESUME_SETS)
-    env = dict(os.environ, **{FAULTS_ENV: "crash@4"})
-    cmd = [sys.executable, "-m", "vqatune.engine.train", str(run_dir)]
-    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 3
+    assert Forked(run_dir, faults="crash@4").wait() == 3
     assert status(run_dir)["state"] == "running"  # never ended: the run store says crashed
     assert checkpoint.load(run_dir / "checkpoints/last.pt")["step"] == 3  # epoch 1's eval
     assert train(run_dir, resume=True, monkeypatch=monkeypatch) == 0
@@ -202,18 +240,13 @@ def test_crash_after_an_eval_checkpoint_then_resume_matches(tmp_path, monkeypatc
 
 def test_sigterm_stops_cleanly_and_resume_matches(tmp_path, monkeypatch, reference):
     run_dir = make_run(tmp_path, "signal", RESUME_SETS)
-    cmd = [sys.executable, "-m", "vqatune.engine.train", str(run_dir)]
-    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (run_dir / events.METRICS_FILE).exists():
-        time.sleep(0.05)
-    while (
-        time.time() < deadline
-        and '"event": "step"' not in (run_dir / events.METRICS_FILE).read_text()
-    ):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    proc = Forked(run_dir)
+    metrics = run_dir / events.METRICS_FILE
+    stepped = lambda: metrics.exists() and '"event": "step"' in metrics.read_text()  # noqa: E731
+    try:
+        assert polling.wait_for(stepped, timeout=60, every=0.02)
+    finally:
+        proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
     st = status(run_dir)
     assert st["state"] == "stopped" and st["ended"]
@@ -229,9 +262,7 @@ def test_kill_9_between_evaluations_loses_at_most_checkpoint_every_min(
     # 6 ms: shorter than any step, so every step between the evaluations (3 and 6) is saved.
     every_s = 0.0001 * 60
     run_dir = make_run(tmp_path, "timed", RESUME_SETS + ["checkpoint_every_min=0.0001"])
-    env = dict(os.environ, **{FAULTS_ENV: "hold@5"})  # hangs after step 5, as if training on
-    cmd = [sys.executable, "-m", "vqatune.engine.train", str(run_dir)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = Forked(run_dir, faults="hold@5")  # hangs after step 5, as if training on
     try:
         log_file = run_dir / events.LOG_FILE
         holding = lambda: log_file.exists() and "holding after step 5" in log_file.read_text()  # noqa: E731
@@ -279,32 +310,28 @@ class _RunsCode:
 
 # A SIGTERM while the final records are written (torchrun sends one to every rank when a peer
 # exits first) must not cut them short: the run's state stays the final one, not "running".
-SIGTERM_DURING_FINISH = """
-import os, signal, sys
-from vqatune.engine import events
-from vqatune.engine.trainer import Trainer
-
-write = events.write_json_atomic
-
-
-def write_then_terminate(path, data):
-    if path.name == events.SUMMARY_FILE:
-        os.kill(os.getpid(), signal.SIGTERM)
-    write(path, data)
-
-
-events.write_json_atomic = write_then_terminate
-sys.exit(Trainer(sys.argv[1]).run())
-"""
-
-
-def test_sigterm_while_the_run_ends_keeps_the_final_status(tmp_path):
+# In this process: the trainer's handler answers it; the one around it must never see it.
+def test_sigterm_while_the_run_ends_keeps_the_final_status(tmp_path, monkeypatch):
     run_dir = make_run(tmp_path, "ending", QUICK + ["max_steps=1"])
-    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
-    cmd = [sys.executable, "-c", SIGTERM_DURING_FINISH, str(run_dir)]
-    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    write = events.write_json_atomic
+
+    def write_then_terminate(path, data):
+        if path.name == events.SUMMARY_FILE:
+            os.kill(os.getpid(), signal.SIGTERM)
+        write(path, data)
+
+    monkeypatch.setattr(events, "write_json_atomic", write_then_terminate)
+    outside = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: outside.append(signum))
+    try:
+        assert train(run_dir, monkeypatch=monkeypatch) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert outside == []  # delivered while the trainer's handler was in place
+    monkeypatch.undo()
     assert status(run_dir)["state"] == "done" and status(run_dir)["ended"]
     assert events.read_json(run_dir / events.SUMMARY_FILE)["state"] == "done"
+    assert "received SIGTERM" in (run_dir / events.LOG_FILE).read_text()
 
 
 def test_resume_without_checkpoint_starts_over(tmp_path, monkeypatch):

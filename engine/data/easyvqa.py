@@ -78,9 +78,13 @@ def load_images(split: str, res: int) -> np.ndarray:
 
 
 class EasyVQADataset(BatchedDataset):
+    """`images` is the uint8 array or a (split, res) pair, loaded (decoded on first use) when a
+    sample is first read: a build for the vocabularies alone (`vqatune model summary`, a dry
+    run) decodes no image."""
+
     def __init__(
         self,
-        images: np.ndarray,
+        images: np.ndarray | tuple[str, int],
         image_ids: np.ndarray,
         q_tokens: np.ndarray,
         labels: np.ndarray,
@@ -88,13 +92,19 @@ class EasyVQADataset(BatchedDataset):
         num_answers: int,
         num_stat_word: int,
     ):
-        self.images = images  # uint8 [I, 3, H, W] (mmap)
+        self._images = images  # uint8 [I, 3, H, W] (mmap), or (split, res) until first read
         self.image_ids = image_ids  # int64 [Q]
         self.q_tokens = q_tokens  # int64 [Q, L]
         self.labels = labels  # int64 [Q]
         self.types = types  # int64 [Q]
         self.num_answers = num_answers
         self.num_stat_word = num_stat_word
+
+    @property
+    def images(self) -> np.ndarray:
+        if isinstance(self._images, tuple):
+            self._images = load_images(*self._images)
+        return self._images
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -141,7 +151,7 @@ def build(cfg, eval_split: str | None = None) -> DataBundle:
         labels = np.array([index.get(a, -1) for a in ans], np.int64)
         types = np.array([answer_type(a) for a in ans], np.int64)
         ds = EasyVQADataset(
-            load_images(split, image_res(cfg)),  # the X-VLM YAML's, as the model's
+            (split, image_res(cfg)),  # the X-VLM YAML's resolution, as the model's
             img_ids,
             tokens,
             labels,

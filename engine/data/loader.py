@@ -89,6 +89,8 @@ def make_loader(
     size = batch_size or cfg.batch_size
     batches = batch_indices(len(dataset), size, shuffle=train, seed=seed, epoch=epoch)
     workers = cfg.num_workers
+    if workers and batches:  # data a set loads on first read (easy-VQA's images): once, here
+        dataset.batch(batches[0][:1])
     pin = cfg.device != "cpu" and torch.cuda.is_available()
     return DataLoader(
         BatchDataset(dataset),
