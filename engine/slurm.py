@@ -52,6 +52,10 @@ FINAL_JOB_STATES = {
     "COMPLETED": ("crashed", "the Slurm job ended without the trainer's end record"),
 }
 QUEUED_JOB_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING")
+# sacct answered and does not list the job: just submitted (the accounting database lags a few
+# seconds), or purged from the database (MinJobAge, an administrator). After this long, purged.
+ABSENT = "ABSENT"
+PURGED_AFTER_S = 600.0
 
 
 @dataclass
@@ -275,23 +279,24 @@ _cache: dict[str, tuple[float, str]] = {}
 
 
 def job_state(job_id: str) -> str:
-    """sacct's State of the job ('UNKNOWN' when sacct does not know it, or is missing);
-    cached for STATE_CACHE_S so that listing many runs asks Slurm once per job. A task of an
+    """sacct's State of the job: 'ABSENT' when sacct answered without it, 'UNKNOWN' when sacct
+    is missing or failed; cached for STATE_CACHE_S so that listing many runs asks Slurm once per job. A task of an
     array (JOBID_TASK) is looked up with its whole array: one sacct call for a sweep."""
     hit = _cache.get(job_id)
     if hit and time.time() - hit[0] < STATE_CACHE_S:
         return hit[1]
     asked = job_id.split("_")[0]
     now = time.time()
-    states = {}
+    states, missing = {}, "UNKNOWN"
     try:
-        out = subprocess.run(
+        done = subprocess.run(
             ["sacct", "-j", asked, "-X", "-n", "-P", "-o", "JobID,State"],
             capture_output=True,
             text=True,
             timeout=20,
-        ).stdout
-        for line in out.splitlines():
+        )
+        missing = ABSENT if done.returncode == 0 else "UNKNOWN"
+        for line in done.stdout.splitlines():
             jid, _, st = line.partition("|")
             if st.strip():
                 for one in expand_job_ids(jid.strip()):
@@ -300,7 +305,7 @@ def job_state(job_id: str) -> str:
         pass
     for one, st in states.items():
         _cache[one] = (now, st)
-    _cache[job_id] = (now, states.get(job_id, "UNKNOWN"))
+    _cache[job_id] = (now, states.get(job_id, missing))
     return _cache[job_id][1]
 
 
@@ -325,7 +330,16 @@ def derive_state(status: dict, job: dict, heartbeat_timeout_s: float, now: float
     if slurm in FINAL_JOB_STATES:
         state, why = FINAL_JOB_STATES[slurm]
         return state, f"{why} (job {job_id})"
-    if slurm in QUEUED_JOB_STATES or (slurm == "UNKNOWN" and status.get("state") != "running"):
+    submitted = job.get("submitted")
+    if (
+        slurm == ABSENT
+        and status.get("state") != "running"
+        and isinstance(submitted, (int, float))
+        and now - submitted > PURGED_AFTER_S
+    ):
+        return "crashed", f"Slurm job {job_id} is unknown to sacct (purged from its database?)"
+    unknown = slurm in ("UNKNOWN", ABSENT)
+    if slurm in QUEUED_JOB_STATES or (unknown and status.get("state") != "running"):
         message = status.get("message") or f"Slurm job {job_id} is {slurm.lower()}"
         return "queued", message
     heartbeat = status.get("heartbeat")

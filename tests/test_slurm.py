@@ -390,3 +390,21 @@ def test_logs_follow_reads_the_shared_log_until_the_job_times_out(cluster, monke
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "fake trainer start" in out
     assert state(run_dir) == "timeout"
+
+
+def test_a_job_purged_from_sacct_ends_the_queued_run_as_crashed(cluster, monkeypatch):
+    monkeypatch.setenv("FAKE_SLURM_HOLD", "1")
+    run_dir = submit()
+    (cluster / "jobs" / "1000.json").unlink()  # gone from the accounting database
+    # Just submitted: the database may not list it yet, so the run still waits.
+    assert state(run_dir) == "queued"
+    meta = read_json(run_dir / "meta.json")
+    meta["slurm"]["submitted"] -= slurm.PURGED_AFTER_S + 1
+    write_json_atomic(run_dir / "meta.json", meta)
+    info = runstore.run_info(run_dir)
+    assert info.state == "crashed", info
+    assert info.message == "Slurm job 1000 is unknown to sacct (purged from its database?)"
+    # sacct itself failing says nothing about the job: the run keeps waiting.
+    broken = cluster.parent / "bin" / "sacct"
+    broken.write_text("#!/bin/sh\necho 'sacct: error: slurmdbd unreachable' >&2\nexit 1\n")
+    assert state(run_dir) == "queued"
