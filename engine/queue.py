@@ -240,12 +240,14 @@ WORKER = [sys.executable, "-m", "vqatune.engine.queue"]
 
 
 def gpus_needed(run_dir: Path) -> int:
+    """GPUs the run takes: none for `device = "cpu"`, else one per process (nproc_per_node)."""
     from .config import load
 
     try:
-        return max(1, int(load(str(Path(run_dir) / CONFIG_FILE)).nproc_per_node))
+        cfg = load(str(Path(run_dir) / CONFIG_FILE))
     except ConfigError:
         return 1
+    return 0 if cfg.device == "cpu" else max(1, int(cfg.nproc_per_node))
 
 
 def memory_need(run_dir: Path, total_bytes: int) -> int:
@@ -361,7 +363,9 @@ class Worker:
                 live = len(q["starting"]) + len(q["started"])
                 if live >= max(1, int(q.get("cpu_slots") or 1)):
                     return
-                gpus: list[str] = []
+                gpus: list[str] | None = None
+            elif (need := gpus_needed(run_dir)) == 0:  # a CPU run beside the GPU runs: it sees
+                gpus = []  # no GPU at all (CUDA_VISIBLE_DEVICES empty)
             else:
                 try:
                     free = free_gpus(run_dir, devices, q["gpus"], held)
@@ -370,7 +374,6 @@ class Worker:
                     _mark_failed(run_dir, str(e))  # out of the line: nobody waits for it
                     self.log(f"{run_id}: not started: {e}")
                     continue
-                need = gpus_needed(run_dir)
                 if len(free) < need:
                     return
                 gpus = free[:need]
@@ -385,10 +388,11 @@ class Worker:
                 _mark_failed(run_dir, str(e))
             q["started"][run_id] = q["starting"].pop(run_id)
 
-    def _launch(self, run_dir: Path, gpus: list[str]) -> None:
+    def _launch(self, run_dir: Path, gpus: list[str] | None) -> None:
+        """gpus: the GPU ids to pin, [] for none visible, None on a machine without GPUs."""
         meta = read_json(run_dir / META_FILE) or {}
         write_json_atomic(run_dir / META_FILE, {**meta, "gpus": gpus or None})
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if gpus else None
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if gpus is not None else None
         # A run put back in line (a sweep's interrupted trial) continues from its checkpoint.
         resume = runstore.last_checkpoint(run_dir) is not None
         runstore.launch(run_dir, detach=True, resume=resume, env=env)

@@ -42,7 +42,9 @@ def store(tmp_path, monkeypatch):
 
 
 def queued(store: Path, name: str, **values) -> Path:
-    cfg = config.load("smoke").replace(**{"name": name, "max_steps": 4, **values})
+    # device auto: smoke trains on the CPU, and a CPU run takes no GPU of the queue
+    values = {"name": name, "max_steps": 4, "device": "auto", **values}
+    cfg = config.load("smoke").replace(**values)
     run_dir = runstore.create_run(cfg, source="smoke", runs_dir=store)
     queue.enqueue(run_dir, store)
     return run_dir
@@ -56,7 +58,7 @@ def pinned_to(run_dir: Path) -> str:
     """The CUDA_VISIBLE_DEVICES the fake trainer saw (it prints it first thing)."""
     log = run_dir / "train.log"
     assert wait_for(lambda: "CUDA_VISIBLE_DEVICES=" in log.read_text(), timeout=60)
-    return log.read_text().split("CUDA_VISIBLE_DEVICES=")[1].split()[0]
+    return log.read_text().split("CUDA_VISIBLE_DEVICES=")[1].split("\n")[0]
 
 
 def until_settled(worker: queue.Worker, done, timeout: float = 60.0) -> None:
@@ -73,7 +75,7 @@ def test_one_gpu_runs_the_line_in_order(store):
     a, b, c = (queued(store, n) for n in "abc")
     worker = queue.Worker(store, log=lambda line: None, monitor=FakeMonitor({0: 0.5}))
     worker.tick()
-    assert state(a) in ("queued", "running") and runstore.run_info(a).pid is not None
+    assert read_json(a / "meta.json")["gpus"] == ["0"]  # started (it may be done already)
     assert [state(b), state(c)] == ["queued", "queued"] and runstore.run_info(b).pid is None
     assert queue.read(store)["order"] == [b.name, c.name]
     until_settled(worker, lambda: state(c) == "done")
@@ -261,7 +263,9 @@ def test_cli_run_queue_and_listing(real_worker, monkeypatch):
     assert cli("queue", "pause").exit_code == 0
     ids = []
     for n in ("first", "second"):
-        out = cli("run", "smoke", "--queue", "--name", n, "--set", "max_steps=3")
+        out = cli(
+            "run", "smoke", "--queue", "--name", n, "--set", "max_steps=3", "--set", "device=auto"
+        )
         assert out.exit_code == 0, out.output
         ids.append(out.stdout.strip())
         assert f"queued at position {len(ids)}" in out.stderr
@@ -288,7 +292,8 @@ def sweep_plan(tmp_path: Path, body: str):
     from vqatune.engine import plans
 
     path = tmp_path / "plan.toml"
-    path.write_text('base = "smoke"\n' + body)
+    body = body if "[set]" in body else body + "[set]\n"
+    path.write_text('base = "smoke"\n' + body.replace("[set]\n", '[set]\ndevice = "auto"\n'))
     return plans.load_plan(str(path))
 
 
@@ -393,7 +398,9 @@ def test_sweep_goes_through_the_queue_by_default_while_a_worker_serves_the_store
     assert wait_for(lambda: state(long) == "running", timeout=60)
     monkeypatch.setenv("FAKE_DELAY", "0.02")
     plan = tmp_path / "plan.toml"
-    plan.write_text('base = "smoke"\nseeds = [1]\n[variants.a]\nlr = 1e-4\n[set]\nmax_steps = 3\n')
+    plan.write_text(
+        'base = "smoke"\nseeds = [1]\n[variants.a]\nlr = 1e-4\n[set]\nmax_steps = 3\ndevice = "auto"\n'
+    )
     out = cli("sweep", str(plan), "--detach")
     assert out.exit_code == 0, out.output
     assert "a queue worker serves this run store" in out.stderr
@@ -416,3 +423,23 @@ def test_an_interrupted_sweep_takes_its_waiting_runs_out_of_the_line(store):
     slots.stop_jobs([slots.Job(run_dir, "waiting", 0)], stopped.append, wait_s=30)
     assert state(run_dir) == "stopped" and queue.read(store)["order"] == []
     assert stopped == [f"stopped waiting ({run_dir.name})"]
+
+
+def test_a_cpu_run_takes_no_gpu_and_holds_none(store):
+    gpu_run = queued(store, "gpu", max_steps=400)
+    cpu_run = queued(store, "cpu", device="cpu", max_steps=400)
+    worker = queue.Worker(store, log=lambda line: None, monitor=FakeMonitor({0: 0}))
+    try:
+        worker.tick()
+        # GPU 0 went to the first run; the CPU run behind it starts at once, on no GPU.
+        assert pinned_to(gpu_run) == "0" and pinned_to(cpu_run) == ""
+        assert read_json(cpu_run / "meta.json")["gpus"] is None
+        runstore.stop(gpu_run, kill=True)
+        assert wait_for(lambda: runstore.run_info(gpu_run).pid is None, timeout=60)
+        assert queue.held_gpus(store) == set()  # the live CPU run holds no GPU
+        q, entries = queue.listing(store)
+        assert {e.info.id: e.need for e in entries} == {cpu_run.name: 0}
+    finally:
+        for run_dir in (gpu_run, cpu_run):
+            if runstore.run_info(run_dir).pid is not None:
+                runstore.stop(run_dir, kill=True)

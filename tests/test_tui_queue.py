@@ -211,8 +211,10 @@ def _fake_gpu(monkeypatch) -> None:
 
 
 def _held_by_this_process(store) -> None:
-    """A run of the store that is live (this test's own process) and so holds GPU 0."""
-    run_dir = make_run(store, "20260101-150000-live-ffff", state="queued")
+    """A GPU run of the store that is live (this test's own process) and so holds GPU 0."""
+    run_dir = make_run(
+        store, "20260101-150000-live-ffff", state="queued", values={"device": "auto"}
+    )
     me = psutil.Process()
     status = {"state": "running", "pid": os.getpid(), "pid_start_time": me.create_time()}
     (run_dir / ev.STATUS_FILE).write_text(json.dumps({**status, "heartbeat": time.time()}))

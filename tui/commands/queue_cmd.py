@@ -58,7 +58,10 @@ def show(
         return
     typer.echo(queue.describe(q))
     for e in entries:
-        where = f"GPU {','.join(e.gpus)}" if e.gpus else f"needs {e.need} GPU{'s' * (e.need > 1)}"
+        if e.gpus:
+            where = f"GPU {','.join(e.gpus)}"
+        else:
+            where = f"needs {e.need} GPU{'s' * (e.need > 1)}" if e.need else "CPU"
         place = f"{e.position:>3}" if e.position is not None else "  -"
         sweep = f"  sweep {e.info.meta['sweep']}" if e.info.meta.get("sweep") else ""
         typer.echo(f"{place}  {e.info.id}  {e.info.state:<8}  {where}{sweep}")
