@@ -182,6 +182,15 @@ def test_monitor_shows_a_finished_runs_history(store):
             assert acc.series["val"].n == 4 and "val graph" in acc.series
             assert screen.query_one("#chart-memory").series["rss_mb"].n == 40
             assert screen.query_one("#log-tail", Log).lines[-1] == "log line 29"
+            # m cycles the smoothing of every chart, ] and [ step its factor
+            await pilot.press("m", "right_square_bracket")
+            await pilot.pause()
+            for chart in (loss, acc, screen.query_one("#chart-memory")):
+                assert chart.smoothing == ("ema", 0.8)
+            assert "loss · EMA 0.8 (debiased)" in str(loss.render())
+            await pilot.press("m", "m")
+            await pilot.pause()
+            assert loss.smoothing == ("none", 0.0) and "EMA" not in str(loss.render())
             await pilot.press("escape")
             assert isinstance(app.screen, RunsScreen)
 

@@ -12,8 +12,8 @@ from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 from vqatune.engine import config as config_mod
+from vqatune.engine import curves, runstore
 from vqatune.engine import events as ev
-from vqatune.engine import runstore
 from vqatune.engine.config import ConfigError
 from vqatune.tui import display
 from vqatune.tui.messages import RunUpdate, RunUpdated, UserError
@@ -96,6 +96,15 @@ class MonitorScreen(Screen):
         PaletteBinding(
             "r", "resume", "Resume", title="Resume run", help="Continue a stopped or crashed run"
         ),
+        PaletteBinding(
+            "m",
+            "cycle_smoothing",
+            "Smooth",
+            title="Smooth the charts",
+            help="None, EMA, moving window; [ and ] change the factor",
+        ),
+        Binding("right_square_bracket", "factor(1)", "Factor +", show=False),
+        Binding("left_square_bracket", "factor(-1)", "Factor -", show=False),
     ]
 
     def __init__(self, run_dir: Path):
@@ -107,6 +116,7 @@ class MonitorScreen(Screen):
         self.watcher: RunWatcher | None = None  # kept across resumes: offsets, not a re-read
         self.header: tuple[str, str] | None = None
         self.pretrained: str | None = None  # from the start event
+        self.smoothing, self.factor = "none", 0.0  # engine.curves method, for every chart
 
     def compose(self) -> ComposeResult:
         yield Static(self.run_dir.name, id="run-header")
@@ -177,6 +187,21 @@ class MonitorScreen(Screen):
 
     # ------------------------------------------------------------------------------------------
     # Actions: blocking calls in workers
+
+    def action_cycle_smoothing(self) -> None:
+        order = curves.SMOOTHINGS
+        self.smoothing = order[(order.index(self.smoothing) + 1) % len(order)]
+        self.factor = curves.DEFAULT_FACTORS[self.smoothing]
+        self.apply_smoothing()
+
+    def action_factor(self, direction: int) -> None:
+        self.factor = curves.next_factor(self.smoothing, self.factor, up=direction > 0)
+        self.apply_smoothing()
+
+    def apply_smoothing(self) -> None:
+        for chart in self.query(MetricChart):
+            chart.smoothing = (self.smoothing, self.factor)
+            chart.redraw()
 
     def action_stop(self) -> None:
         self.signal_run(kill=False)
