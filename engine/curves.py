@@ -80,6 +80,12 @@ def moving_mean(ys: Sequence[float], window: int) -> list[float]:
     return out
 
 
+def next_smoothing(method: str) -> tuple[str, float]:
+    """The method after `method` in SMOOTHINGS (round), with its default factor (a TUI key)."""
+    following = SMOOTHINGS[(SMOOTHINGS.index(method) + 1) % len(SMOOTHINGS)]
+    return following, DEFAULT_FACTORS[following]
+
+
 def next_factor(method: str, factor: float, up: bool = True) -> float:
     """The next factor of FACTOR_STEPS in the given direction (for a TUI key)."""
     steps = FACTOR_STEPS[method]

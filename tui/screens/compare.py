@@ -101,9 +101,7 @@ class CompareScreen(Screen):
         self.query_one("#compare-curve-stats", Static).update("\n".join([keys, *lines]))
 
     def action_cycle_smoothing(self) -> None:
-        order = curves.SMOOTHINGS
-        self.smoothing = order[(order.index(self.smoothing) + 1) % len(order)]
-        self.factor = curves.DEFAULT_FACTORS[self.smoothing]
+        self.smoothing, self.factor = curves.next_smoothing(self.smoothing)
         self.draw_curves()
 
     def action_factor(self, direction: int) -> None:

@@ -189,9 +189,7 @@ class MonitorScreen(Screen):
     # Actions: blocking calls in workers
 
     def action_cycle_smoothing(self) -> None:
-        order = curves.SMOOTHINGS
-        self.smoothing = order[(order.index(self.smoothing) + 1) % len(order)]
-        self.factor = curves.DEFAULT_FACTORS[self.smoothing]
+        self.smoothing, self.factor = curves.next_smoothing(self.smoothing)
         self.apply_smoothing()
 
     def action_factor(self, direction: int) -> None:
