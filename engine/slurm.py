@@ -280,8 +280,9 @@ _cache: dict[str, tuple[float, str]] = {}
 
 def job_state(job_id: str) -> str:
     """sacct's State of the job: 'ABSENT' when sacct answered without it, 'UNKNOWN' when sacct
-    is missing or failed; cached for STATE_CACHE_S so that listing many runs asks Slurm once per job. A task of an
-    array (JOBID_TASK) is looked up with its whole array: one sacct call for a sweep."""
+    is missing or failed; cached for STATE_CACHE_S so that listing many runs asks Slurm once per
+    job. A task of an array (JOBID_TASK) is looked up with its whole array: one sacct call for a
+    sweep."""
     hit = _cache.get(job_id)
     if hit and time.time() - hit[0] < STATE_CACHE_S:
         return hit[1]

@@ -60,8 +60,10 @@ def show(
     for e in entries:
         if e.gpus:
             where = f"GPU {','.join(e.gpus)}"
+        elif e.need:
+            where = f"needs {e.need} GPU{'s' * (e.need > 1)}"
         else:
-            where = f"needs {e.need} GPU{'s' * (e.need > 1)}" if e.need else "CPU"
+            where = "CPU"
         place = f"{e.position:>3}" if e.position is not None else "  -"
         sweep = f"  sweep {e.info.meta['sweep']}" if e.info.meta.get("sweep") else ""
         typer.echo(f"{place}  {e.info.id}  {e.info.state:<8}  {where}{sweep}")

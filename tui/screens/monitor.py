@@ -185,8 +185,7 @@ class MonitorScreen(Screen):
             if g.process_memory is not None:
                 mem.add(f"gpu{g.index} this run", step, g.process_memory / MIB)
 
-    # ------------------------------------------------------------------------------------------
-    # Actions: blocking calls in workers
+    # Smoothing keys: the charts are redrawn at once, from the points they hold
 
     def action_cycle_smoothing(self) -> None:
         self.smoothing, self.factor = curves.next_smoothing(self.smoothing)
@@ -200,6 +199,9 @@ class MonitorScreen(Screen):
         for chart in self.query(MetricChart):
             chart.smoothing = (self.smoothing, self.factor)
             chart.redraw()
+
+    # ------------------------------------------------------------------------------------------
+    # Actions: blocking calls in workers
 
     def action_stop(self) -> None:
         self.signal_run(kill=False)
