@@ -622,8 +622,8 @@ PARAMS: tuple[Param, ...] = (
         False,
         BB,
         "X-VLM backbone",
-        "Convolutional patch embedding (hybrid ViT): stride-2 3x3 convolutions instead of the "
-        "linear patch projection; a ViT trained from scratch learns shapes far sooner with it.",
+        "Convolutional patch embedding (hybrid ViT): 3x3 convolutions and 2x2 max pools instead "
+        "of the linear patch projection; a ViT trained from scratch learns shapes far sooner.",
         guide=False,
     ),
     _p(

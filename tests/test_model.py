@@ -222,8 +222,11 @@ def test_conv_stem_replaces_the_patch_projection_on_the_same_grid(patch_size):
     assert isinstance(plain.backbone.vision.embeddings.patch_embeddings.projection, torch.nn.Conv2d)
     stem = hybrid.backbone.vision.embeddings.patch_embeddings.projection
     assert isinstance(stem, ConvStem)
-    strided = [m for m in stem if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
-    assert len(strided) == {4: 1, 8: 2, 16: 3}[patch_size]  # stride-2 3x3 convolutions
+    convs = [m for m in stem if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in stem if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(convs) == len(pools) == {4: 2, 8: 3, 16: 4}[patch_size]  # a stage per halving
+    channels = {4: [16, 24], 8: [16, 32, 24], 16: [16, 32, 64, 24]}[patch_size]
+    assert [c.out_channels for c in convs] == channels  # doubling from 16, the width last
     batch = make_batch(cfg, meta)
     out, (loss, _) = run(hybrid.train(), batch)
     assert out["logits"]["xvlm"].shape == (4, len(meta.answers))

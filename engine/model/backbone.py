@@ -247,26 +247,28 @@ def patch_boxes(grid: int) -> torch.Tensor:
 
 
 class ConvStem(nn.Sequential):
-    """Convolutional patch embedding (Xiao et al. 2021, "Early convolutions help transformers see
-    better"): stride-2 3x3 convolutions halve the image until one patch/2 step is left, then one
-    projection to the ViT width. Same token grid as ViT's linear patch projection."""
+    """Convolutional patch embedding, a hybrid ViT's (Dosovitskiy et al. 2021; Xiao et al. 2021):
+    each stage a 3x3 convolution, batch norm, ReLU and a 2x2 max pool, channels doubling from 16,
+    until the patch grid is left; the last stage outputs the ViT width. Max pooling keeps a
+    feature wherever it fired in the patch: a shape's corners are found wherever the shape lies."""
 
     def __init__(self, patch_size: int, width: int):
         layers, channels, size = [], 3, patch_size
-        while size > 2 and size % 2 == 0:  # [B,3,H,W] -> [B,C,H/2,W/2] ...
-            out = max(16, width // (size // 2))
+        out = 16
+        while size > 1:  # [B,C,H,W] -> [B,C',H/2,W/2] ... -> [B,Wv,H/p,W/p]
+            out = width if size == 2 else out
             layers += [
-                nn.Conv2d(channels, out, 3, stride=2, padding=1),
+                nn.Conv2d(channels, out, 3, padding=1),
                 nn.BatchNorm2d(out),
                 nn.ReLU(),
+                nn.MaxPool2d(2),
             ]
-            channels, size = out, size // 2
-        layers.append(nn.Conv2d(channels, width, size, stride=size))  # -> [B,Wv,H/p,W/p]
+            channels, size, out = out, size // 2, out * 2
         super().__init__(*layers)
 
     @property
     def weight(self) -> torch.Tensor:  # ViTEmbeddings reads projection.weight.dtype
-        return self[-1].weight
+        return self[0].weight
 
 
 class RegionEmbedding(nn.Module):
