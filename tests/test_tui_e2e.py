@@ -123,8 +123,9 @@ def test_through_tmux_at_80x24(env):
         _wait_for(session, "eff. batch 128", "Training basics", "^l Launch")
         for attempt in range(3):  # keys typed while the app starts may be discarded: retype
             _tmux("send-keys", "-t", session, "End", "BSpace", "BSpace", "BSpace")  # epochs
-            _tmux("send-keys", "-t", session, "-l", "--", "-1")
-            try:
+            try:  # the field is empty before the new value is typed, then shows its error
+                _wait_for(session, "expected an integer, got ''", timeout=15)
+                _tmux("send-keys", "-t", session, "-l", "--", "-1")
                 _wait_for(session, "must be >= 1, got -1", "1 invalid", timeout=15)
                 break
             except AssertionError:
