@@ -56,8 +56,6 @@ def test_largest_batch_is_the_edge_and_keeps_the_effective_batch(smoke):
 PROBED = {
     "cpu-quick": [],
     "wider": ["num_hid=256", "AOA_layers=2"],
-    # bf16 on CPU with the max-pool conv stem: the RSS rises 41% above the prediction (buffers of
-    # the bf16 convolutions autograd does not hold); the README gives that figure
     "deeper": ["vision_layers=4", "fusion_layers=2"],
 }  # bf16 is left out: on CPUs with avx512_bf16 the RSS rises ~45% above the prediction (README)
 

@@ -240,6 +240,15 @@ def test_conv_stem_replaces_the_patch_projection_on_the_same_grid(patch_size):
     assert {id(p) for p in stem.parameters()} <= {id(p) for p in hybrid.param_groups()["backbone"]}
 
 
+@pytest.mark.parametrize(("image_res", "patch_size"), [(28, 14), (48, 24)])
+def test_conv_stem_keeps_the_grid_of_a_patch_with_an_odd_factor(image_res, patch_size):
+    meta = make_meta("pixels")
+    cfg = tiny(image_res=image_res, patch_size=patch_size, vision_width=24, backbone_heads=4)
+    model = build_model(cfg.replace(conv_stem=True), meta)
+    grid = image_res // patch_size
+    assert model.backbone(make_batch(cfg, meta))["vision"].shape == (4, 1 + grid**2, 24)
+
+
 def test_backbone_heads_must_divide_widths():
     with pytest.raises(ConfigError, match="backbone_heads"):
         backbone_sizes(tiny(vision_width=30, backbone_heads=4))

@@ -253,9 +253,8 @@ class ConvStem(nn.Sequential):
     feature wherever it fired in the patch: a shape's corners are found wherever the shape lies."""
 
     def __init__(self, patch_size: int, width: int):
-        layers, channels, size = [], 3, patch_size
-        out = 16
-        while size > 1:  # [B,C,H,W] -> [B,C',H/2,W/2] ... -> [B,Wv,H/p,W/p]
+        layers, channels, size, out = [], 3, patch_size, 16
+        while size % 2 == 0:  # [B,C,H,W] -> [B,C',H/2,W/2] ... -> [B,Wv,H/p,W/p]
             out = width if size == 2 else out
             layers += [
                 nn.Conv2d(channels, out, 3, padding=1),
@@ -264,6 +263,8 @@ class ConvStem(nn.Sequential):
                 nn.MaxPool2d(2),
             ]
             channels, size, out = out, size // 2, out * 2
+        if size > 1:  # an odd factor left (patch 14, 24): one projection of that size
+            layers.append(nn.Conv2d(channels, width, size, stride=size))
         super().__init__(*layers)
 
     @property
